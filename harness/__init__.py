@@ -1,0 +1,1 @@
+"""attnbench's harness: cases, agreement checks, timing, sweeps, results, plots and the CLI."""

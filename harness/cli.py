@@ -1,0 +1,123 @@
+"""The `attnbench` command (also `python -m harness`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import impls
+from harness import checking
+from harness.cases import make_qkv
+from harness.options import UsageError, parse_dtype_list, parse_impl_list, parse_positive_int
+from harness.tables import format_table
+
+
+def cmd_list(ns: argparse.Namespace) -> int:
+    rows = []
+    for impl in impls.registry().values():
+        reason = impl.unavailable_reason()
+        rows.append(
+            {
+                "name": impl.name,
+                "device": impl.device,
+                "dtypes": ",".join(impl.dtypes),
+                "causal": "yes" if impl.supports_causal else "no",
+                "available": "yes" if reason is None else f"no: {reason}",
+                "description": impl.description,
+            }
+        )
+    print(format_table(rows))
+    return 0
+
+
+def cmd_check(ns: argparse.Namespace) -> int:
+    selected = parse_impl_list(ns.impl, only_available=False)
+    dtypes = parse_dtype_list(ns.dtype)
+    n, d = parse_positive_int("--n", ns.n), parse_positive_int("--d", ns.d)
+    lead = (parse_positive_int("--batch", ns.batch), parse_positive_int("--heads", ns.heads))
+    rows, all_ok = [], True
+    for dtype in dtypes:
+        q, k, v = make_qkv(n, n, d, lead=lead, dtype=dtype, seed=ns.seed)
+        args = impls.check_attention_args(q, k, v, causal=ns.causal)
+        for impl in selected:
+            row = {"impl": impl.name, "dtype": dtype, "causal": ns.causal, "n": n, "d": d}
+            reason = impl.unavailable_reason()
+            if reason is not None:
+                rows.append({**row, "status": f"skipped: {reason}"})
+                continue
+            try:
+                agreement = checking.check_implementation(impl, args)
+            except Exception as exc:  # noqa: BLE001 - a failing implementation is a finding
+                all_ok = False
+                rows.append({**row, "status": f"FAILED: {type(exc).__name__}: {exc}"})
+                continue
+            all_ok &= agreement.ok
+            rows.append(
+                {
+                    **row,
+                    "max_abs_err": f"{agreement.max_abs_err:.3g}",
+                    "max_rel_err": f"{agreement.max_rel_err:.3g}",
+                    "tolerance": f"{agreement.tolerance:.3g}",
+                    "where (b,i,j)": str(agreement.where),
+                    "status": "agrees" if agreement.ok else f"DISAGREES {agreement.problem or ''}",
+                }
+            )
+    print(format_table(rows))
+    print("all agree" if all_ok else "some implementations disagree or failed")
+    return 0 if all_ok else 1
+
+
+def cmd_new(ns: argparse.Namespace) -> int:
+    from harness.scaffold import create_implementation
+
+    try:
+        path = create_implementation(ns.name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {path}")
+    print(f"check it with: attnbench check --impl {ns.name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnbench",
+        description="Benchmark self-attention implementations on this machine.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="registered implementations and whether they can run here")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("check", help="compare implementations with a float64 reference")
+    p.add_argument("--impl", default=None, help="comma-separated names (default: all)")
+    p.add_argument("--n", default="1000", help="sequence length (default 1000)")
+    p.add_argument("--d", default="80", help="head dimension (default 80)")
+    p.add_argument("--dtype", default="float32,float64", help="float32, float64 or both")
+    p.add_argument("--batch", default="1", help="batch size (default 1)")
+    p.add_argument("--heads", default="1", help="heads (default 1)")
+    p.add_argument("--causal", action="store_true", help="apply the causal mask")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("new", help="write impls/NAME.py from a working template")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_new)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns)
+    except UsageError as exc:
+        print(f"attnbench {ns.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attnbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

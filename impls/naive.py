@@ -1,0 +1,65 @@
+"""Pure-Python loops that follow the seed step by step: the reference people read.
+
+No NumPy in the arithmetic: the arrays become nested lists in `prepare`, and every score,
+weight and sum below is one Python float (double precision) operation. Slow by design.
+"""
+
+from __future__ import annotations
+
+import math
+from operator import mul
+
+import numpy as np
+
+DESCRIPTION = "pure-Python loops following the seed step by step (readable, slow)"
+DTYPES = ("float32", "float64")
+CAUSAL = True
+DEVICE = "cpu"
+
+
+def unavailable_reason() -> str | None:
+    return None
+
+
+def prepare(args):
+    return {
+        "q": args.q.tolist(),  # [batch][n_q][d_k]
+        "k": args.k.tolist(),  # [batch][n_k][d_k]
+        # The values stored feature by feature, so each output feature is one weighted sum.
+        "v_columns": np.swapaxes(args.v, 1, 2).tolist(),  # [batch][d_v][n_k]
+        "causal": args.causal,
+        "scale": args.scale,
+        "dtype": args.dtype,
+        "out": None,
+    }
+
+
+def attend_one_query(query, keys, value_columns, scale):
+    """One token's output: the softmax-weighted sum of the values it may see."""
+    # Attention scores: the query's dot product with every key, scaled by 1/sqrt(d_k).
+    # (sum(map(mul, a, b)) is sum(a_i * b_i), written so that Python runs it quickly.)
+    scores = [scale * sum(map(mul, query, key)) for key in keys]
+    # Softmax, made stable by subtracting the largest score before exponentiating.
+    largest = max(scores)
+    exps = [math.exp(s - largest) for s in scores]
+    total = sum(exps)
+    weights = [e / total for e in exps]
+    # Weighted sum of the value vectors, one output feature (a column of values) at a time.
+    # zip stops at the shorter list, so the weights select the visible keys.
+    return [sum(map(mul, weights, column)) for column in value_columns]
+
+
+def run(state):
+    out = []
+    for q, k, v_columns in zip(state["q"], state["k"], state["v_columns"]):
+        rows = []
+        for i, query in enumerate(q):
+            # Causal: query i sees keys 0..i (top-left aligned, as torch's is_causal).
+            visible = i + 1 if state["causal"] else len(k)
+            rows.append(attend_one_query(query, k[:visible], v_columns, state["scale"]))
+        out.append(rows)
+    state["out"] = out
+
+
+def fetch(state):
+    return np.array(state["out"], dtype=state["dtype"])

@@ -1,0 +1,67 @@
+"""The attnbench command: list, check and their error messages."""
+
+import subprocess
+import sys
+
+import pytest
+
+import impls
+from harness.cli import main
+
+
+def test_list_shows_every_implementation_and_its_availability(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for impl in impls.registry().values():
+        assert impl.name in out
+    assert "available" in out
+
+
+def test_check_agrees_and_exits_zero(capsys):
+    assert main(["check", "--impl", "naive,numpy", "--n", "65", "--d", "9", "--causal"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("agrees") == 4  # two implementations x two dtypes
+    assert "all agree" in out
+
+
+def test_check_exits_one_when_an_implementation_disagrees(tmp_path, monkeypatch, capsys):
+    text = open(impls.get("numpy").source).read()
+    text = text.replace('NAME = "numpy"', 'NAME = "wrong"')
+    text = text.replace('return state["out"]', 'return state["out"] * 1.01')
+    (tmp_path / "wrong.py").write_text(text)
+    monkeypatch.setenv(impls.PATH_ENV, str(tmp_path))
+    impls.registry(refresh=True)
+    try:
+        assert main(["check", "--impl", "numpy,wrong", "--n", "20", "--d", "4"]) == 1
+    finally:
+        monkeypatch.delenv(impls.PATH_ENV)
+        impls.registry(refresh=True)
+    out = capsys.readouterr().out
+    assert "DISAGREES" in out and "some implementations disagree" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["check", "--n", "0"], "--n: expected a positive integer, got '0'"),
+        (["check", "--d", "x"], "--d: expected a positive integer, got 'x'"),
+        (["check", "--dtype", "float16"], "--dtype: expected float32 or float64, got 'float16'"),
+        (["check", "--impl", "numpy,"], "--impl: expected a comma-separated list"),
+        (["check", "--impl", "nope"], "--impl: unknown implementation 'nope'; valid names:"),
+    ],
+)
+def test_bad_options_get_one_line_naming_the_option(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_python_dash_m_harness_is_the_same_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "check", "--impl", "numpy", "--n", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "--n: expected a positive integer" in done.stderr

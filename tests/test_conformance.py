@@ -1,0 +1,110 @@
+"""Every registered implementation computes softmax(q k^T * scale) v, for every shape and dtype.
+
+Parametrised over the registry: a new file in impls/ is tested here without editing this file.
+Outputs are compared with harness.checking's float64 reference under its dtype-and-size
+tolerance (see harness/checking.py for how it is derived).
+"""
+
+import numpy as np
+import pytest
+
+import impls
+from harness import checking
+from harness.cases import make_qkv
+
+# (n_q, n_k, d_k, d_v, leading dims)
+SHAPES = [
+    (1, 1, 5, 5, ()),
+    (7, 7, 3, 3, ()),
+    (33, 33, 7, 7, ()),
+    (127, 127, 16, 16, ()),
+    (128, 128, 33, 33, ()),
+    (129, 129, 64, 64, ()),
+    (17, 40, 8, 5, ()),  # n_q < n_k, d_v < d_k
+    (40, 17, 8, 12, ()),  # n_q > n_k, d_v > d_k
+    (33, 33, 8, 8, (2, 3)),  # batch and heads
+    (5, 9, 1, 1, (3,)),  # d = 1
+]
+DTYPES = ["float32", "float64"]
+
+
+def shape_id(shape):
+    n_q, n_k, d_k, d_v, lead = shape
+    return f"q{n_q}k{n_k}d{d_k}v{d_v}" + (f"lead{'x'.join(map(str, lead))}" if lead else "")
+
+
+def assert_agrees(impl, q, k, v, causal=False, scale=None):
+    out = impl.attention(q, k, v, causal=causal, scale=scale)
+    assert out.shape == (*q.shape[:-1], v.shape[-1])
+    assert out.dtype == q.dtype
+    args = impls.check_attention_args(q, k, v, causal=causal, scale=scale)
+    agreement = checking.compare(out, args)
+    assert agreement.ok, (
+        f"{impl.name}: max_rel_err {agreement.max_rel_err:.3g} at {agreement.where} "
+        f"> tolerance {agreement.tolerance:.3g} ({agreement.problem})"
+    )
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def test_agrees_with_float64_reference(impl, shape, causal, dtype):
+    n_q, n_k, d_k, d_v, lead = shape
+    q, k, v = make_qkv(n_q, n_k, d_k, d_v, lead=lead, dtype=dtype, seed=n_q * 31 + d_k)
+    assert_agrees(impl, q, k, v, causal=causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_custom_scale(impl, dtype):
+    q, k, v = make_qkv(33, 21, 8, 6, dtype=dtype, seed=1)
+    out = assert_agrees(impl, q, k, v, scale=0.37)
+    default = impl.attention(q, k, v)
+    assert not np.allclose(out, default), "the scale argument must change the result"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_large_scores_are_finite_and_correct(impl, causal, dtype):
+    """Inputs times 1e3 make scores of about 1e6: a stable softmax must not overflow.
+
+    Such a softmax is saturated: each row's top score leads the next by far more than the
+    rounding error of a float32 score, so the output is the top-scoring value row in any
+    precision, and a tight absolute check (not the size-derived tolerance) is justified.
+    """
+    q, k, v = make_qkv(33, 33, 8, 8, dtype=dtype, seed=2)
+    q, k = q * 1000, k * 1000
+    out = impl.attention(q, k, v, causal=causal)
+    assert np.isfinite(out).all()
+    scores = q.astype(np.float64) @ k.T.astype(np.float64) / np.sqrt(8)
+    if causal:
+        scores[np.triu_indices(33, k=1)] = -np.inf
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    gaps = (top2[:, 1] - top2[:, 0])[1:] if causal else top2[:, 1] - top2[:, 0]
+    assert gaps.min() > 1e3  # the premise above holds for these inputs
+    expected = checking.reference_attention(q, k, v, causal=causal)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6 * np.abs(v).max())
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["transposed", "strided", "fortran"],
+)
+def test_non_contiguous_inputs(impl, layout):
+    q, k, v = make_qkv(40, 40, 12, 12, lead=(2,), dtype="float64", seed=3)
+    if layout == "transposed":
+        q2, k2, v2 = (np.swapaxes(np.swapaxes(x, -1, -2).copy(), -1, -2) for x in (q, k, v))
+    elif layout == "strided":
+        q2, k2, v2 = (np.repeat(x, 2, axis=-2)[..., ::2, :] for x in (q, k, v))
+    else:
+        q2, k2, v2 = (np.asfortranarray(x) for x in (q, k, v))
+    assert not q2.flags.c_contiguous
+    np.testing.assert_array_equal(q2, q)
+    for causal in (False, True):
+        assert_agrees(impl, q2, k2, v2, causal=causal)
+
+
+def test_declares_its_interface(impl):
+    assert impl.description and "\n" not in impl.description
+    assert set(impl.dtypes) <= set(impls.SUPPORTED_DTYPES) and impl.dtypes
+    assert impl.device in ("cpu", "cuda")

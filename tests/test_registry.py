@@ -1,0 +1,140 @@
+"""The registry finds implementations by itself, and `attnbench new` makes a working one."""
+
+
+import numpy as np
+import pytest
+
+import impls
+from harness import checking
+from harness.cases import make_qkv
+from harness.cli import main
+from harness.scaffold import create_implementation
+
+FOUR = ["naive", "numpy", "numba_parallel", "numba_cuda"]
+
+
+@pytest.fixture
+def extra_impls(tmp_path, monkeypatch):
+    """A directory on ATTNBENCH_IMPLS_PATH; the registry is rebuilt with it and after it."""
+    monkeypatch.setenv(impls.PATH_ENV, str(tmp_path))
+    yield tmp_path
+    monkeypatch.delenv(impls.PATH_ENV)
+    impls.registry(refresh=True)
+
+
+def test_the_four_implementations_are_registered():
+    assert set(FOUR) <= set(impls.names())
+
+
+def test_import_impls_needs_no_optional_part():
+    """numba_cuda is registered even without numba-cuda or a GPU: it says why it can't run."""
+    cuda = impls.get("numba_cuda")
+    assert cuda.device == "cuda"
+    reason = cuda.unavailable_reason()
+    assert reason is None or "numba-cuda" in reason or "GPU" in reason
+
+
+def test_a_module_that_fails_to_import_is_listed_unavailable_with_its_error(extra_impls):
+    (extra_impls / "broken.py").write_text("import no_such_package_xyz\n")
+    (extra_impls / "syntax.py").write_text("def f(:\n")
+    registry = impls.registry(refresh=True)
+    assert "No module named 'no_such_package_xyz'" in registry["broken"].unavailable_reason()
+    assert "SyntaxError" in registry["syntax"].unavailable_reason()
+    assert registry["numpy"].available
+
+
+def test_a_module_missing_part_of_the_surface_is_unavailable(extra_impls):
+    (extra_impls / "partial.py").write_text("DESCRIPTION = 'x'\n")
+    reason = impls.registry(refresh=True)["partial"].unavailable_reason()
+    assert "DTYPES" in reason and "prepare" in reason
+
+
+def test_an_unavailable_implementation_refuses_to_run_with_its_reason(extra_impls):
+    (extra_impls / "broken.py").write_text("raise RuntimeError('planted')\n")
+    impls.registry(refresh=True)
+    with pytest.raises(impls.ImplementationUnavailableError, match="planted"):
+        impls.get("broken").attention(*make_qkv(3, 3, 2))
+
+
+def test_wrong_output_shape_breaks_the_contract(extra_impls):
+    source = (impls.registry()["numpy"].source)
+    text = open(source).read().replace('NAME = "numpy"', 'NAME = "bad_shape"')
+    text = text.replace('return state["out"]', 'return state["out"][:, :-1]')
+    (extra_impls / "bad_shape.py").write_text(text)
+    impls.registry(refresh=True)
+    with pytest.raises(impls.ImplementationError, match="shape"):
+        impls.get("bad_shape").attention(*make_qkv(3, 3, 2))
+
+
+def test_entry_point_implementations_are_registered(monkeypatch, tmp_path):
+    (tmp_path / "plugin_impl.py").write_text(
+        open(impls.registry()["numpy"].source).read().replace('NAME = "numpy"', "")
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class FakeEntryPoint:
+        name, value = "from_plugin", "plugin_impl"
+
+        def load(self):
+            import plugin_impl
+
+            return plugin_impl
+
+    monkeypatch.setattr(
+        impls._registry.importlib.metadata,
+        "entry_points",
+        lambda group: [FakeEntryPoint()] if group == impls.ENTRY_POINT_GROUP else [],
+    )
+    try:
+        assert "from_plugin" in impls.registry(refresh=True)
+        out = impls.get("from_plugin").attention(*make_qkv(5, 5, 3))
+        assert out.shape == (5, 3)
+    finally:
+        monkeypatch.undo()
+        impls.registry(refresh=True)
+
+
+def test_duplicate_names_are_refused(extra_impls):
+    (extra_impls / "numpy.py").write_text(open(impls.registry()["numpy"].source).read())
+    with pytest.raises(RuntimeError, match="defined twice"):
+        impls.registry(refresh=True)
+
+
+def test_new_writes_a_template_that_passes_the_conformance_checks(extra_impls):
+    path = create_implementation("my_impl", directory=extra_impls)
+    assert path.name == "my_impl.py"
+    impl = impls.registry(refresh=True)["my_impl"]
+    assert impl.available
+    for causal in (False, True):
+        for n_q, n_k in ((1, 1), (33, 17), (17, 33)):
+            q, k, v = make_qkv(n_q, n_k, 5, 3, lead=(2,), dtype="float32", seed=n_q)
+            args = impls.check_attention_args(q, k, v, causal=causal)
+            assert checking.compare(impl.attention(q, k, v, causal=causal), args).ok
+    assert impl.attention(*make_qkv(4, 4, 2, dtype="float64")).dtype == np.float64
+
+
+def test_new_refuses_bad_or_taken_names(tmp_path):
+    for bad in ("Bad", "1x", "with-dash", "class", ""):
+        with pytest.raises(ValueError, match="NAME: expected a lower-case Python identifier"):
+            create_implementation(bad, directory=tmp_path)
+    with pytest.raises(ValueError, match="already exists"):
+        create_implementation("numpy", directory=tmp_path)
+
+
+def test_new_command_writes_into_the_impls_directory(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("harness.scaffold.impls_dir", lambda: tmp_path)
+    assert main(["new", "fresh_impl"]) == 0
+    assert (tmp_path / "fresh_impl.py").exists()
+    assert main(["new", "fresh_impl"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_template_is_valid_python_with_the_surface():
+    namespace = {}
+    from harness.scaffold import TEMPLATE
+
+    exec(compile(TEMPLATE.format(name="x"), "template", "exec"), namespace)
+    for attr in impls._registry.REQUIRED:
+        assert attr in namespace
+
+
