@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import impls
 from harness import checking
 from harness.cases import make_qkv
 from harness.options import UsageError, parse_dtype_list, parse_impl_list, parse_positive_int
+from harness.results import RunDirError
 from harness.tables import format_table
 
 
@@ -79,6 +81,32 @@ def cmd_new(ns: argparse.Namespace) -> int:
     return 0
 
 
+RUN_FLAGS = ("impl", "n", "d", "dtype", "batch", "heads", "causal", "threads", "budget",
+             "sweep_budget", "target", "seed")
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from harness.config import QUICK, apply, load_config, read_toml
+    from harness.runner import run_command
+
+    given = {key: getattr(ns, key) for key in RUN_FLAGS if getattr(ns, key) is not None}
+    if ns.resume:
+        if ns.out:
+            raise UsageError("--out: not with --resume (the run directory is the one resumed)")
+        config_values = read_toml(Path(ns.config)) if ns.config else {}
+        if ns.quick:
+            config_values = {**QUICK, **config_values}
+        path = run_command(None, ns.resume, given, config_values)
+    else:
+        config = load_config({}, ns.config)
+        if ns.quick:
+            config = apply(config, QUICK, "--quick")
+        config = apply(config, given, "command line")
+        path = run_command(config, None, {"out": ns.out} if ns.out else {}, {})
+    print(f"results: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnbench",
@@ -100,6 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser("run", help="sweep implementations over n and d and record timings")
+    p.add_argument("--impl", help="comma-separated names (default: every available one)")
+    p.add_argument("--n", help="sequence lengths, e.g. 64,128,256 (default 64..8192)")
+    p.add_argument("--d", help="head dimensions (default 32,64,128)")
+    p.add_argument("--dtype", help="float32, float64 or both (default float32)")
+    p.add_argument("--batch", help="batch size (default 1)")
+    p.add_argument("--heads", help="heads (default 1)")
+    p.add_argument("--causal", action="store_true", default=None, help="apply the causal mask")
+    p.add_argument("--threads", help="threads for every implementation (default: all cores)")
+    p.add_argument("--budget", help="seconds one call may take; slower cases are skipped (2)")
+    p.add_argument("--sweep-budget", dest="sweep_budget", help="seconds for the whole sweep (900)")
+    p.add_argument("--target", help="measuring seconds per case after warm-up (1.0)")
+    p.add_argument("--seed", type=int, help="seed of the random inputs (0)")
+    p.add_argument("--out", help="run directory (default results/<timestamp>-<machine>)")
+    p.add_argument("--resume", metavar="DIR", help="measure only the cases missing from DIR")
+    p.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags)")
+    p.add_argument("--quick", action="store_true", help="a first look: n up to 1024, d = 64")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("new", help="write impls/NAME.py from a working template")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_new)
@@ -111,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except UsageError as exc:
+    except (UsageError, RunDirError) as exc:
         print(f"attnbench {ns.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

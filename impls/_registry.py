@@ -201,6 +201,8 @@ def _discover() -> dict[str, Implementation]:
             continue
         found.append(_record_from_module(module, info.name, source))
     for directory in filter(None, os.environ.get(PATH_ENV, "").split(os.pathsep)):
+        if directory not in sys.path:
+            sys.path.append(directory)  # so that modules there can import their private helpers
         for path in sorted(Path(directory).glob("*.py")):
             if not path.name.startswith("_"):
                 found.append(_load_file(path))

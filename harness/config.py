@@ -1,0 +1,167 @@
+"""Sweep settings: one typed config, from defaults < pyproject [tool.attnbench] < --config < flags.
+
+Every key is checked; an unknown key or a bad value is refused with a message that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.options import (
+    UsageError,
+    parse_dtype_list,
+    parse_int_list,
+    parse_positive_int,
+    split_list,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_N = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+QUICK = {"n": (64, 128, 256, 512, 1024), "d": (64,), "target_s": 0.2, "sweep_budget_s": 100.0}
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to measure and how; every field can be a TOML key or a flag of `attnbench run`."""
+
+    impl: tuple[str, ...] = ()  # empty: every implementation available here
+    n: tuple[int, ...] = DEFAULT_N
+    d: tuple[int, ...] = (32, 64, 128)
+    dtype: tuple[str, ...] = ("float32",)
+    batch: int = 1
+    heads: int = 1
+    causal: bool = False
+    threads: int = field(default_factory=usable_cores)
+    budget_s: float = 2.0  # the longest one sample (one call) may take; slower cases are skipped
+    sweep_budget_s: float = 900.0  # the whole sweep; cases that would not fit are skipped
+    target_s: float = 1.0  # measuring time per case, after warm-up
+    min_samples: int = 5
+    max_samples: int = 100
+    min_sample_s: float = 0.02
+    case_timeout_s: float = 300.0  # a worker silent this long is killed and the case failed
+    seed: int = 0
+
+    def settings(self) -> dict:
+        """What defines the measurements (what --resume must match)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+KEYS = {f.name for f in dataclasses.fields(SweepConfig)}
+ALIASES = {"budget": "budget_s", "sweep_budget": "sweep_budget_s", "target": "target_s", "impls": "impl"}
+
+
+def _positive_float(key: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{key}: expected a positive number of seconds, got {value!r}") from None
+    if not (number > 0 and number < float("inf")):
+        raise UsageError(f"{key}: expected a positive number of seconds, got {value!r}")
+    return number
+
+
+def _as_text_list(key: str, value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    raise UsageError(f"{key}: expected a list or a comma-separated string, got {value!r}")
+
+
+def coerce(key: str, value):
+    """Check one setting and convert it to its field's type."""
+    option = f"--{key.removesuffix('_s').replace('_', '-')}"
+    if key == "impl":
+        return tuple(split_list("--impl", _as_text_list(option, value)))
+    if key in ("n", "d"):
+        return tuple(parse_int_list(option, _as_text_list(option, value)))
+    if key == "dtype":
+        return tuple(parse_dtype_list(_as_text_list(option, value)))
+    if key in ("batch", "heads", "min_samples", "max_samples"):
+        if isinstance(value, bool) or isinstance(value, float):
+            raise UsageError(f"{option}: expected a positive integer, got {value!r}")
+        return parse_positive_int(option, value)
+    if key == "threads":
+        if isinstance(value, bool) or isinstance(value, float):
+            raise UsageError(f"{option}: expected a positive integer, got {value!r}")
+        threads = parse_positive_int(option, value)
+        if threads > usable_cores():
+            raise UsageError(
+                f"--threads: expected at most {usable_cores()} (the cores usable here), got {threads}"
+            )
+        return threads
+    if key == "causal":
+        if not isinstance(value, bool):
+            raise UsageError(f"causal: expected true or false, got {value!r}")
+        return value
+    if key == "seed":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"seed: expected an integer, got {value!r}")
+        return value
+    return _positive_float(option, value)
+
+
+def apply(config: SweepConfig, values: dict, source: str) -> SweepConfig:
+    changes = {}
+    for raw_key, value in values.items():
+        key = ALIASES.get(raw_key, raw_key).replace("-", "_")
+        key = ALIASES.get(key, key)
+        if key not in KEYS:
+            valid = ", ".join(sorted(KEYS | set(ALIASES)))
+            raise UsageError(f"{source}: unknown key {raw_key!r}; valid keys: {valid}")
+        try:
+            changes[key] = coerce(key, value)
+        except UsageError as exc:
+            raise UsageError(exc if source == "command line" else f"{source}: {exc}") from None
+    merged = dataclasses.replace(config, **changes)
+    if merged.min_samples > merged.max_samples:
+        raise UsageError(
+            f"{source}: min_samples ({merged.min_samples}) exceeds max_samples ({merged.max_samples})"
+        )
+    return merged
+
+
+def read_toml(path: Path, table: tuple[str, ...] = ()) -> dict:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--config: no such file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config: {path} is not valid TOML: {exc}") from None
+    for name in table:
+        data = data.get(name, {})
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a table at {'.'.join(table)}")
+    return data
+
+
+def load_config(
+    flags: dict, config_file: str | None = None, project_dir: Path | None = None
+) -> SweepConfig:
+    """Defaults, then pyproject.toml's [tool.attnbench], then the --config file, then flags."""
+    config = SweepConfig()
+    pyproject = (project_dir or Path.cwd()) / "pyproject.toml"
+    if pyproject.is_file():
+        config = apply(config, read_toml(pyproject, ("tool", "attnbench")), f"{pyproject} [tool.attnbench]")
+    if config_file is not None:
+        config = apply(config, read_toml(Path(config_file)), f"--config {config_file}")
+    return apply(config, {k: v for k, v in flags.items() if v is not None}, "command line")

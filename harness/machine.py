@@ -1,0 +1,95 @@
+"""What the run was measured on: machine, libraries, BLAS, GPU, git state (for meta.json)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+VERSIONED = ("numpy", "numba", "numba-cuda", "llvmlite", "pandas", "matplotlib", "torch", "scipy")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_model() -> str:
+    import cpuinfo
+
+    info = cpuinfo.get_cpu_info()
+    return str(info.get("brand_raw") or info.get("arch") or platform.processor() or "unknown")
+
+
+def blas_info() -> list[dict]:
+    """The BLAS libraries NumPy loaded, with vendor, version and thread count (threadpoolctl)."""
+    import numpy  # noqa: F401 - loads its BLAS so that threadpoolctl can see it
+    from threadpoolctl import threadpool_info
+
+    keys = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "architecture")
+    return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
+
+
+def gpu_info() -> list[dict]:
+    """GPU name, driver and memory from nvidia-smi; empty when there is none."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        text = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in text.strip().splitlines():
+        name, driver, memory = (part.strip() for part in line.split(","))
+        gpus.append({"name": name, "driver": driver, "memory": memory})
+    return gpus
+
+
+def git_state(directory: Path) -> dict:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def machine_id() -> str:
+    """A short, path-safe name of this host, for run directory names."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname())[:40] or "host"
+
+
+def describe_machine() -> dict:
+    import psutil
+
+    return {
+        "id": machine_id(),
+        "hostname": socket.gethostname(),
+        "cpu": cpu_model(),
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_bytes": psutil.virtual_memory().total,
+        "os": platform.platform(),
+        "gpus": gpu_info(),
+    }

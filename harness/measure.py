@@ -1,0 +1,221 @@
+"""Measuring one case inside a worker process: compile apart, samples, memory, agreement."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import traceback
+
+import numpy as np
+
+import impls
+from harness import checking
+from harness.cases import Case, case_inputs
+from harness.timing import SamplingPlan, cpu_sampler, summarize, take_samples
+
+CHECKED_ROWS = 64  # large cases are checked on this many evenly spread query rows
+
+
+@contextlib.contextmanager
+def numba_compilations():
+    """Yields a function telling whether numba compiled, loaded from its disk cache, or neither."""
+    from numba.core import event
+
+    with (
+        event.install_recorder("numba:compile") as compiles,
+        event.install_recorder("numba:compiler_lock") as lock_uses,
+    ):
+        yield lambda: (
+            "compiled" if compiles.buffer else "disk cache" if lock_uses.buffer else "none"
+        )
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def peak_extra_bytes(run) -> int | None:
+    """Peak resident memory one call adds, from Linux's resettable high-water mark (VmHWM).
+
+    This counts every allocation the call touches (NumPy's, Numba's runtime, BLAS buffers,
+    torch's), not only what Python's allocator sees. None where /proc does not offer it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        return None
+    before = _proc_status_bytes("VmRSS")
+    run()
+    peak = _proc_status_bytes("VmHWM")
+    if before is None or peak is None:
+        return None
+    return max(0, peak - before)
+
+
+def whole_call(impl: impls.Implementation, args: impls.AttentionArgs) -> None:
+    """prepare, run and fetch: workspace allocated in prepare counts as the call's memory."""
+    call = impl.prepare_checked(args)
+    call.run()
+    impl.module.fetch(call.state)  # the raw result: its contract was checked already
+
+
+def checked_rows(n_q: int) -> np.ndarray | None:
+    if n_q <= 4 * CHECKED_ROWS:
+        return None
+    return np.unique(np.linspace(0, n_q - 1, CHECKED_ROWS).round().astype(np.int64))
+
+
+def check_output(call: impls.PreparedCall, args: impls.AttentionArgs) -> dict:
+    """Agreement with the float64 reference (on evenly spread rows for large cases)."""
+    rows = checked_rows(args.q.shape[1])
+    result = {"checked_rows": "all" if rows is None else len(rows)}
+    try:
+        out = call.fetch()
+    except impls.ImplementationError as exc:  # wrong shape or dtype
+        return {**result, "status": "disagrees", "note": str(exc)}
+    agreement = checking.compare(out, args, rows)
+    result.update(
+        max_abs_err=agreement.max_abs_err,
+        max_rel_err=agreement.max_rel_err,
+        tolerance=agreement.tolerance,
+    )
+    if not agreement.ok:
+        result["status"] = "disagrees"
+        result["note"] = agreement.problem or (
+            f"max_rel_err {agreement.max_rel_err:.3g} at {agreement.where} "
+            f"> tolerance {agreement.tolerance:.3g}"
+        )
+    return result
+
+
+def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> dict:
+    """Everything measured about one case; failures are returned as data, never raised."""
+    row: dict = {"status": "ok", "note": ""}
+    try:
+        impl = impls.get(case.impl)
+        args = impls.check_attention_args(*case_inputs(case, seed), causal=case.causal)
+        with numba_compilations() as compile_source:
+            start = time.perf_counter()
+            call = impl.prepare_checked(args)
+            call.run()
+            first_call_s = time.perf_counter() - start
+        row["compile_source"] = compile_source()
+        _threads_after_import()
+        row.update(check_output(call, args))
+        module = impl.module
+        event_timer = getattr(module, "event_time_s", None)
+        if event_timer is not None:
+            warm_call_s = event_timer(call.state)
+
+            def sample(inner: int) -> float:
+                return sum(event_timer(call.state) for _ in range(inner))
+        else:
+            start = time.perf_counter()
+            call.run()
+            warm_call_s = time.perf_counter() - start
+            sample = cpu_sampler(call.run)
+        if warm_call_s > budget_s:
+            row.update(
+                status="skipped",
+                note=f"one call took {warm_call_s:.3g} s > budget {budget_s:g} s per sample",
+                first_call_s=first_call_s,
+            )
+            return row
+        samples, inner = take_samples(sample, plan, warm_call_s)
+        stats = summarize(samples)
+        row.update(
+            median_s=stats.median_s,
+            iqr_s=stats.iqr_s,
+            min_s=stats.min_s,
+            mean_s=stats.mean_s,
+            max_s=stats.max_s,
+            samples=stats.samples,
+            unstable=stats.unstable,
+            inner_repeats=inner,
+            samples_s=samples,
+            first_call_s=first_call_s,
+            compile_s=max(0.0, first_call_s - stats.median_s),
+            timer="cuda events" if event_timer is not None else "perf_counter",
+        )
+        if hasattr(module, "transfer_s"):
+            row["transfer_s"] = float(module.transfer_s(call.state))
+        if hasattr(module, "device_memory_bytes"):
+            row["peak_mem_bytes"] = int(module.device_memory_bytes(call.state))
+        else:
+            del call
+            row["peak_mem_bytes"] = peak_extra_bytes(lambda: whole_call(impl, args))
+    except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
+        row.update(
+            status="failed",
+            note=f"{type(exc).__name__}: {exc}",
+            traceback="".join(traceback.format_exception(exc)[-6:]),
+        )
+    return row
+
+
+_THREADS: int | None = None
+
+
+def set_threads(threads: int) -> dict:
+    """The same thread count for numba, the BLAS pools and (when loaded) torch; what was set."""
+    global _THREADS
+    _THREADS = threads
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    numba.set_num_threads(threads)
+    _threads_after_import()
+    return {"numba": numba.get_num_threads(), "blas": threads}
+
+
+def _threads_after_import() -> None:
+    """torch is imported by its implementation's prepare; give it the same count then."""
+    torch = sys.modules.get("torch")
+    if torch is not None and _THREADS is not None and torch.get_num_threads() != _THREADS:
+        torch.set_num_threads(_THREADS)
+
+
+def threading_report() -> dict:
+    import numba
+    from threadpoolctl import threadpool_info
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "not started"
+    report = {
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": layer,
+        "blas": [
+            {"api": p.get("internal_api"), "threads": p.get("num_threads")} for p in threadpool_info()
+        ],
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        report["torch_threads"] = torch.get_num_threads()
+    return report
+
+
+def gemm_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
+    """The machine's matrix-product rate for `dtype` (best of `repeats`), the ceiling for attention."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9

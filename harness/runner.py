@@ -1,0 +1,102 @@
+"""`attnbench run`: settings, run directory, meta.json, the sweep, the final table."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import impls
+from harness import machine
+from harness.config import SweepConfig, apply
+from harness.options import UsageError
+from harness.results import RunDir, RunDirError
+from harness.sweep import run_sweep
+
+
+def implementation_names(config: SweepConfig) -> list[str]:
+    """The chosen implementations; by default every one available here."""
+    if config.impl:
+        for name in config.impl:
+            try:
+                impls.get(name)
+            except impls.UnknownImplementationError as exc:
+                raise UsageError(f"--impl: {exc}") from None
+        return list(config.impl)
+    return [impl.name for impl in impls.registry().values() if impl.available]
+
+
+def new_run_dir(out: str | None) -> RunDir:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(out) if out else Path("results") / f"{stamp}-{machine.machine_id()}"
+    if (path / "results.jsonl").exists():
+        raise UsageError(f"--out: {path} already holds a run; use --resume {path} to complete it")
+    path.mkdir(parents=True, exist_ok=True)
+    return RunDir(path)
+
+
+def resume_config(run: RunDir, given: dict, config_file_values: dict) -> tuple[SweepConfig, dict]:
+    """The stored settings; refuse settings given now that differ from them."""
+    try:
+        meta = run.meta()
+    except RunDirError as exc:
+        raise UsageError(f"--resume: {exc}") from None
+    stored = apply(SweepConfig(), meta["settings"], f"{run.meta_path} settings")
+    asked = apply(stored, {**config_file_values, **given}, "command line")
+    differ = [
+        f"{f.name} (run: {getattr(stored, f.name)!r}, given: {getattr(asked, f.name)!r})"
+        for f in dataclasses.fields(SweepConfig)
+        if getattr(stored, f.name) != getattr(asked, f.name)
+    ]
+    if differ:
+        raise UsageError(
+            f"--resume: settings differ from the run being resumed: {'; '.join(differ)}. "
+            "Resume without them, or start a new run."
+        )
+    return stored, meta
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_command(config: SweepConfig, resume: str | None, given: dict, config_values: dict) -> Path:
+    if resume:
+        run = RunDir(Path(resume))
+        config, meta = resume_config(run, given, config_values)
+        if run.drop_torn_tail():
+            print(f"{run.jsonl}: dropped an unfinished last line (it will be measured again)")
+        names = meta["impls"]
+        meta.pop("schema_version", None)
+        meta.setdefault("resumed", []).append(datetime.now(timezone.utc).isoformat())
+    else:
+        names = implementation_names(config)
+        run = new_run_dir(None if "out" not in given else given["out"])
+        project = Path(__file__).resolve().parent.parent
+        meta = {
+            "settings": config.settings(),
+            "impls": names,
+            "machine": machine.describe_machine(),
+            "versions": machine.package_versions(),
+            "blas": machine.blas_info(),
+            "threads": config.threads,
+            "git": machine.git_state(project),
+            "command": shlex.join(sys.argv),
+            "started": datetime.now(timezone.utc).isoformat(),
+            "ended": None,
+        }
+    run.write_meta(meta)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    print(f"run directory: {run.path}", flush=True)
+    try:
+        run_sweep(config, run, names, meta)
+        meta["ended"] = datetime.now(timezone.utc).isoformat()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        run.write_meta(meta)
+        frame = run.write_csv()
+        print(f"{len(frame)} cases in {run.csv}", flush=True)
+    return run.path

@@ -1,0 +1,228 @@
+"""The sweep: every case of the grid, each in its implementation's worker, results kept as they come.
+
+Order: implementation, then dtype, d, n ascending, so each case's time can be predicted from the
+same implementation's smaller cases before it runs; a case predicted over budget is skipped with
+its prediction instead of burning minutes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import impls
+from harness.cases import Case
+from harness.config import SweepConfig
+from harness.results import CASE_COLUMNS, RunDir
+from harness.timing import SamplingPlan
+from harness.worker import Worker, WorkerLost
+
+DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
+
+
+def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
+    return [
+        Case(impl, n, d, dtype, config.batch, config.heads, config.causal)
+        for impl, dtype, d, n in itertools.product(names, config.dtype, sorted(config.d), sorted(config.n))
+    ]
+
+
+def series_key(case: Case) -> tuple:
+    """Cases that differ only in n: one scaling curve."""
+    return (case.impl, case.dtype, case.d, case.batch, case.heads, case.causal)
+
+
+def predict_seconds(case: Case, measured: list[tuple[int, float]]) -> float | None:
+    """Per-call time at case.n from (n, seconds) of smaller cases of the same series.
+
+    Two or more points: the log-log slope of the two largest, clamped to [1, 3]. One point:
+    the n^2 of attention. None without data.
+    """
+    points = sorted((n, s) for n, s in measured if n < case.n and s > 0)
+    if not points:
+        return None
+    n1, s1 = points[-1]
+    exponent = DEFAULT_EXPONENT
+    if len(points) >= 2:
+        n0, s0 = points[-2]
+        exponent = min(3.0, max(1.0, math.log(s1 / s0) / math.log(n1 / n0)))
+    return s1 * (case.n / n1) ** exponent
+
+
+@dataclass
+class SweepState:
+    """What the sweep has learnt so far, per series and per implementation."""
+
+    times: dict[tuple, list[tuple[int, float]]] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)  # impl -> why its worker was lost
+
+    def record(self, case: Case, row: dict) -> None:
+        if row.get("status") in ("ok", "disagrees") and row.get("median_s"):
+            self.times.setdefault(series_key(case), []).append((case.n, row["median_s"]))
+        elif row.get("status") == "skipped" and row.get("first_call_s"):
+            self.times.setdefault(series_key(case), []).append((case.n, row["first_call_s"]))
+
+
+def skip_reason(case: Case, config: SweepConfig, state: SweepState, remaining_s: float) -> tuple[str | None, float | None]:
+    impl = impls.get(case.impl)
+    reason = impl.unavailable_reason()
+    if reason is not None:
+        return f"unavailable: {reason}", None
+    if case.dtype not in impl.dtypes:
+        return f"{case.impl} does not support {case.dtype}", None
+    if case.causal and not impl.supports_causal:
+        return f"{case.impl} does not support the causal mask", None
+    if case.impl in state.lost:
+        return f"after an earlier failure: {state.lost[case.impl]}", None
+    predicted = predict_seconds(case, state.times.get(series_key(case), []))
+    if predicted is not None:
+        if predicted > config.budget_s:
+            return f"predicted {predicted:.3g} s per call > budget {config.budget_s:g} s", predicted
+        needed = max(config.target_s, config.min_samples * predicted) + 2 * predicted
+        if needed > remaining_s:
+            return f"predicted {needed:.3g} s > {remaining_s:.3g} s left of the sweep budget", predicted
+    return None, predicted
+
+
+def derived(case: Case, row: dict, gemm_gflops: dict[str, float]) -> dict:
+    out = {"flops": case.flops, "score_matrix_bytes": case.score_matrix_bytes}
+    if row.get("median_s"):
+        out["gflops"] = case.flops / row["median_s"] / 1e9
+        peak = gemm_gflops.get(case.dtype)
+        if peak:
+            out["peak_fraction"] = out["gflops"] / peak
+    return out
+
+
+class Progress:
+    """A live bar on a terminal; plain lines elsewhere (logs, CI)."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = stream or sys.stdout
+        self.total, self.done = total, 0
+        self.bar = None
+        if self.stream.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress as RichProgress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task("starting", total=total)
+            self.bar.start()
+
+    def start(self, case: Case) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=describe(case))
+
+    def finish(self, case: Case, row: dict) -> None:
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {describe(case)}: {summary(row)}"
+        if self.bar is not None:
+            self.bar.console.print(line, highlight=False, markup=False)
+            self.bar.advance(self.task)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def describe(case: Case) -> str:
+    shape = f"n={case.n} d={case.d} {case.dtype}"
+    if case.batch > 1 or case.heads > 1:
+        shape += f" B={case.batch} H={case.heads}"
+    return f"{case.impl} {shape}" + (" causal" if case.causal else "")
+
+
+def summary(row: dict) -> str:
+    if row["status"] in ("ok", "disagrees") and row.get("median_s") is not None:
+        text = f"{row['median_s'] * 1e3:.4g} ms"
+        if row.get("gflops"):
+            text += f", {row['gflops']:.3g} GFLOP/s"
+        return text if row["status"] == "ok" else f"DISAGREES ({row['note']}); {text}"
+    return f"{row['status']}: {row.get('note', '')}"
+
+
+def run_sweep(
+    config: SweepConfig,
+    run: RunDir,
+    names: list[str],
+    meta: dict,
+    progress_factory: Callable[[int], Progress] = Progress,
+) -> list[dict]:
+    """Measure every case not yet in `run`; returns the rows written by this call."""
+    started = time.monotonic()
+    done_keys = {tuple(row[c] for c in CASE_COLUMNS) for row in run.rows()}
+    state = SweepState()
+    for row in run.rows():
+        state.record(Case(**{c: row[c] for c in CASE_COLUMNS}), row)
+    cases = [c for c in plan_cases(config, names) if c.key not in done_keys]
+    plan = SamplingPlan(config.min_sample_s, config.target_s, config.min_samples, config.max_samples)
+    gemm = meta.setdefault("gemm_peak_gflops", {})
+    written: list[dict] = []
+    progress = progress_factory(len(cases))
+    worker: Worker | None = None
+    worker_impl: str | None = None
+    try:
+        if cases and any(dtype not in gemm for dtype in config.dtype):
+            helper = Worker(config.threads)
+            try:
+                for dtype in config.dtype:
+                    gemm.setdefault(dtype, helper.gemm_gflops(dtype))
+            finally:
+                helper.close()
+            run.write_meta({k: v for k, v in meta.items() if k != "schema_version"})
+        for case in cases:
+            progress.start(case)
+            if worker is not None and worker_impl != case.impl:
+                worker.close()
+                worker = None
+            remaining = config.sweep_budget_s - (time.monotonic() - started)
+            reason, predicted = skip_reason(case, config, state, remaining)
+            if reason is not None:
+                row = {"status": "skipped", "note": reason}
+            else:
+                try:
+                    if worker is None:
+                        worker, worker_impl = Worker(config.threads), case.impl
+                    row = worker.measure(case, plan, config.budget_s, config.seed, config.case_timeout_s)
+                except WorkerLost as lost:
+                    worker = None
+                    state.lost[case.impl] = f"{lost} (at n={case.n}, d={case.d}, {case.dtype})"
+                    row = {"status": "failed", "note": str(lost)}
+                if "threading" in row:
+                    meta.setdefault("threading", {})[case.impl] = row.pop("threading")
+            row = {
+                **case.to_dict(),
+                **row,
+                **derived(case, row, gemm),
+                "predicted_s": predicted,
+                "measured_at": datetime.now(timezone.utc).isoformat(),
+            }
+            run.append(row)
+            state.record(case, row)
+            written.append(row)
+            progress.finish(case, row)
+    finally:
+        if worker is not None:
+            worker.close()
+        progress.close()
+    return written

@@ -1,0 +1,131 @@
+"""Worker processes: each implementation is measured in its own process, one case at a time.
+
+Isolation keeps numba's, OpenBLAS's and torch's thread pools from slowing each other (up to 4x
+on this kind of machine), and lets a crash, a hang or a leak take down only the worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import asdict
+
+from harness.cases import Case
+from harness.timing import SamplingPlan
+
+STARTUP_TIMEOUT_S = 120.0
+
+
+class WorkerLost(Exception):
+    """The worker died or stopped answering; the message is the reason for the case's row."""
+
+
+def serve(conn, threads: int) -> None:
+    """The worker's loop: set threads, then measure each case sent until told to stop."""
+    from harness.measure import gemm_gflops, measure_case, set_threads, threading_report
+
+    set_threads(threads)
+    conn.send({"pid": os.getpid()})
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the main process is gone: nothing left to measure for
+            return
+        if message is None:
+            return
+        if "gemm_dtype" in message:
+            conn.send({"gflops": gemm_gflops(message["gemm_dtype"])})
+            continue
+        row = measure_case(
+            Case(**message["case"]),
+            SamplingPlan(**message["plan"]),
+            message["budget_s"],
+            message["seed"],
+        )
+        row["threading"] = threading_report()
+        conn.send(row)
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """Set before a worker starts, so that every pool is created at the chosen size."""
+    value = str(threads)
+    return {
+        "NUMBA_NUM_THREADS": value,
+        "OMP_NUM_THREADS": value,
+        "OPENBLAS_NUM_THREADS": value,
+        "MKL_NUM_THREADS": value,
+        # A fixed glibc mmap threshold: large blocks are always mapped and unmapped, so the
+        # resident high-water mark sees each call's workspace (see measure.peak_extra_bytes).
+        "MALLOC_MMAP_THRESHOLD_": "131072",
+    }
+
+
+class Worker:
+    def __init__(self, threads: int):
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_conn = context.Pipe()
+        saved = {k: os.environ.get(k) for k in thread_environment(threads)}
+        os.environ.update(thread_environment(threads))
+        try:
+            self.process = context.Process(target=serve, args=(child_conn, threads), daemon=True)
+            self.process.start()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        child_conn.close()
+        self.pid = self._receive(STARTUP_TIMEOUT_S)["pid"]
+
+    def _receive(self, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while not self.conn.poll(0.05):
+            if not self.process.is_alive():
+                break
+            if time.monotonic() > deadline:
+                self.kill()
+                raise WorkerLost(f"timeout: no answer within {timeout_s:g} s; worker killed")
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join(5)
+            raise WorkerLost(self._death()) from None
+
+    def _death(self) -> str:
+        code = self.process.exitcode
+        if code is None:
+            return "worker stopped answering"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"worker crashed: killed by {name}"
+        return f"worker exited with status {code}"
+
+    def measure(self, case: Case, plan: SamplingPlan, budget_s: float, seed: int, timeout_s: float):
+        self.conn.send(
+            {"case": case.to_dict(), "plan": asdict(plan), "budget_s": budget_s, "seed": seed}
+        )
+        return self._receive(timeout_s)
+
+    def gemm_gflops(self, dtype: str) -> float:
+        self.conn.send({"gemm_dtype": dtype})
+        return self._receive(STARTUP_TIMEOUT_S)["gflops"]
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(10)
+        self.kill()
+        self.conn.close()

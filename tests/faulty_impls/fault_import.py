@@ -1,0 +1,3 @@
+"""Fails to import: a missing dependency."""
+
+import attnbench_no_such_dependency  # noqa: F401

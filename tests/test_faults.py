@@ -1,0 +1,228 @@
+"""The sweep survives crashing, hanging, raising and lying implementations, and resumes.
+
+The planted implementations live in tests/faulty_impls/ and are registered only here, through
+ATTNBENCH_IMPLS_PATH.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import impls
+from harness.cli import main
+
+FAULTY = Path(__file__).parent / "faulty_impls"
+
+
+@pytest.fixture
+def planted(monkeypatch):
+    monkeypatch.setenv(impls.PATH_ENV, str(FAULTY))
+    impls.registry(refresh=True)
+    yield
+    monkeypatch.delenv(impls.PATH_ENV)
+    impls.registry(refresh=True)
+
+
+def sweep(tmp_path, *impl_names, n="8,16,32", timeout="4"):
+    config = tmp_path / "fast.toml"
+    config.write_text(f"case_timeout_s = {timeout}\ntarget = 0.01\nthreads = 1\n")
+    out = tmp_path / "run"
+    code = main(["run", "--impl", ",".join(impl_names), "--n", n, "--d", "4",
+                 "--config", str(config), "--out", str(out)])
+    assert code == 0
+    return pd.read_csv(out / "results.csv").set_index(["impl", "n"])
+
+
+def test_crashes_hangs_and_exceptions_are_recorded_and_the_sweep_goes_on(planted, tmp_path):
+    table = sweep(tmp_path, "fault_segfault", "fault_hang", "fault_raises", "numpy")
+    assert table.loc[("fault_segfault", 8), "status"] == "ok"
+    assert table.loc[("fault_segfault", 16), "status"] == "failed"
+    assert "SIGSEGV" in table.loc[("fault_segfault", 16), "note"]
+    assert table.loc[("fault_segfault", 32), "status"] == "skipped"
+    assert "after an earlier failure" in table.loc[("fault_segfault", 32), "note"]
+    assert table.loc[("fault_hang", 16), "status"] == "failed"
+    assert "timeout" in table.loc[("fault_hang", 16), "note"]
+    assert table.loc[("fault_hang", 32), "status"] == "skipped"
+    assert table.loc[("fault_raises", 16), "note"] == "RuntimeError: planted failure in run"
+    assert table.loc[("fault_raises", 32), "status"] == "failed"  # no crash: still tried
+    # A new worker replaced the dead ones: the implementation after them measured everything.
+    assert (table.loc["numpy", "status"] == "ok").all()
+
+
+def test_wrong_numbers_nan_and_wrong_shape_are_recorded_as_disagreeing(planted, tmp_path):
+    table = sweep(tmp_path, "fault_garbage", "fault_nan", "fault_shape", n="8,16")
+    assert (table.status == "disagrees").all()
+    assert table.loc[("fault_garbage", 8), "max_rel_err"] > table.loc[("fault_garbage", 8), "tolerance"]
+    assert "non-finite" in table.loc[("fault_nan", 8), "note"]
+    assert "shape" in table.loc[("fault_shape", 8), "note"]
+
+
+def test_a_module_that_fails_to_import_does_not_stop_list_or_run(planted, tmp_path, capsys):
+    assert main(["list"]) == 0
+    assert "No module named 'attnbench_no_such_dependency'" in capsys.readouterr().out
+    table = sweep(tmp_path, "fault_import", "numpy", n="8")
+    assert table.loc[("fault_import", 8), "status"] == "skipped"
+    assert "import failed" in table.loc[("fault_import", 8), "note"]
+    assert table.loc[("numpy", 8), "status"] == "ok"
+
+
+def start_sweep(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, impls.PATH_ENV: str(FAULTY)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "--impl", "fault_slow,numpy", "--n", "8,16,32,64",
+         "--d", "4", "--target", "0.01", "--threads", "1", "--out", str(out), *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_lines(path: Path, count: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {count} lines")
+
+
+def test_sigkill_mid_sweep_loses_nothing_and_resume_completes_it(tmp_path):
+    out = tmp_path / "run"
+    process = start_sweep(out)
+    wait_for_lines(out / "results.jsonl", 2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    before = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert 2 <= len(before) < 8
+    resumed = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--resume", str(out)],
+        env={**os.environ, impls.PATH_ENV: str(FAULTY)}, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    after = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert after[: len(before)] == before  # nothing measured was lost or re-measured
+    keys = [(r["impl"], r["n"]) for r in after]
+    assert len(keys) == len(set(keys)) == 8  # complete, each case once
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 8 and set(table.status) == {"ok"}
+    assert json.loads((out / "meta.json").read_text())["resumed"]
+
+
+def test_sigterm_stops_cleanly_with_the_table_written(tmp_path):
+    out = tmp_path / "run"
+    process = start_sweep(out)
+    wait_for_lines(out / "results.jsonl", 1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 130
+    assert "Traceback" not in process.stderr.read()
+    rows = len((out / "results.jsonl").read_text().splitlines())
+    assert len(pd.read_csv(out / "results.csv")) == rows
+
+
+def test_resume_refuses_different_settings(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--impl", "numpy", "--n", "8", "--d", "4", "--target", "0.01",
+                 "--out", str(out)]) == 0
+    assert main(["run", "--resume", str(out), "--d", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "settings differ" in err and "d (run: (4,), given: (8,))" in err
+    assert main(["run", "--resume", str(out)]) == 0  # nothing missing: nothing to do
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--n", "0"], "--n: expected a positive integer, got '0'"),
+        (["--n", "-64"], "--n: expected a positive integer, got '-64'"),
+        (["--d", "0"], "--d: expected a positive integer, got '0'"),
+        (["--n", "64,,128"], "--n: expected a comma-separated list, got '64,,128'"),
+        (["--n", "64;128"], "--n: expected a positive integer, got '64;128'"),
+        (["--dtype", "float16"], "--dtype: expected float32 or float64, got 'float16'"),
+        (["--impl", "nope"], "--impl: unknown implementation 'nope'"),
+        (["--budget", "0"], "--budget: expected a positive number of seconds, got '0'"),
+        (["--budget", "-1"], "--budget: expected a positive number of seconds, got '-1'"),
+        (["--sweep-budget", "x"], "--sweep-budget: expected a positive number of seconds"),
+        (["--threads", "999"], "--threads: expected at most"),
+        (["--threads", "0"], "--threads: expected a positive integer, got '0'"),
+        (["--resume", "/nonexistent/run"], "--resume: /nonexistent/run: not a run directory"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(argv, message, capsys):
+    assert main(["run", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("colour = 'red'\n", "unknown key 'colour'; valid keys:"),
+        ("n = [64, 0]\n", "--n: expected a positive integer, got '0'"),
+        ("causal = 'yes'\n", "causal: expected true or false, got 'yes'"),
+        ("threads = 1.5\n", "--threads: expected a positive integer, got 1.5"),
+        ("n = 64 64\n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_files_are_refused_naming_the_key(tmp_path, toml, message, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_pyproject_table_gives_the_defaults(tmp_path, monkeypatch, capsys):
+    (tmp_path / "pyproject.toml").write_text("[tool.attnbench]\nbudget = -3\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--impl", "numpy"]) == 2
+    err = capsys.readouterr().err
+    assert "[tool.attnbench]" in err and "--budget: expected a positive number" in err
+
+
+def make_run(tmp_path) -> Path:
+    out = tmp_path / "run"
+    assert main(["run", "--impl", "numpy", "--n", "8,16", "--d", "4", "--target", "0.01",
+                 "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("command", ["resume", "plot"])
+def test_corrupt_and_newer_run_directories_are_refused(tmp_path, capsys, command):
+    from harness.results import RunDir, RunDirError, load_run
+
+    out = make_run(tmp_path)
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "schema_version": 99}))
+    with pytest.raises(RunDirError, match="schema version 99 is newer"):
+        load_run(out)
+    (out / "meta.json").write_text("{not json")
+    with pytest.raises(RunDirError, match="corrupt JSON"):
+        load_run(out)
+    (out / "meta.json").write_text(json.dumps({**meta, "schema_version": 0}))
+    with pytest.raises(RunDirError, match="schema version 0 is not supported"):
+        load_run(out)
+    (out / "meta.json").write_text(json.dumps(meta))
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join([lines[0], "garbage{", lines[1]]) + "\n")
+    with pytest.raises(RunDirError, match="results.jsonl:2: corrupt line"):
+        RunDir(out).rows()
+    if command == "resume":
+        assert main(["run", "--resume", str(out)]) == 2
+        assert "corrupt line" in capsys.readouterr().err
+
+
+def test_a_torn_last_line_is_dropped_and_resume_remeasures_it(tmp_path):
+    from harness.results import RunDir
+
+    out = make_run(tmp_path)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
+    assert len(RunDir(out).rows()) == 1
+    assert main(["run", "--resume", str(out)]) == 0
+    assert len(RunDir(out).rows()) == 2

@@ -1,0 +1,117 @@
+"""`attnbench run`: the grid, the run directory, budgets, compile time apart, prediction."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from harness.cases import Case
+from harness.cli import main
+from harness.results import COLUMNS
+from harness.sweep import predict_seconds
+
+TINY = ["--n", "8,16,32", "--d", "4,8", "--target", "0.02", "--threads", "1"]
+
+
+def run_cli(*argv):
+    return main(["run", *argv])
+
+
+def test_prediction_from_two_points_uses_their_slope():
+    case = Case("x", 256, 8)
+    assert predict_seconds(case, [(64, 1e-3), (128, 4e-3)]) == pytest.approx(16e-3)
+
+
+def test_prediction_from_one_point_assumes_n_squared():
+    assert predict_seconds(Case("x", 200, 8), [(100, 1.0)]) == pytest.approx(4.0)
+
+
+def test_prediction_slope_is_clamped_and_needs_smaller_cases():
+    flat = [(64, 1.0), (128, 1.0)]
+    assert predict_seconds(Case("x", 256, 8), flat) == pytest.approx(2.0)  # slope 0 -> 1
+    steep = [(64, 1.0), (128, 100.0)]
+    assert predict_seconds(Case("x", 256, 8), steep) == pytest.approx(800.0)  # slope 6.6 -> 3
+    assert predict_seconds(Case("x", 64, 8), [(128, 1.0)]) is None
+
+
+def test_flop_count_is_explicit():
+    assert Case("x", 1024, 64, batch=2, heads=4).flops == 4 * 2 * 4 * 1024 * 1024 * 64
+    assert Case("x", 1024, 64, causal=True).flops == 2 * 1024 * 1024 * 64
+
+
+def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("--impl", "numpy,naive", *TINY, "--out", str(out)) == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 3 * 2
+    table = pd.read_csv(out / "results.csv")
+    assert list(table.columns) == COLUMNS
+    assert len(table) == 12 and set(table.status) == {"ok"}
+    assert (table.samples >= 5).all()
+    assert (table.gflops == table.flops / table.median_s / 1e9).all()
+    assert table.max_rel_err.max() < 1e-5
+    raw = json.loads(lines[0])
+    assert len(raw["samples_s"]) == raw["samples"]
+    assert raw["median_s"] == sorted(raw["samples_s"])[len(raw["samples_s"]) // 2] or raw["samples"] % 2 == 0
+    meta = json.loads((out / "meta.json").read_text())
+    for key in ("schema_version", "machine", "versions", "blas", "threads", "git", "command",
+                "started", "ended", "gemm_peak_gflops", "settings", "threading"):
+        assert key in meta, key
+    assert meta["threads"] == 1 and meta["gemm_peak_gflops"]["float32"] > 0
+    assert meta["threading"]["numpy"]["numba_threads"] == 1
+    assert "run directory" in capsys.readouterr().out
+
+
+def test_naive_loops_are_skipped_past_the_budget_with_the_prediction(tmp_path):
+    out = tmp_path / "run"
+    argv = ["--impl", "naive", "--n", "16,32,64,128,256,512", "--d", "16", "--target", "0.02",
+            "--budget", "0.01", "--out", str(out)]
+    assert run_cli(*argv) == 0
+    table = pd.read_csv(out / "results.csv")
+    skipped = table[table.status == "skipped"]
+    assert len(skipped) >= 1 and skipped.n.min() > table[table.status == "ok"].n.max()
+    assert skipped.note.str.contains("per call > budget 0.01 s").all()
+    assert skipped.predicted_s.notna().all()
+
+
+def test_compile_time_is_reported_apart_from_run_time(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--impl", "numba_parallel", "--n", "32,64", "--d", "8", "--target", "0.05",
+                   "--out", str(out)) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert set(table.status) == {"ok"}
+    assert table.compile_s.notna().all()
+    first = table.iloc[0]
+    assert first.compile_source in ("compiled", "disk cache")
+    # The first call (with compilation) never enters the samples: it is far above the median.
+    assert first.first_call_s > first.median_s
+    samples = json.loads((out / "results.jsonl").read_text().splitlines()[0])["samples_s"]
+    assert max(samples) < first.first_call_s
+
+
+def test_sweep_budget_skips_what_does_not_fit(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--impl", "naive", "--n", "8,16,32,64,128", "--d", "8", "--target", "0.2",
+                   "--sweep-budget", "0.5", "--out", str(out)) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 5
+    assert table.note.fillna("").str.contains("left of the sweep budget").any()
+
+
+def test_an_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("--impl", "numpy", "--n", "8", "--d", "4", "--target", "0.01", "--out", str(out)) == 0
+    assert run_cli("--impl", "numpy", "--n", "8", "--d", "4", "--out", str(out)) == 2
+    assert "use --resume" in capsys.readouterr().err
+
+
+def test_settings_come_from_a_toml_file_and_flags_win(tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text('impl = ["numpy"]\nn = [8, 16]\nd = "4"\ntarget = 0.01\ndtype = ["float64"]\n')
+    out = tmp_path / "run"
+    assert run_cli("--config", str(config), "--n", "8", "--out", str(out)) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert list(table.n) == [8] and set(table.dtype) == {"float64"}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["settings"]["n"] == [8] and math.isclose(meta["settings"]["target_s"], 0.01)
