@@ -1,9 +1,17 @@
-"""nox sessions: `tests` (the default test suite, CUDA simulator and PTX included) and `lint`."""
+"""nox sessions: `tests` (the default suite: CUDA simulator and PTX included), `lint`, and the
+benchmark sessions `benchmark` (the default sweep, then its report, then the pytest-benchmark
+suite) and `benchmark_peers` (the same with torch, for the torch_sdpa yardstick).
+
+Options after `--` go to `attnbench run`, e.g. `nox -s benchmark -- --quick`.
+"""
 
 import nox
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
+
+# The CPU build of torch the published figures were measured with (see docs/PERFORMANCE.md).
+TORCH = "torch==2.13.0"
 
 
 @nox.session
@@ -18,3 +26,38 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def benchmark(session: nox.Session) -> None:
+    """The default sweep of every available implementation."""
+    session.install("-e", ".[dev]")
+    sweep_and_report(session)
+
+
+@nox.session
+def benchmark_peers(session: nox.Session) -> None:
+    """The default sweep with torch installed, so torch_sdpa is measured beside the others."""
+    session.install("-e", ".[dev]", TORCH)
+    sweep_and_report(session)
+
+
+def sweep_and_report(session: nox.Session) -> None:
+    session.run("attnbench", "run", *session.posargs)  # also points results/latest at the run
+    # pytest-benchmark, one process per implementation (shared thread pools slow each other).
+    names = session.run(
+        "python", "-c", "import impls; print(' '.join(impls.names()))", silent=True
+    ).split()
+    for name in names:
+        session.run(
+            "pytest",
+            "-o",
+            "addopts=",
+            "--benchmark-only",
+            f"--benchmark-save={name}",
+            "--benchmark-storage=results/pytest-benchmark",
+            "-k",
+            f"test_attention[{name}-",
+            "tests/benchmarks",
+            success_codes=[0, 5],  # 5: nothing selected (an implementation with no case here)
+        )

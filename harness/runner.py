@@ -29,12 +29,22 @@ def implementation_names(config: SweepConfig) -> list[str]:
     return [impl.name for impl in impls.registry().values() if impl.available]
 
 
+RESULTS = Path("results")
+
+
 def new_run_dir(out: str | None) -> RunDir:
+    """--out, or results/<timestamp>-<machine-id>, which results/latest then points at."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(out) if out else Path("results") / f"{stamp}-{machine.machine_id()}"
+    path = Path(out) if out else RESULTS / f"{stamp}-{machine.machine_id()}"
     if (path / "results.jsonl").exists():
         raise UsageError(f"--out: {path} already holds a run; use --resume {path} to complete it")
     path.mkdir(parents=True, exist_ok=True)
+    if out is None:
+        latest = RESULTS / "latest"
+        if latest.is_symlink():
+            latest.unlink()
+        if not latest.exists():
+            latest.symlink_to(path.name)
     return RunDir(path)
 
 
