@@ -21,6 +21,8 @@ from harness.timing import SamplingPlan, inner_repeats
 
 GRID = [(n, d) for n in (128, 512, 1024) for d in (64,)]
 PLAN = SamplingPlan()
+# `nox -s benchmark` runs one implementation per process (ATTNBENCH_BENCH_IMPL=name).
+NAMES = [os.environ["ATTNBENCH_BENCH_IMPL"]] if "ATTNBENCH_BENCH_IMPL" in os.environ else impls.names()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,7 +31,7 @@ def threads():
 
 
 @pytest.mark.parametrize("n, d", GRID, ids=[f"n{n}-d{d}" for n, d in GRID])
-@pytest.mark.parametrize("name", impls.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_attention(benchmark, name, n, d):
     impl = impls.get(name)
     reason = impl.unavailable_reason()
