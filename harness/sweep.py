@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -78,6 +79,8 @@ def skip_reason(case: Case, config: SweepConfig, state: SweepState, remaining_s:
         return f"{case.impl} does not support {case.dtype}", None
     if case.causal and not impl.supports_causal:
         return f"{case.impl} does not support the causal mask", None
+    if impl.device == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "CUDA simulator: it checks correctness, its times mean nothing", None
     if case.impl in state.lost:
         return f"after an earlier failure: {state.lost[case.impl]}", None
     predicted = predict_seconds(case, state.times.get(series_key(case), []))

@@ -20,6 +20,24 @@ def available_or_skip(name: str) -> impls.Implementation:
     return impl
 
 
+def simulated(impl: impls.Implementation) -> bool:
+    """True for a GPU implementation running in a simulator: correct but slow, so small shapes."""
+    is_simulated = getattr(impl.module, "is_simulated", None)
+    return bool(is_simulated and is_simulated())
+
+
+def simulator_limit_or_skip(impl: impls.Implementation, n: int, lead_size: int = 1) -> None:
+    """Skip shapes too big for a simulated GPU; its module's SIMULATOR_MAX_N says how big."""
+    if not simulated(impl):
+        return
+    max_n = getattr(impl.module, "SIMULATOR_MAX_N", 64)
+    if n > max_n or lead_size > 2:
+        pytest.skip(
+            f"{impl.name} is simulated: n <= {max_n} and batch x heads <= 2 here "
+            "(its own tests cover the tails of its tiles; a GPU runs every shape)"
+        )
+
+
 @pytest.fixture(params=impls.names())
 def impl(request) -> impls.Implementation:
     """Every registered implementation; unavailable ones skip with their reason."""

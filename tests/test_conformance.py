@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import impls
+from conftest import simulator_limit_or_skip
 from harness import checking
 from harness.cases import make_qkv
 
@@ -51,6 +52,7 @@ def assert_agrees(impl, q, k, v, causal=False, scale=None):
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_agrees_with_float64_reference(impl, shape, causal, dtype):
     n_q, n_k, d_k, d_v, lead = shape
+    simulator_limit_or_skip(impl, max(n_q, n_k), int(np.prod(lead)))
     q, k, v = make_qkv(n_q, n_k, d_k, d_v, lead=lead, dtype=dtype, seed=n_q * 31 + d_k)
     assert_agrees(impl, q, k, v, causal=causal)
 

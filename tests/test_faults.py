@@ -226,3 +226,30 @@ def test_a_torn_last_line_is_dropped_and_resume_remeasures_it(tmp_path):
     assert len(RunDir(out).rows()) == 1
     assert main(["run", "--resume", str(out)]) == 0
     assert len(RunDir(out).rows()) == 2
+
+
+def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path):
+    """500 tiny cases: the main process holds no per-case state beyond a small record."""
+    import psutil
+
+    from harness.config import SweepConfig
+    from harness.results import RunDir
+    from harness.sweep import Progress, run_sweep
+
+    rss_bytes = []
+
+    class RecordingProgress(Progress):
+        def finish(self, case, row):
+            rss_bytes.append(psutil.Process().memory_info().rss)
+
+    config = SweepConfig(
+        impl=("numpy",), n=tuple(range(2, 102)), d=(1, 2, 3, 4, 5), threads=1,
+        target_s=0.001, min_samples=5, min_sample_s=0.0002, sweep_budget_s=600,
+    )
+    run = RunDir(tmp_path)
+    written = run_sweep(config, run, ["numpy"], {}, lambda total: RecordingProgress(total, open(os.devnull, "w")))
+    assert len(written) == 500 and {row["status"] for row in written} == {"ok"}
+    growth = rss_bytes[-1] - rss_bytes[50]
+    print(f"main process RSS: {rss_bytes[50] / 2**20:.1f} MiB after 50 cases, "
+          f"{rss_bytes[-1] / 2**20:.1f} MiB after 500 (growth {growth / 2**20:.2f} MiB)")
+    assert growth < 8 * 2**20

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import impls
+from conftest import simulator_limit_or_skip
 from harness import checking
 
 
@@ -17,6 +18,7 @@ def layer_inputs(n=9, d_model=12, width=8, lead=(), dtype="float64", seed=0):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("heads", [1, 2, 4])
 def test_layer_is_per_head_attention_of_the_projections(impl, heads, causal):
+    simulator_limit_or_skip(impl, 9, 2 * heads)
     x, w_q, w_k, w_v = layer_inputs(lead=(2,))
     out = impls.self_attention(x, w_q, w_k, w_v, heads=heads, causal=causal, impl=impl.name)
     assert out.shape == (2, 9, 8)

@@ -6,13 +6,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import impls
+from conftest import simulated
 from harness import checking
 
-property_settings = settings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+
+def examples_for(impl):
+    """20 random cases each; 3 for a simulated GPU, where one call takes about a second."""
+    return settings(
+        max_examples=3 if simulated(impl) else 20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
 
 
 @st.composite
@@ -36,9 +40,11 @@ def tol(q, k, v, scale=None):
     return checking.tolerance(args.dtype.name, k.shape[0], q.shape[1], size) * np.abs(v).max()
 
 
-@property_settings
-@given(data=qkv())
-def test_permuting_keys_with_their_values_changes_nothing(impl, data):
+def test_permuting_keys_with_their_values_changes_nothing(impl):
+    examples_for(impl)(given(data=qkv())(permuting_keys_changes_nothing))(impl)
+
+
+def permuting_keys_changes_nothing(impl, data):
     q, k, v, rng = data
     order = rng.permutation(k.shape[0])
     out = impl.attention(q, k, v)
@@ -46,9 +52,11 @@ def test_permuting_keys_with_their_values_changes_nothing(impl, data):
     np.testing.assert_allclose(permuted, out, rtol=0, atol=2 * tol(q, k, v))
 
 
-@property_settings
-@given(data=qkv(min_n=2))
-def test_causal_row_ignores_later_keys(impl, data):
+def test_causal_row_ignores_later_keys(impl):
+    examples_for(impl)(given(data=qkv(min_n=2))(causal_row_ignores_later_keys))(impl)
+
+
+def causal_row_ignores_later_keys(impl, data):
     q, k, v, rng = data
     i = int(rng.integers(0, min(q.shape[0], k.shape[0] - 1)))
     k2, v2 = k.copy(), v.copy()
@@ -59,9 +67,12 @@ def test_causal_row_ignores_later_keys(impl, data):
     np.testing.assert_allclose(changed[: i + 1], out[: i + 1], rtol=0, atol=2 * tol(q, k, v))
 
 
-@property_settings
-@given(data=qkv(), shift=st.floats(-50, 50))
-def test_adding_a_constant_to_a_rows_scores_changes_nothing(impl, data, shift):
+def test_adding_a_constant_to_a_rows_scores_changes_nothing(impl):
+    check = given(data=qkv(), shift=st.floats(-50, 50))(constant_row_shift_changes_nothing)
+    examples_for(impl)(check)(impl)
+
+
+def constant_row_shift_changes_nothing(impl, data, shift):
     """Append a feature: q_i gets c_i / scale, every key gets 1, so row i's scores gain c_i."""
     q, k, v, rng = data
     scale = 0.5
@@ -73,9 +84,11 @@ def test_adding_a_constant_to_a_rows_scores_changes_nothing(impl, data, shift):
     np.testing.assert_allclose(shifted, out, rtol=0, atol=2 * tol(q2, k2, v, scale))
 
 
-@property_settings
-@given(data=qkv(), causal=st.booleans())
-def test_outputs_lie_within_their_value_columns(impl, data, causal):
+def test_outputs_lie_within_their_value_columns(impl):
+    examples_for(impl)(given(data=qkv(), causal=st.booleans())(outputs_within_value_columns))(impl)
+
+
+def outputs_within_value_columns(impl, data, causal):
     q, k, v, _ = data
     out = impl.attention(q, k, v, causal=causal)
     slack = tol(q, k, v)

@@ -1,0 +1,394 @@
+"""Fused attention on the GPU with numba-cuda: K/V tiles in shared memory and an online softmax.
+
+FlashAttention-style, for the FP32 CUDA cores (numba-cuda exposes no tensor-core instructions).
+A block owns `rows` query rows; `split` threads share each row, thread g taking keys
+g*kpt .. g*kpt+kpt-1 of every K/V tile, so no thread waits on another inside the loop. Each thread
+keeps its own running max, running sum and a `width`-wide output row in registers; the `split`
+partial results of a row are merged once, through shared memory, at the end. The whole warp
+reads the same K and V entries (broadcast loads) and its own row of the pre-scaled Q tile. Causal
+blocks stop at their last visible key, so fully masked K tiles are never loaded. Extra device
+memory is the output only: no n x n buffer.
+
+`numba.cuda` must be NVIDIA's numba-cuda package, not numba's deprecated built-in target: with
+numba-cuda installed, numba's import redirector makes `numba.cuda` that package, and it says so
+with `numba.cuda.implementation == "NVIDIA"`, which `unavailable_reason` checks. Every numba import
+happens inside a function, so importing this module needs neither numba-cuda nor a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+NAME = "numba_cuda"
+DESCRIPTION = "numba-cuda kernel: K/V tiles in shared memory, online softmax (FP32/FP64 CUDA cores)"
+DTYPES = ("float32", "float64")
+CAUSAL = True
+DEVICE = "cuda"
+
+# The simulator runs a Python thread per CUDA thread: test suites shrink sequence lengths to this.
+SIMULATOR_MAX_N = 64
+
+WIDTHS = (16, 32, 64, 128)  # feature widths compiled; d > 128 runs in chunks of 128
+SPLIT = 8  # threads per query row: more threads in flight when there are few rows (one head)
+# Bytes per thread of scores (8 float32) and of output row (64 float32): with more, ptxas
+# spills out of the 255 registers (float64 still spills about 100 bytes at d = 33..64).
+MAX_SCORE_BYTES = 32
+MAX_V_BYTES = 256
+STATIC_SHARED_LIMIT = 48 * 1024  # what a kernel may declare statically (cuda.shared.array)
+Q_PAD = 4  # keeps the rows of Q 16-byte aligned but off the same shared-memory banks
+LOG2E = 1.0 / math.log(2.0)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One compiled variant: a block's tile sizes, all of them compile-time constants."""
+
+    dtype: str
+    width: int  # features of Q and K per chunk held in shared memory
+    v_width: int  # features of V and of the output per block (the grid covers d_v in these)
+    rows: int  # query rows per block
+    split: int  # threads per row
+    keys_per_thread: int  # keys per thread per K/V tile
+
+    @property
+    def threads(self) -> int:
+        return self.rows * self.split
+
+    @property
+    def keys(self) -> int:
+        """Keys per K/V tile."""
+        return self.split * self.keys_per_thread
+
+    @property
+    def shared_bytes(self) -> int:
+        q_tile = self.rows * (self.width + Q_PAD)
+        kv_tiles = self.keys * (self.width + self.v_width)
+        merge = 2 * self.split * self.rows  # running max and sum of every thread
+        return (q_tile + kv_tiles + merge) * np.dtype(self.dtype).itemsize
+
+
+def tile_config(dtype: str, width: int) -> TileConfig:
+    """The largest tiles that fit the static shared-memory limit: 32 rows, else 16."""
+    itemsize = np.dtype(dtype).itemsize
+    v_width = min(width, MAX_V_BYTES // itemsize)
+    for rows in (32, 16):
+        fixed = (rows * (width + Q_PAD) + 2 * SPLIT * rows) * itemsize
+        per_key = SPLIT * (width + v_width) * itemsize
+        kpt = min(MAX_SCORE_BYTES // itemsize, (STATIC_SHARED_LIMIT - fixed) // per_key)
+        if kpt >= 1:
+            return TileConfig(dtype, width, v_width, rows, SPLIT, int(kpt))
+    raise ValueError(f"no tile of width {width} fits {STATIC_SHARED_LIMIT} bytes for {dtype}")
+
+
+def width_for(d_k: int, d_v: int) -> int:
+    """Smallest compiled width holding both feature dimensions; the widest, in chunks, beyond."""
+    d = max(d_k, d_v)
+    return next((w for w in WIDTHS if w >= d), WIDTHS[-1])
+
+
+def is_simulated() -> bool:
+    """True when numba runs CUDA kernels in its Python simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    if importlib.util.find_spec("numba") is None:
+        return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+    from numba.core import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+def unavailable_reason() -> str | None:
+    if importlib.util.find_spec("numba_cuda") is None:
+        return "numba-cuda is not installed (pip install 'attnbench[cuda]')"
+    from numba import cuda
+
+    if getattr(cuda, "implementation", None) != "NVIDIA":
+        return "numba.cuda is numba's deprecated built-in target, not the numba-cuda package"
+    if is_simulated():
+        return None
+    if not cuda.is_available():
+        return "no CUDA GPU; set NUMBA_ENABLE_CUDASIM=1 to simulate"
+    return None
+
+
+def _kernel_function(cfg: TileConfig, simulated: bool = False):
+    """The kernel as a plain Python function; the tile sizes are closure constants.
+
+    Hot-loop indices are unsigned: numba adds a negative-index wrap-around to every signed
+    index, which costs integer instructions and stops NVVM from merging four neighbouring
+    shared-memory loads into one 16-byte load (the arrays are 16-byte aligned for it; the
+    simulator accepts no alignment). `cuda` is bound as a module global, not a closure
+    variable, because the simulator runs a kernel by swapping its fake module into the
+    kernel's globals.
+    """
+    global cuda
+    from numba import cuda, float32, float64, uint64
+
+    ftype = float32 if cfg.dtype == "float32" else float64
+    W = cfg.width
+    WV = cfg.v_width
+    BM = cfg.rows
+    G = cfg.split
+    KPT = cfg.keys_per_thread
+    BN = cfg.keys
+    NT = cfg.threads
+    WQ = W + Q_PAD
+    ALIGN = None if simulated else 16
+    U1 = np.uint64(1)
+    U2 = np.uint64(2)
+    U3 = np.uint64(3)
+    U4 = np.uint64(4)
+
+    def attention_tile_kernel(q, k, v, out, scale_log2, causal):
+        tid = cuda.threadIdx.x
+        r = tid % BM  # a warp holds consecutive rows of one key group: broadcast K/V reads
+        g = tid // BM
+        n_q = q.shape[1]
+        n_k = k.shape[1]
+        d_k = q.shape[2]
+        d_v = v.shape[2]
+        row_tiles = (n_q + BM - 1) // BM
+        b = cuda.blockIdx.x // row_tiles
+        r0 = (cuda.blockIdx.x % row_tiles) * BM
+        c0 = cuda.blockIdx.y * WV  # this block's chunk of the output features
+        row = r0 + r
+        ru = uint64(r)
+        gu = uint64(g * KPT)
+        zero = ftype(0.0)
+        neg_inf = ftype(-math.inf)
+
+        qs = cuda.shared.array((BM, WQ), ftype, ALIGN)
+        ks = cuda.shared.array((BN, W), ftype, ALIGN)
+        vs = cuda.shared.array((BN, WV), ftype, ALIGN)
+        ms = cuda.shared.array((G, BM), ftype)
+        ls = cuda.shared.array((G, BM), ftype)
+        s = cuda.local.array(KPT, ftype)
+        o = cuda.local.array(WV, ftype)
+
+        for c in range(WV):
+            o[c] = zero
+        m = neg_inf
+        l_sum = zero
+        key_end = min(n_k, r0 + BM) if causal else n_k
+        n_tiles = (key_end + BN - 1) // BN
+        n_chunks = (d_k + W - 1) // W
+        for t in range(n_tiles):
+            k0 = t * BN
+            for jj in range(KPT):
+                s[jj] = zero
+            for ch in range(n_chunks):
+                kc0 = ch * W
+                cuda.syncthreads()  # everyone is done with the previous tiles
+                if n_chunks > 1 or t == 0:
+                    for idx in range(tid, BM * W, NT):
+                        i = idx // W
+                        c = idx % W
+                        x = zero
+                        if r0 + i < n_q and kc0 + c < d_k:
+                            x = q[b, r0 + i, kc0 + c] * scale_log2
+                        qs[i, c] = x
+                for idx in range(tid, BN * W, NT):
+                    j = idx // W
+                    c = idx % W
+                    x = zero
+                    if k0 + j < n_k and kc0 + c < d_k:
+                        x = k[b, k0 + j, kc0 + c]
+                    ks[j, c] = x
+                if ch == 0:
+                    for idx in range(tid, BN * WV, NT):
+                        j = idx // WV
+                        c = idx % WV
+                        x = zero  # zeros, not stale memory: 0 * NaN would poison the sum
+                        if k0 + j < n_k and c0 + c < d_v:
+                            x = v[b, k0 + j, c0 + c]
+                        vs[j, c] = x
+                cuda.syncthreads()
+                for c4 in range(W // 4):
+                    c = uint64(c4) * U4
+                    q0 = qs[ru, c]
+                    q1 = qs[ru, c + U1]
+                    q2 = qs[ru, c + U2]
+                    q3 = qs[ru, c + U3]
+                    for jj in range(KPT):
+                        j = gu + uint64(jj)
+                        acc = s[jj]
+                        acc += q0 * ks[j, c]
+                        acc += q1 * ks[j, c + U1]
+                        acc += q2 * ks[j, c + U2]
+                        acc += q3 * ks[j, c + U3]
+                        s[jj] = acc
+
+            tile_max = neg_inf
+            for jj in range(KPT):
+                key = k0 + g * KPT + jj
+                if key >= n_k or (causal and key > row):
+                    s[jj] = neg_inf
+                tile_max = max(tile_max, s[jj])
+            if tile_max > neg_inf:  # else all of this thread's keys in the tile are masked
+                m_new = max(m, tile_max)
+                alpha = math.exp2(m - m_new)
+                l_sum *= alpha
+                for c in range(WV):
+                    o[c] *= alpha
+                for jj in range(KPT):
+                    p = math.exp2(s[jj] - m_new)
+                    l_sum += p
+                    j = gu + uint64(jj)
+                    for c in range(WV):
+                        o[c] += p * vs[j, c]
+                m = m_new
+
+        # Merge the row's G partial results; the Q tile is free now and holds the sum.
+        cuda.syncthreads()
+        ms[g, r] = m
+        ls[g, r] = l_sum
+        cuda.syncthreads()
+        m_row = neg_inf
+        for h in range(G):
+            m_row = max(m_row, ms[h, r])
+        l_row = zero
+        for h in range(G):
+            l_row += math.exp2(ms[h, r] - m_row) * ls[h, r]
+        weight = math.exp2(m - m_row) / l_row
+        for h in range(G):
+            if g == h:
+                for c in range(WV):
+                    acc = weight * o[c]
+                    if h > 0:
+                        acc += qs[r, c]
+                    qs[r, c] = acc
+            cuda.syncthreads()
+        for idx in range(tid, BM * WV, NT):
+            i = idx // WV
+            c = idx % WV
+            if r0 + i < n_q and c0 + c < d_v:
+                out[b, r0 + i, c0 + c] = qs[i, c]
+
+    return attention_tile_kernel
+
+
+def _signature(dtype: str):
+    from numba import types
+
+    f = getattr(types, dtype)
+    arr = f[:, :, ::1]
+    return types.void(arr, arr, arr, arr, f, types.boolean)
+
+
+def _jit_options(cfg: TileConfig) -> dict:
+    # fastmath (float32 only): exp2 becomes the hardware ex2.approx, ample for a softmax.
+    # launch_bounds (threads, 2) would fit two blocks per SM but caps registers at 128, and
+    # ptxas then spills (float32 d = 64: 64 bytes); one block of 8 warps per SM spills nothing.
+    return {"fastmath": cfg.dtype == "float32", "launch_bounds": cfg.threads}
+
+
+def ptx_targets() -> list[tuple[TileConfig, object, object, dict]]:
+    """Every variant prepare() may launch: (config, python function, signature, jit options)."""
+    targets = []
+    for dtype in DTYPES:
+        for width in WIDTHS:
+            cfg = tile_config(dtype, width)
+            targets.append((cfg, _kernel_function(cfg), _signature(dtype), _jit_options(cfg)))
+    return targets
+
+
+_KERNELS: dict[TileConfig, object] = {}
+
+
+def _kernel(cfg: TileConfig):
+    """Compiled once per variant and process (eagerly, with its signature)."""
+    if cfg not in _KERNELS:
+        from numba import cuda
+
+        if is_simulated():
+            _KERNELS[cfg] = cuda.jit(_kernel_function(cfg, simulated=True))
+        else:
+            _KERNELS[cfg] = cuda.jit(_signature(cfg.dtype), **_jit_options(cfg))(
+                _kernel_function(cfg)
+            )
+    return _KERNELS[cfg]
+
+
+def prepare(args):
+    from numba import cuda
+
+    batch, n_q, d_k = args.q.shape
+    d_v = args.v.shape[2]
+    cfg = tile_config(args.dtype.name, width_for(d_k, d_v))
+    compile_start = time.perf_counter()
+    kernel = _kernel(cfg)
+    compile_s = time.perf_counter() - compile_start
+    start = time.perf_counter()
+    dq, dk, dv = (cuda.to_device(np.ascontiguousarray(x)) for x in (args.q, args.k, args.v))
+    cuda.synchronize()
+    h2d_s = time.perf_counter() - start
+    out = cuda.device_array((batch, n_q, d_v), args.dtype)
+    grid = (batch * -(-n_q // cfg.rows), -(-d_v // cfg.v_width))
+    state = {
+        "config": cfg,
+        "launch": kernel[grid, cfg.threads],
+        "arrays": (dq, dk, dv, out),
+        "scale_log2": args.scale * LOG2E,
+        "causal": bool(args.causal),
+        "compile_s": compile_s,
+        "h2d_s": h2d_s,
+        "d2h_s": 0.0,
+    }
+    if not is_simulated():
+        run(state)  # loads the module onto the GPU, so the first timed run is a warm one
+    return state
+
+
+def _launch(state) -> None:
+    state["launch"](*state["arrays"], state["scale_log2"], state["causal"])
+
+
+def run(state):
+    from numba import cuda
+
+    _launch(state)
+    cuda.synchronize()
+
+
+def fetch(state):
+    from numba import cuda
+
+    start = time.perf_counter()
+    out = state["arrays"][3].copy_to_host()
+    cuda.synchronize()
+    state["d2h_s"] = time.perf_counter() - start
+    return out
+
+
+def event_time_s(state) -> float:
+    """One run timed on the GPU with CUDA events, in seconds.
+
+    The simulator's events record nothing, so there it is the wall-clock time of the
+    (synchronous) simulated launch.
+    """
+    from numba import cuda
+
+    if is_simulated():
+        start = time.perf_counter()
+        run(state)
+        return time.perf_counter() - start
+    start, end = cuda.event(timing=True), cuda.event(timing=True)
+    start.record()
+    _launch(state)
+    end.record()
+    end.synchronize()
+    return cuda.event_elapsed_time(start, end) / 1e3
+
+
+def transfer_s(state) -> float:
+    """Host-to-device copies (prepare) plus the last device-to-host copy (fetch)."""
+    return state["h2d_s"] + state["d2h_s"]
+
+
+def device_memory_bytes(state) -> int:
+    """Q, K, V and the output: the kernel allocates nothing else in global memory."""
+    return int(sum(a.nbytes for a in state["arrays"]))

@@ -1,0 +1,248 @@
+"""numba_cuda: every kernel variant compiles to sm_90 PTX, and the kernel is right in the simulator.
+
+Without a GPU the session's conftest sets NUMBA_ENABLE_CUDASIM=1 before numba is imported, and the
+kernels run in numba's simulator (a Python thread per CUDA thread, so the shapes are tiny: tails
+around the tile sizes rather than large n). PTX compilation needs the real CUDA target, so it runs
+in a subprocess without NUMBA_ENABLE_CUDASIM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from impls import numba_cuda as mod
+from impls._inputs import AttentionArgs
+from impls._registry import get
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
+needs_numba_cuda = pytest.mark.skipif(
+    not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed (pip install 'attnbench[cuda]')"
+)
+
+pytestmark = pytest.mark.cuda
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _run_python(code: str, timeout: float = 240) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def reference(q, k, v, causal=False, scale=None):
+    """softmax(q k^T * scale) v in float64, causal top-left aligned (row i sees keys j <= i)."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    s = q @ np.swapaxes(k, -1, -2) * scale
+    if causal:
+        visible = np.tril(np.ones(s.shape[-2:], dtype=bool))
+        s = np.where(visible, s, -np.inf)
+    s -= s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    return (p / p.sum(axis=-1, keepdims=True)) @ v
+
+
+TOL = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-11, atol=1e-11)}
+
+
+def _inputs(lead, n_q, n_k, d_k, d_v, dtype, seed=0, mult=1.0):
+    rng = np.random.default_rng(seed)
+    q = (rng.standard_normal((*lead, n_q, d_k)) * mult).astype(dtype)
+    k = (rng.standard_normal((*lead, n_k, d_k)) * mult).astype(dtype)
+    v = rng.standard_normal((*lead, n_k, d_v)).astype(dtype)
+    return q, k, v
+
+
+@pytest.fixture(scope="module")
+def impl():
+    if not HAVE_NUMBA_CUDA:
+        pytest.skip("numba-cuda is not installed (pip install 'attnbench[cuda]')")
+    record = get("numba_cuda")
+    reason = record.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"numba_cuda unavailable here: {reason}")
+    return record
+
+
+# --- configuration (no numba needed) -------------------------------------------------------
+
+
+def test_module_surface_imports_without_compiling():
+    assert mod.DEVICE == "cuda" and mod.CAUSAL is True
+    assert set(mod.DTYPES) == {"float32", "float64"}
+    assert isinstance(mod.SIMULATOR_MAX_N, int) and mod.SIMULATOR_MAX_N > 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("width", [16, 32, 64, 128])
+def test_tiles_fit_static_shared_memory(dtype, width):
+    cfg = mod.tile_config(dtype, width)
+    assert cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT
+    assert cfg.keys_per_thread >= 1 and cfg.threads <= 1024
+    assert cfg.width % 4 == 0 and cfg.v_width % 4 == 0
+
+
+@needs_numba_cuda
+@pytest.mark.parametrize(
+    "d_k, d_v", [(1, 1), (7, 7), (16, 16), (17, 3), (64, 64), (128, 128), (200, 200), (5, 300)]
+)
+def test_every_launched_variant_is_a_ptx_target(d_k, d_v):
+    compiled = {cfg for cfg, *_ in mod.ptx_targets()}
+    for dtype in mod.DTYPES:
+        assert mod.tile_config(dtype, mod.width_for(d_k, d_v)) in compiled
+
+
+# --- numba-cuda and PTX ---------------------------------------------------------------------
+
+
+@needs_numba_cuda
+def test_numba_cuda_is_the_nvidia_package():
+    from numba import cuda
+
+    assert cuda.implementation == "NVIDIA"
+    assert "numba_cuda" in Path(cuda.__file__).parts
+
+
+@needs_numba_cuda
+def test_ptx_for_sm90_for_every_kernel_variant():
+    out = _run_python(
+        """
+        import json, re
+        from numba import cuda
+        from impls import numba_cuda as mod
+        assert not mod.is_simulated()
+        rows = []
+        for cfg, fn, sig, options in mod.ptx_targets():
+            ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0), **options)
+            rows.append({
+                "dtype": cfg.dtype, "width": cfg.width,
+                "sm_90": bool(re.search(r"^\\.target sm_90\\b", ptx, re.M)),
+                "entry": ".entry" in ptx,
+                "f64": len(re.findall(r"\\.f64\\b", ptx)),
+                "vector_loads": len(re.findall(r"ld\\.shared\\.v[24]\\.f", ptx)),
+            })
+        print(json.dumps(rows))
+        """
+    )
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert {(r["dtype"], r["width"]) for r in rows} == {
+        (d, w) for d in mod.DTYPES for w in mod.WIDTHS
+    }
+    for r in rows:
+        assert r["sm_90"] and r["entry"], r
+        assert r["vector_loads"] > 0, f"shared loads not vectorised: {r}"
+        if r["dtype"] == "float32":
+            assert r["f64"] == 0, f"float64 arithmetic in a float32 kernel: {r}"
+
+
+@needs_numba_cuda
+def test_reason_without_gpu_or_simulator():
+    out = _run_python(
+        """
+        from numba import cuda
+        from impls import numba_cuda as mod
+        print(repr((cuda.is_available(), mod.unavailable_reason())))
+        """,
+        timeout=120,
+    )
+    available, reason = eval(out.strip().splitlines()[-1])
+    if available:
+        assert reason is None
+    else:
+        assert reason == "no CUDA GPU; set NUMBA_ENABLE_CUDASIM=1 to simulate"
+
+
+def test_reason_without_numba_cuda(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "numba_cuda" else real(name, *a),
+    )
+    assert mod.unavailable_reason() == "numba-cuda is not installed (pip install 'attnbench[cuda]')"
+
+
+# --- the kernel (simulator without a GPU) ---------------------------------------------------
+
+CASES = [
+    # lead, n_q, n_k, d_k, d_v, causal, dtype
+    ((1,), 1, 1, 1, 1, False, "float32"),
+    ((1,), 9, 9, 1, 1, True, "float32"),
+    ((1,), 13, 13, 7, 7, True, "float32"),
+    ((1,), 33, 65, 32, 32, False, "float32"),  # row tile 32 + 1, key tile 64 + 1
+    ((1,), 31, 63, 64, 64, True, "float32"),  # one short of both tiles
+    ((1,), 6, 33, 128, 128, False, "float32"),  # key tile of 32 at width 128: 32 + 1
+    ((1,), 40, 20, 16, 16, True, "float32"),  # causal, n_q > n_k: late rows see every key
+    ((1,), 20, 70, 8, 8, True, "float32"),  # causal, n_q < n_k: later keys never seen
+    ((1,), 5, 9, 5, 9, True, "float32"),  # d_k != d_v
+    ((1,), 3, 11, 130, 3, False, "float32"),  # d_k in two chunks of 128
+    ((1,), 4, 6, 3, 70, True, "float32"),  # d_v over two blocks of 64 columns
+    ((2, 2), 9, 9, 4, 4, True, "float32"),  # leading dims flattened to the batch
+    ((1,), 13, 13, 7, 7, True, "float64"),
+    ((1,), 33, 33, 64, 64, False, "float64"),  # key tile of 32 at width 64: 32 + 1
+    ((1,), 3, 10, 128, 128, True, "float64"),  # key tile of 8 at width 128: 8 + 2
+]
+
+
+@pytest.mark.parametrize("lead, n_q, n_k, d_k, d_v, causal, dtype", CASES)
+def test_matches_float64_reference(impl, lead, n_q, n_k, d_k, d_v, causal, dtype):
+    q, k, v = _inputs(lead, n_q, n_k, d_k, d_v, dtype, seed=n_q + n_k + d_k)
+    out = impl.attention(q, k, v, causal=causal)
+    assert out.shape == (*lead, n_q, d_v) and out.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(out, reference(q, k, v, causal), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_scores_stay_finite_and_correct(impl, dtype):
+    q, k, v = _inputs((1,), 21, 21, 16, 16, dtype, seed=7, mult=1e3)
+    for causal in (False, True):
+        out = impl.attention(q, k, v, causal=causal, scale=1.0)
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, reference(q, k, v, causal, scale=1.0), **TOL[dtype])
+
+
+def test_fully_masked_key_tiles_are_never_read(impl):
+    """Rows 0..63 see keys 0..63 only: NaN in keys 64..69 (the second key tile) must not leak."""
+    q, k, v = _inputs((1,), 64, 70, 8, 8, "float32", seed=3)
+    expected = reference(q, k[:, :64], v[:, :64], causal=True)
+    k[:, 64:] = np.nan
+    v[:, 64:] = np.nan
+    args = AttentionArgs(q=q, k=k, v=v, causal=True, scale=1 / np.sqrt(8), lead=(1,))
+    state = mod.prepare(args)
+    mod.run(state)
+    np.testing.assert_allclose(mod.fetch(state), expected, **TOL["float32"])
+
+
+def test_optional_hooks(impl):
+    q, k, v = _inputs((1,), 5, 7, 4, 3, "float32")
+    args = AttentionArgs(q=q, k=k, v=v, causal=False, scale=0.5, lead=(1,))
+    state = mod.prepare(args)
+    assert mod.device_memory_bytes(state) == q.nbytes + k.nbytes + v.nbytes + 5 * 3 * 4
+    elapsed = mod.event_time_s(state)
+    assert isinstance(elapsed, float) and elapsed >= 0.0
+    out = mod.fetch(state)
+    np.testing.assert_allclose(out, reference(q, k, v, scale=0.5), **TOL["float32"])
+    assert mod.transfer_s(state) >= 0.0
+    assert mod.is_simulated() == (os.environ.get("NUMBA_ENABLE_CUDASIM") == "1")
