@@ -92,7 +92,9 @@ def compare(out: np.ndarray, args: AttentionArgs, rows: np.ndarray | None = None
     if rows is not None:
         out = out[:, rows, :]
     if out.shape != ref.shape:
-        return Agreement(math.inf, math.inf, (), tol, f"output shape {out.shape}, expected {ref.shape}")
+        return Agreement(
+            math.inf, math.inf, (), tol, f"output shape {out.shape}, expected {ref.shape}"
+        )
     err = np.abs(out.astype(np.float64) - ref)
     if not np.isfinite(err).all():
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(err))[0])

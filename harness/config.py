@@ -66,7 +66,12 @@ def _plain(value):
 
 
 KEYS = {f.name for f in dataclasses.fields(SweepConfig)}
-ALIASES = {"budget": "budget_s", "sweep_budget": "sweep_budget_s", "target": "target_s", "impls": "impl"}
+ALIASES = {
+    "budget": "budget_s",
+    "sweep_budget": "sweep_budget_s",
+    "target": "target_s",
+    "impls": "impl",
+}
 
 
 def _positive_float(key: str, value) -> float:
@@ -97,16 +102,16 @@ def coerce(key: str, value):
     if key == "dtype":
         return tuple(parse_dtype_list(_as_text_list(option, value)))
     if key in ("batch", "heads", "min_samples", "max_samples"):
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise UsageError(f"{option}: expected a positive integer, got {value!r}")
         return parse_positive_int(option, value)
     if key == "threads":
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise UsageError(f"{option}: expected a positive integer, got {value!r}")
         threads = parse_positive_int(option, value)
         if threads > usable_cores():
             raise UsageError(
-                f"--threads: expected at most {usable_cores()} (the cores usable here), got {threads}"
+                f"--threads: expected at most {usable_cores()} (the usable cores), got {threads}"
             )
         return threads
     if key == "causal":
@@ -135,7 +140,8 @@ def apply(config: SweepConfig, values: dict, source: str) -> SweepConfig:
     merged = dataclasses.replace(config, **changes)
     if merged.min_samples > merged.max_samples:
         raise UsageError(
-            f"{source}: min_samples ({merged.min_samples}) exceeds max_samples ({merged.max_samples})"
+            f"{source}: min_samples ({merged.min_samples}) exceeds "
+            f"max_samples ({merged.max_samples})"
         )
     return merged
 
@@ -161,7 +167,9 @@ def load_config(
     config = SweepConfig()
     pyproject = (project_dir or Path.cwd()) / "pyproject.toml"
     if pyproject.is_file():
-        config = apply(config, read_toml(pyproject, ("tool", "attnbench")), f"{pyproject} [tool.attnbench]")
+        config = apply(
+            config, read_toml(pyproject, ("tool", "attnbench")), f"{pyproject} [tool.attnbench]"
+        )
     if config_file is not None:
         config = apply(config, read_toml(Path(config_file)), f"--config {config_file}")
     return apply(config, {k: v for k, v in flags.items() if v is not None}, "command line")

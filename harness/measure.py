@@ -26,8 +26,8 @@ def numba_compilations():
         event.install_recorder("numba:compile") as compiles,
         event.install_recorder("numba:compiler_lock") as lock_uses,
     ):
-        yield lambda: (
-            "compiled" if compiles.buffer else "disk cache" if lock_uses.buffer else "none"
+        yield (
+            lambda: "compiled" if compiles.buffer else "disk cache" if lock_uses.buffer else "none"
         )
 
 
@@ -197,7 +197,8 @@ def threading_report() -> dict:
         "numba_threads": numba.get_num_threads(),
         "numba_threading_layer": layer,
         "blas": [
-            {"api": p.get("internal_api"), "threads": p.get("num_threads")} for p in threadpool_info()
+            {"api": p.get("internal_api"), "threads": p.get("num_threads")}
+            for p in threadpool_info()
         ],
     }
     torch = sys.modules.get("torch")
@@ -207,7 +208,7 @@ def threading_report() -> dict:
 
 
 def gemm_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
-    """The machine's matrix-product rate for `dtype` (best of `repeats`), the ceiling for attention."""
+    """The machine's matrix-product rate for `dtype` (best of `repeats`): attention's ceiling."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size)).astype(dtype)
     b = rng.standard_normal((size, size)).astype(dtype)

@@ -43,8 +43,16 @@ COLUMNS = [
     "predicted_s",
     "note",
 ]
-INTEGER_COLUMNS = ["n", "d", "batch", "heads", "samples", "inner_repeats", "peak_mem_bytes",
-                   "score_matrix_bytes"]
+INTEGER_COLUMNS = [
+    "n",
+    "d",
+    "batch",
+    "heads",
+    "samples",
+    "inner_repeats",
+    "peak_mem_bytes",
+    "score_matrix_bytes",
+]
 STATUSES = ("ok", "skipped", "failed", "disagrees")
 
 
@@ -70,7 +78,9 @@ class RunDir:
 
     def write_meta(self, meta: dict) -> None:
         tmp = self.meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **meta}, indent=2, default=str))
+        tmp.write_text(
+            json.dumps({"schema_version": SCHEMA_VERSION, **meta}, indent=2, default=str)
+        )
         os.replace(tmp, self.meta_path)
 
     def meta(self) -> dict:

@@ -84,7 +84,7 @@ def run_command(config: SweepConfig, resume: str | None, given: dict, config_val
         meta.setdefault("resumed", []).append(datetime.now(timezone.utc).isoformat())
     else:
         names = implementation_names(config)
-        run = new_run_dir(None if "out" not in given else given["out"])
+        run = new_run_dir(given.get("out"))
         project = Path(__file__).resolve().parent.parent
         meta = {
             "settings": config.settings(),

@@ -1,4 +1,4 @@
-"""`attnbench new NAME`: a new implementation module that passes the conformance suite as written."""
+"""`attnbench new NAME`: a new implementation that passes the conformance suite as written."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sweep: every case of the grid, each in its implementation's worker, results kept as they come.
+"""The sweep: every case of the grid, each in its implementation's worker, results kept at once.
 
 Order: implementation, then dtype, d, n ascending, so each case's time can be predicted from the
 same implementation's smaller cases before it runs; a case predicted over budget is skipped with
@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import impls
 from harness.cases import Case
@@ -30,7 +29,9 @@ DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
 def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
     return [
         Case(impl, n, d, dtype, config.batch, config.heads, config.causal)
-        for impl, dtype, d, n in itertools.product(names, config.dtype, sorted(config.d), sorted(config.n))
+        for impl, dtype, d, n in itertools.product(
+            names, config.dtype, sorted(config.d), sorted(config.n)
+        )
     ]
 
 
@@ -70,7 +71,9 @@ class SweepState:
             self.times.setdefault(series_key(case), []).append((case.n, row["first_call_s"]))
 
 
-def skip_reason(case: Case, config: SweepConfig, state: SweepState, remaining_s: float) -> tuple[str | None, float | None]:
+def skip_reason(
+    case: Case, config: SweepConfig, state: SweepState, remaining_s: float
+) -> tuple[str | None, float | None]:
     impl = impls.get(case.impl)
     reason = impl.unavailable_reason()
     if reason is not None:
@@ -89,7 +92,10 @@ def skip_reason(case: Case, config: SweepConfig, state: SweepState, remaining_s:
             return f"predicted {predicted:.3g} s per call > budget {config.budget_s:g} s", predicted
         needed = max(config.target_s, config.min_samples * predicted) + 2 * predicted
         if needed > remaining_s:
-            return f"predicted {needed:.3g} s > {remaining_s:.3g} s left of the sweep budget", predicted
+            return (
+                f"predicted {needed:.3g} s > {remaining_s:.3g} s left of the sweep budget",
+                predicted,
+            )
     return None, predicted
 
 
@@ -114,10 +120,12 @@ class Progress:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
-                Progress as RichProgress,
                 TextColumn,
                 TimeElapsedColumn,
                 TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
             )
 
             self.bar = RichProgress(
@@ -178,7 +186,9 @@ def run_sweep(
     for row in run.rows():
         state.record(Case(**{c: row[c] for c in CASE_COLUMNS}), row)
     cases = [c for c in plan_cases(config, names) if c.key not in done_keys]
-    plan = SamplingPlan(config.min_sample_s, config.target_s, config.min_samples, config.max_samples)
+    plan = SamplingPlan(
+        config.min_sample_s, config.target_s, config.min_samples, config.max_samples
+    )
     gemm = meta.setdefault("gemm_peak_gflops", {})
     written: list[dict] = []
     progress = progress_factory(len(cases))
@@ -206,7 +216,9 @@ def run_sweep(
                 try:
                     if worker is None:
                         worker, worker_impl = Worker(config.threads), case.impl
-                    row = worker.measure(case, plan, config.budget_s, config.seed, config.case_timeout_s)
+                    row = worker.measure(
+                        case, plan, config.budget_s, config.seed, config.case_timeout_s
+                    )
                 except WorkerLost as lost:
                     worker = None
                     state.lost[case.impl] = f"{lost} (at n={case.n}, d={case.d}, {case.dtype})"

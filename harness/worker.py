@@ -6,6 +6,7 @@ on this kind of machine), and lets a crash, a hang or a leak take down only the 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -122,10 +123,8 @@ class Worker:
         self.process.join(5)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # already gone
             self.conn.send(None)
-        except (OSError, ValueError):
-            pass
         self.process.join(10)
         self.kill()
         self.conn.close()

@@ -41,8 +41,10 @@ def _as_float_array(name: str, x) -> np.ndarray:
     else:
         try:
             arr = np.asarray(x)
-        except Exception as exc:  # noqa: BLE001 - report what could not be converted
-            raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__} ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - reported as what could not be converted
+            raise TypeError(
+                f"{name}: expected a NumPy array, got {type(x).__name__} ({exc})"
+            ) from None
     if arr.dtype.name not in SUPPORTED_DTYPES:
         raise TypeError(
             f"{name}: expected a floating array of dtype float32 or float64, got dtype {arr.dtype}"
@@ -52,10 +54,8 @@ def _as_float_array(name: str, x) -> np.ndarray:
 
 def _check_finite(name: str, arr: np.ndarray) -> None:
     if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(
-            f"{name}: expected finite values, got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
-        )
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise ValueError(f"{name}: expected finite values, got {arr[bad]} at index {bad}")
 
 
 def check_scale(scale, d_k: int) -> float:
@@ -77,7 +77,7 @@ def check_causal(causal) -> bool:
 
 
 def check_attention_args(q, k, v, causal=False, scale=None) -> AttentionArgs:
-    """Check q (..., n_q, d_k), k (..., n_k, d_k), v (..., n_k, d_v) and flatten the leading dims."""
+    """Check q (..., n_q, d_k), k (..., n_k, d_k), v (..., n_k, d_v); flatten the leading dims."""
     arrays = {"q": q, "k": k, "v": v}
     arrays = {name: _as_float_array(name, x) for name, x in arrays.items()}
     for name, arr in arrays.items():
@@ -100,12 +100,12 @@ def check_attention_args(q, k, v, causal=False, scale=None) -> AttentionArgs:
             f"k: expected last dimension d_k = {q.shape[-1]} to match q, got shape {k.shape}"
         )
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"v: expected n_k = {k.shape[-2]} rows to match k, got shape {v.shape}"
-        )
+        raise ValueError(f"v: expected n_k = {k.shape[-2]} rows to match k, got shape {v.shape}")
     for name, arr in (("q", q), ("k", k), ("v", v)):
         if arr.shape[-2] == 0:
-            raise ValueError(f"{name}: expected a non-empty sequence (n >= 1), got shape {arr.shape}")
+            raise ValueError(
+                f"{name}: expected a non-empty sequence (n >= 1), got shape {arr.shape}"
+            )
         if arr.shape[-1] == 0:
             raise ValueError(f"{name}: expected a feature dimension d >= 1, got shape {arr.shape}")
     if any(s == 0 for s in q.shape[:-2]):

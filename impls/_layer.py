@@ -13,7 +13,8 @@ def _check_weight(name: str, w, x: np.ndarray) -> np.ndarray:
     w = _as_float_array(name, w)
     if w.ndim != 2 or w.shape[0] != x.shape[-1]:
         raise ValueError(
-            f"{name}: expected shape (d_model={x.shape[-1]}, heads * d_head) to fit x, got {w.shape}"
+            f"{name}: expected shape (d_model={x.shape[-1]}, heads * d_head) to fit x, "
+            f"got {w.shape}"
         )
     if w.dtype != x.dtype:
         raise TypeError(f"{name}: expected dtype {x.dtype} to match x, got {w.dtype}")
@@ -35,7 +36,9 @@ def self_attention(x, w_q, w_k, w_v, *, heads=1, causal=False, scale=None, impl=
     implementation = get(impl) if isinstance(impl, str) else impl
     x = _as_float_array("x", x)
     if x.ndim < 2:
-        raise ValueError(f"x: expected at least 2 dimensions (..., n, d_model), got shape {x.shape}")
+        raise ValueError(
+            f"x: expected at least 2 dimensions (..., n, d_model), got shape {x.shape}"
+        )
     if x.shape[-2] == 0 or x.shape[-1] == 0:
         raise ValueError(f"x: expected n >= 1 tokens and d_model >= 1, got shape {x.shape}")
     _check_finite("x", x)

@@ -38,7 +38,16 @@ from impls._inputs import AttentionArgs, check_attention_args
 
 ENTRY_POINT_GROUP = "attnbench.impls"
 PATH_ENV = "ATTNBENCH_IMPLS_PATH"
-REQUIRED = ("DESCRIPTION", "DTYPES", "CAUSAL", "DEVICE", "unavailable_reason", "prepare", "run", "fetch")
+REQUIRED = (
+    "DESCRIPTION",
+    "DTYPES",
+    "CAUSAL",
+    "DEVICE",
+    "unavailable_reason",
+    "prepare",
+    "run",
+    "fetch",
+)
 DEVICES = ("cpu", "cuda")
 
 
@@ -116,7 +125,9 @@ class Implementation:
                 f"got {args.dtype.name}"
             )
         if args.causal and not self.supports_causal:
-            raise ValueError(f"causal: implementation {self.name!r} does not support the causal mask")
+            raise ValueError(
+                f"causal: implementation {self.name!r} does not support the causal mask"
+            )
 
     def prepare(self, q, k, v, causal=False, scale=None) -> PreparedCall:
         """Check the inputs, then do the untimed set-up (copies, allocation, compilation)."""
@@ -196,7 +207,7 @@ def _discover() -> dict[str, Implementation]:
         source = str(package_dir / f"{info.name}.py")
         try:
             module = importlib.import_module(f"impls.{info.name}")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - listed as unavailable with its error
             found.append(_broken(info.name, source, _import_error_text(exc)))
             continue
         found.append(_record_from_module(module, info.name, source))
@@ -210,7 +221,7 @@ def _discover() -> dict[str, Implementation]:
         source = f"entry point {ep.value}"
         try:
             module = ep.load()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - listed as unavailable with its error
             found.append(_broken(ep.name, source, _import_error_text(exc)))
             continue
         found.append(_record_from_module(module, ep.name, source))

@@ -51,7 +51,7 @@ def attend_one_query(query, keys, value_columns, scale):
 
 def run(state):
     out = []
-    for q, k, v_columns in zip(state["q"], state["k"], state["v_columns"]):
+    for q, k, v_columns in zip(state["q"], state["k"], state["v_columns"], strict=True):
         rows = []
         for i, query in enumerate(q):
             # Causal: query i sees keys 0..i (top-left aligned, as torch's is_causal).

@@ -7,9 +7,9 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and shutil.which("nvidia-smi") is No
     # No GPU here: numba_cuda's kernels run in numba-cuda's simulator (small shapes only).
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
-import pytest  # noqa: E402
+import pytest
 
-import impls  # noqa: E402
+import impls
 
 
 def available_or_skip(name: str) -> impls.Implementation:

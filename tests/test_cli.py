@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_check_agrees_and_exits_zero(capsys):
 
 
 def test_check_exits_one_when_an_implementation_disagrees(tmp_path, monkeypatch, capsys):
-    text = open(impls.get("numpy").source).read()
+    text = Path(impls.get("numpy").source).read_text()
     text = text.replace('NAME = "numpy"', 'NAME = "wrong"')
     text = text.replace('return state["out"]', 'return state["out"] * 1.01')
     (tmp_path / "wrong.py").write_text(text)

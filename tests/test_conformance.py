@@ -7,9 +7,9 @@ tolerance (see harness/checking.py for how it is derived).
 
 import numpy as np
 import pytest
+from conftest import simulator_limit_or_skip
 
 import impls
-from conftest import simulator_limit_or_skip
 from harness import checking
 from harness.cases import make_qkv
 

@@ -34,8 +34,21 @@ def sweep(tmp_path, *impl_names, n="8,16,32", timeout="4"):
     config = tmp_path / "fast.toml"
     config.write_text(f"case_timeout_s = {timeout}\ntarget = 0.01\nthreads = 1\n")
     out = tmp_path / "run"
-    code = main(["run", "--impl", ",".join(impl_names), "--n", n, "--d", "4",
-                 "--config", str(config), "--out", str(out)])
+    code = main(
+        [
+            "run",
+            "--impl",
+            ",".join(impl_names),
+            "--n",
+            n,
+            "--d",
+            "4",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return pd.read_csv(out / "results.csv").set_index(["impl", "n"])
 
@@ -59,7 +72,10 @@ def test_crashes_hangs_and_exceptions_are_recorded_and_the_sweep_goes_on(planted
 def test_wrong_numbers_nan_and_wrong_shape_are_recorded_as_disagreeing(planted, tmp_path):
     table = sweep(tmp_path, "fault_garbage", "fault_nan", "fault_shape", n="8,16")
     assert (table.status == "disagrees").all()
-    assert table.loc[("fault_garbage", 8), "max_rel_err"] > table.loc[("fault_garbage", 8), "tolerance"]
+    assert (
+        table.loc[("fault_garbage", 8), "max_rel_err"]
+        > table.loc[("fault_garbage", 8), "tolerance"]
+    )
     assert "non-finite" in table.loc[("fault_nan", 8), "note"]
     assert "shape" in table.loc[("fault_shape", 8), "note"]
 
@@ -76,9 +92,29 @@ def test_a_module_that_fails_to_import_does_not_stop_list_or_run(planted, tmp_pa
 def start_sweep(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, impls.PATH_ENV: str(FAULTY)}
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--impl", "fault_slow,numpy", "--n", "8,16,32,64",
-         "--d", "4", "--target", "0.01", "--threads", "1", "--out", str(out), *extra],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--impl",
+            "fault_slow,numpy",
+            "--n",
+            "8,16,32,64",
+            "--d",
+            "4",
+            "--target",
+            "0.01",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -101,7 +137,9 @@ def test_sigkill_mid_sweep_loses_nothing_and_resume_completes_it(tmp_path):
     assert 2 <= len(before) < 8
     resumed = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--resume", str(out)],
-        env={**os.environ, impls.PATH_ENV: str(FAULTY)}, capture_output=True, text=True,
+        env={**os.environ, impls.PATH_ENV: str(FAULTY)},
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
@@ -127,8 +165,24 @@ def test_sigterm_stops_cleanly_with_the_table_written(tmp_path):
 
 def test_resume_refuses_different_settings(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "--impl", "numpy", "--n", "8", "--d", "4", "--target", "0.01",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--impl",
+                "numpy",
+                "--n",
+                "8",
+                "--d",
+                "4",
+                "--target",
+                "0.01",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["run", "--resume", str(out), "--d", "8"]) == 2
     err = capsys.readouterr().err
     assert "settings differ" in err and "d (run: (4,), given: (8,))" in err
@@ -187,8 +241,24 @@ def test_pyproject_table_gives_the_defaults(tmp_path, monkeypatch, capsys):
 
 def make_run(tmp_path) -> Path:
     out = tmp_path / "run"
-    assert main(["run", "--impl", "numpy", "--n", "8,16", "--d", "4", "--target", "0.01",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--impl",
+                "numpy",
+                "--n",
+                "8,16",
+                "--d",
+                "4",
+                "--target",
+                "0.01",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -210,7 +280,7 @@ def test_corrupt_and_newer_run_directories_are_refused(tmp_path, capsys, command
     (out / "meta.json").write_text(json.dumps(meta))
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text("\n".join([lines[0], "garbage{", lines[1]]) + "\n")
-    with pytest.raises(RunDirError, match="results.jsonl:2: corrupt line"):
+    with pytest.raises(RunDirError, match=r"results\.jsonl:2: corrupt line"):
         RunDir(out).rows()
     if command == "resume":
         assert main(["run", "--resume", str(out)]) == 2
@@ -243,13 +313,24 @@ def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path):
             rss_bytes.append(psutil.Process().memory_info().rss)
 
     config = SweepConfig(
-        impl=("numpy",), n=tuple(range(2, 102)), d=(1, 2, 3, 4, 5), threads=1,
-        target_s=0.001, min_samples=5, min_sample_s=0.0002, sweep_budget_s=600,
+        impl=("numpy",),
+        n=tuple(range(2, 102)),
+        d=(1, 2, 3, 4, 5),
+        threads=1,
+        target_s=0.001,
+        min_samples=5,
+        min_sample_s=0.0002,
+        sweep_budget_s=600,
     )
     run = RunDir(tmp_path)
-    written = run_sweep(config, run, ["numpy"], {}, lambda total: RecordingProgress(total, open(os.devnull, "w")))
+    with open(os.devnull, "w") as quiet:
+        written = run_sweep(
+            config, run, ["numpy"], {}, lambda total: RecordingProgress(total, quiet)
+        )
     assert len(written) == 500 and {row["status"] for row in written} == {"ok"}
     growth = rss_bytes[-1] - rss_bytes[50]
-    print(f"main process RSS: {rss_bytes[50] / 2**20:.1f} MiB after 50 cases, "
-          f"{rss_bytes[-1] / 2**20:.1f} MiB after 500 (growth {growth / 2**20:.2f} MiB)")
+    print(
+        f"main process RSS: {rss_bytes[50] / 2**20:.1f} MiB after 50 cases, "
+        f"{rss_bytes[-1] / 2**20:.1f} MiB after 500 (growth {growth / 2**20:.2f} MiB)"
+    )
     assert growth < 8 * 2**20

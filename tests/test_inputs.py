@@ -16,8 +16,16 @@ def with_value(array, index, value):
 
 
 BAD_INPUTS = {
-    "d_k mismatch": (dict(k=make_qkv(6, 6, 5, dtype="float64")[1]), ValueError, "k: expected last dimension d_k = 4"),
-    "n_k mismatch": (dict(v=make_qkv(6, 7, 4, dtype="float64")[2]), ValueError, "v: expected n_k = 6"),
+    "d_k mismatch": (
+        dict(k=make_qkv(6, 6, 5, dtype="float64")[1]),
+        ValueError,
+        "k: expected last dimension d_k = 4",
+    ),
+    "n_k mismatch": (
+        dict(v=make_qkv(6, 7, 4, dtype="float64")[2]),
+        ValueError,
+        "v: expected n_k = 6",
+    ),
     "leading dims": (dict(q=q[None].repeat(2, 0)), ValueError, "leading (batch, head) dimensions"),
     "1-d q": (dict(q=q[0]), ValueError, "q: expected at least 2 dimensions"),
     "0-d v": (dict(v=np.float64(1.0)), ValueError, "v: expected at least 2 dimensions"),
@@ -69,5 +77,7 @@ def test_unknown_implementation_lists_the_valid_names():
 def test_unsupported_dtype_of_an_implementation_is_named(monkeypatch):
     impl = impls.get("numpy")
     narrowed = impls.Implementation(**{**impl.__dict__, "dtypes": ("float64",)})
-    with pytest.raises(TypeError, match="dtype: implementation 'numpy' supports float64, got float32"):
+    with pytest.raises(
+        TypeError, match="dtype: implementation 'numpy' supports float64, got float32"
+    ):
         narrowed.attention(*make_qkv(4, 4, 2))

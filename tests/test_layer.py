@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import simulator_limit_or_skip
 
 import impls
-from conftest import simulator_limit_or_skip
 from harness import checking
 
 
@@ -39,7 +39,11 @@ def test_layer_keeps_the_dtype():
 BAD_LAYER = {
     "w_q rows": (dict(w_q=np.ones((5, 8))), ValueError, "w_q: expected shape \\(d_model=12"),
     "w_k shape": (dict(w_k=np.ones((12, 4))), ValueError, "w_k: expected shape \\(12, 8\\)"),
-    "heads divide": (dict(heads=3), ValueError, "w_q: expected a column count divisible by heads=3"),
+    "heads divide": (
+        dict(heads=3),
+        ValueError,
+        "w_q: expected a column count divisible by heads=3",
+    ),
     "heads zero": (dict(heads=0), ValueError, "heads: expected a positive integer"),
     "heads float": (dict(heads=2.0), ValueError, "heads: expected a positive integer"),
     "x 1-d": (dict(x=np.ones(12)), ValueError, "x: expected at least 2 dimensions"),

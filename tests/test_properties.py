@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import simulated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import impls
-from conftest import simulated
 from harness import checking
 
 

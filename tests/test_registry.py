@@ -1,5 +1,6 @@
 """The registry finds implementations by itself, and `attnbench new` makes a working one."""
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,8 +58,8 @@ def test_an_unavailable_implementation_refuses_to_run_with_its_reason(extra_impl
 
 
 def test_wrong_output_shape_breaks_the_contract(extra_impls):
-    source = (impls.registry()["numpy"].source)
-    text = open(source).read().replace('NAME = "numpy"', 'NAME = "bad_shape"')
+    source = impls.registry()["numpy"].source
+    text = Path(source).read_text().replace('NAME = "numpy"', 'NAME = "bad_shape"')
     text = text.replace('return state["out"]', 'return state["out"][:, :-1]')
     (extra_impls / "bad_shape.py").write_text(text)
     impls.registry(refresh=True)
@@ -68,7 +69,7 @@ def test_wrong_output_shape_breaks_the_contract(extra_impls):
 
 def test_entry_point_implementations_are_registered(monkeypatch, tmp_path):
     (tmp_path / "plugin_impl.py").write_text(
-        open(impls.registry()["numpy"].source).read().replace('NAME = "numpy"', "")
+        Path(impls.registry()["numpy"].source).read_text().replace('NAME = "numpy"', "")
     )
     monkeypatch.syspath_prepend(str(tmp_path))
 
@@ -95,7 +96,7 @@ def test_entry_point_implementations_are_registered(monkeypatch, tmp_path):
 
 
 def test_duplicate_names_are_refused(extra_impls):
-    (extra_impls / "numpy.py").write_text(open(impls.registry()["numpy"].source).read())
+    (extra_impls / "numpy.py").write_text(Path(impls.registry()["numpy"].source).read_text())
     with pytest.raises(RuntimeError, match="defined twice"):
         impls.registry(refresh=True)
 
@@ -136,5 +137,3 @@ def test_template_is_valid_python_with_the_surface():
     exec(compile(TEMPLATE.format(name="x"), "template", "exec"), namespace)
     for attr in impls._registry.REQUIRED:
         assert attr in namespace
-
-

@@ -22,7 +22,9 @@ from harness.timing import SamplingPlan, inner_repeats
 GRID = [(n, d) for n in (128, 512, 1024) for d in (64,)]
 PLAN = SamplingPlan()
 # `nox -s benchmark` runs one implementation per process (ATTNBENCH_BENCH_IMPL=name).
-NAMES = [os.environ["ATTNBENCH_BENCH_IMPL"]] if "ATTNBENCH_BENCH_IMPL" in os.environ else impls.names()
+NAMES = (
+    [os.environ["ATTNBENCH_BENCH_IMPL"]] if "ATTNBENCH_BENCH_IMPL" in os.environ else impls.names()
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,7 +1,5 @@
 """Returns numbers of the right shape and dtype that are wrong."""
 
-import numpy as np
-
 from _common import CAUSAL, DEVICE, DTYPES, correct, prepare, unavailable_reason  # noqa: F401
 
 DESCRIPTION = "planted fault: returns wrong numbers"

@@ -1,7 +1,6 @@
 """Returns the wrong shape and dtype."""
 
 import numpy as np
-
 from _common import CAUSAL, DEVICE, DTYPES, correct, prepare, unavailable_reason  # noqa: F401
 
 DESCRIPTION = "planted fault: returns the wrong shape and dtype"
