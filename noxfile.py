@@ -44,6 +44,7 @@ def benchmark_peers(session: nox.Session) -> None:
 
 def sweep_and_report(session: nox.Session) -> None:
     session.run("attnbench", "run", *session.posargs)  # also points results/latest at the run
+    session.run("attnbench", "report", "results/latest")  # prints the report's path
     # pytest-benchmark, one process per implementation (shared thread pools slow each other).
     names = session.run(
         "python", "-c", "import impls; print(' '.join(impls.names()))", silent=True

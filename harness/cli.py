@@ -81,8 +81,20 @@ def cmd_new(ns: argparse.Namespace) -> int:
     return 0
 
 
-RUN_FLAGS = ("impl", "n", "d", "dtype", "batch", "heads", "causal", "threads", "budget",
-             "sweep_budget", "target", "seed")
+RUN_FLAGS = (
+    "impl",
+    "n",
+    "d",
+    "dtype",
+    "batch",
+    "heads",
+    "causal",
+    "threads",
+    "budget",
+    "sweep_budget",
+    "target",
+    "seed",
+)
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -105,6 +117,38 @@ def cmd_run(ns: argparse.Namespace) -> int:
         path = run_command(config, None, {"out": ns.out} if ns.out else {}, {})
     print(f"results: {path}")
     return 0
+
+
+def cmd_plot(ns: argparse.Namespace) -> int:
+    from harness.plotting import plot_runs
+
+    n_fixed = None if ns.n_fixed is None else parse_positive_int("--n-fixed", ns.n_fixed)
+    written, notes = plot_runs(ns.dirs, ns.out, ns.baseline, n_fixed)
+    for note in notes:
+        print(note)
+    print(f"wrote {len(written)} files to {written[0].parent}")
+    return 0
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    n_fixed = None if ns.n_fixed is None else parse_positive_int("--n-fixed", ns.n_fixed)
+    written, notes = write_report(ns.dir, ns.baseline, n_fixed)
+    for note in notes:
+        print(note)
+    print(f"report: {', '.join(str(path) for path in written)}")
+    return 0
+
+
+def cmd_compare(ns: argparse.Namespace) -> int:
+    from harness.compare import parse_threshold, run_compare
+
+    threshold = parse_threshold(ns.threshold)
+    table, lines, _ = run_compare(ns.dir_a, ns.dir_b, threshold, ns.out)
+    print("\n".join(lines))
+    regressed = bool(table["regression"].any())
+    return 1 if ns.fail_on_regression and regressed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +190,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags)")
     p.add_argument("--quick", action="store_true", help="a first look: n up to 1024, d = 64")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plot", help="draw the plots of one or several run directories")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories (several: by machine)")
+    p.add_argument("--baseline", help="implementation the speedups are relative to (numpy)")
+    p.add_argument(
+        "--n-fixed",
+        dest="n_fixed",
+        help="n of the time-vs-d plot (default: the largest n where most implementations are ok)",
+    )
+    p.add_argument("--out", help="directory for the PNG and SVG files (default: the first DIR)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="write DIR/report.md and DIR/report.html with the plots")
+    p.add_argument("dir", metavar="DIR", help="run directory")
+    p.add_argument("--baseline", help="implementation the speedups are relative to (numpy)")
+    p.add_argument("--n-fixed", dest="n_fixed", help="n of the time-vs-d plot")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="which cases got slower or faster from run A to run B")
+    p.add_argument("dir_a", metavar="DIR_A", help="the earlier (reference) run directory")
+    p.add_argument("dir_b", metavar="DIR_B", help="the later run directory")
+    p.add_argument(
+        "--threshold",
+        default="5%",
+        help="smallest change of B/A that counts, e.g. 5%% or 0.05 (default 5%%); "
+        "it must also be significant (Mann-Whitney U)",
+    )
+    p.add_argument(
+        "--fail-on-regression",
+        dest="fail_on_regression",
+        action="store_true",
+        help="exit 1 when a case got slower, or was ok and now fails or disagrees",
+    )
+    p.add_argument("--out", help="directory for compare.png/.svg (default: DIR_B)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("new", help="write impls/NAME.py from a working template")
     p.add_argument("name", metavar="NAME")

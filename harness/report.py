@@ -1,0 +1,428 @@
+"""`attnbench report DIR`: report.md and a self-contained report.html with findings from the data.
+
+The findings (fastest implementation per n, crossovers, scaling exponents, best fraction of the
+peak, cases without a valid timing) are pure functions of the results table, so they can be
+tested on synthetic runs; the report is a list of blocks rendered once as Markdown and once as
+HTML (PNG figures embedded as base64, so the HTML file travels alone).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import plotting
+from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds
+
+PANEL = ["machine", "dtype", "d", "batch", "heads", "causal"]  # cases that differ only in n, impl
+FIGURE_CAPTIONS = {
+    "time_vs_n": "Time per call against n (log-log); the band is the interquartile range of the "
+    "samples and each label carries the fitted exponent (2 means O(n²)).",
+    "throughput": "Throughput against n, with the machine's measured matrix-product peak.",
+    "speedup": "Speedup over the baseline (its time divided by each implementation's).",
+    "time_vs_d": "Time per call against the head dimension d at one n.",
+    "memory": "Peak extra resident memory of one call against n, with the n×n score matrix.",
+    "agreement": "Largest error relative to max|v| against n, with the tolerance.",
+    "compile_time": "Compile time: the first call minus a warm call, and where the code came from.",
+}
+
+
+def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[(frame["status"] == "ok") & frame["median_s"].notna()]
+
+
+def fastest_by_n(frame: pd.DataFrame) -> pd.DataFrame:
+    """For each panel and n: the fastest valid implementation, its time, and its lead over the
+    runner-up (runner-up time / fastest time)."""
+    rows = []
+    for key, group in _ok(frame).groupby([*PANEL, "n"], sort=True):
+        ranked = group.sort_values("median_s")
+        first = ranked.iloc[0]
+        second = ranked.iloc[1] if len(ranked) > 1 else None
+        rows.append(
+            {
+                **dict(zip([*PANEL, "n"], key, strict=True)),
+                "fastest": first["impl"],
+                "median_s": first["median_s"],
+                "runner_up": None if second is None else second["impl"],
+                "lead": None if second is None else second["median_s"] / first["median_s"],
+            }
+        )
+    return pd.DataFrame(rows, columns=[*PANEL, "n", "fastest", "median_s", "runner_up", "lead"])
+
+
+def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where one implementation overtakes another: between two measured sizes where their order
+    flips, at the n where the log-log lines between those sizes cross (exact for power laws).
+
+    `lasting` marks the last flip of a pair, after which the order holds up to the largest n:
+    the crossover a reader means; earlier flips are often noise at small n.
+    """
+    rows = []
+    for key, group in _ok(frame).groupby(PANEL, sort=True):
+        times = group.pivot_table(index="n", columns="impl", values="median_s", aggfunc="last")
+        for a, b in itertools.combinations(sorted(times.columns), 2):
+            both = times[[a, b]].dropna()
+            log_ratio = np.log(both[a] / both[b]).to_numpy()  # < 0 where a is faster
+            log_n = np.log(both.index.to_numpy(dtype=float))
+            for i in range(len(both) - 1):
+                r0, r1 = log_ratio[i], log_ratio[i + 1]
+                if r0 * r1 >= 0:
+                    continue
+                n_cross = math.exp(log_n[i] + (log_n[i + 1] - log_n[i]) * r0 / (r0 - r1))
+                winner, loser = (a, b) if r1 < 0 else (b, a)
+                rows.append(
+                    {
+                        **dict(zip(PANEL, key, strict=True)),
+                        "faster_above": winner,
+                        "overtakes": loser,
+                        "n_cross": n_cross,
+                        "between": f"{both.index[i]}–{both.index[i + 1]}",
+                        "lasting": bool((np.sign(log_ratio[i + 1 :]) == np.sign(r1)).all()),
+                    }
+                )
+    columns = [*PANEL, "faster_above", "overtakes", "n_cross", "between", "lasting"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def exponents(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fitted exponents of time and of peak memory in n, over the largest measured sizes."""
+    rows = []
+    for key, group in _ok(frame).groupby([*PANEL, "impl"], sort=True):
+        group = group.sort_values("n")
+        fitted = group.iloc[-FIT_POINTS:]
+        memory = group[group["peak_mem_bytes"] > 0]
+        rows.append(
+            {
+                **dict(zip([*PANEL, "impl"], key, strict=True)),
+                "time_exponent": fit_exponent(group["n"], group["median_s"]),
+                "memory_exponent": fit_exponent(memory["n"], memory["peak_mem_bytes"]),
+                "fitted_n": f"{fitted['n'].min()}–{fitted['n'].max()}",
+            }
+        )
+    columns = [*PANEL, "impl", "time_exponent", "memory_exponent", "fitted_n"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def best_peak_fraction(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per machine, implementation and dtype: the case closest to the matrix-product peak."""
+    ok = _ok(frame).dropna(subset=["peak_fraction"])
+    best = ok.loc[ok.groupby(["machine", "impl", "dtype"])["peak_fraction"].idxmax()]
+    best = best.sort_values("peak_fraction", ascending=False)
+    return best[["machine", "impl", "dtype", "n", "d", "gflops", "peak_fraction"]].reset_index(
+        drop=True
+    )
+
+
+def problem_cases(frame: pd.DataFrame) -> pd.DataFrame:
+    """Skipped, failed and disagreeing cases, those with the same note collapsed into one row."""
+    bad = frame[frame["status"] != "ok"].copy()
+    bad["note"] = bad["note"].fillna("")
+    bad["case"] = "n=" + bad["n"].astype(str) + " d=" + bad["d"].astype(str)
+    grouped = bad.groupby(["machine", "impl", "dtype", "status", "note"], sort=False)["case"]
+    out = grouped.agg(", ".join).reset_index()
+    return out[["machine", "impl", "dtype", "status", "case", "note"]].rename(
+        columns={"case": "cases"}
+    )
+
+
+# --------------------------------------------------------------------------- display
+
+
+def _bytes(value) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{int(value)} B"
+
+
+def _number(value, spec: str = ".3g", suffix: str = "") -> str:
+    return "" if value is None or pd.isna(value) else f"{value:{spec}}{suffix}"
+
+
+def _panel_name(row, several: bool) -> str:
+    text = f"{row['dtype']}, d={row['d']}"
+    if row["batch"] != 1 or row["heads"] != 1:
+        text += f", batch {row['batch']}, heads {row['heads']}"
+    if row["causal"]:
+        text += ", causal"
+    return f"{text} @ {row['machine']}" if several else text
+
+
+def _shown(table: pd.DataFrame, several: bool) -> pd.DataFrame:
+    """Panel columns folded into one readable column; the machine only when there are several."""
+    if table.empty:
+        return table
+    panel = table.apply(lambda row: _panel_name(row, several), axis=1)
+    rest = table.drop(columns=[c for c in PANEL if c in table.columns])
+    return rest.assign(setting=panel)[["setting", *rest.columns]]
+
+
+def time_table(frame: pd.DataFrame, dtype: str, d: int) -> pd.DataFrame:
+    """Median time per call, n by implementation; a case with no valid timing shows its status."""
+    panel = frame[(frame["dtype"] == dtype) & (frame["d"] == d)]
+    several = frame["machine"].nunique() > 1
+    cells = panel.assign(
+        cell=[
+            format_seconds(row["median_s"]) if row["status"] == "ok" else row["status"]
+            for _, row in panel.iterrows()
+        ],
+        column=panel["impl"] + " @ " + panel["machine"] if several else panel["impl"],
+    )
+    table = cells.pivot_table(index="n", columns="column", values="cell", aggfunc="last")
+    return table.reset_index().rename_axis(columns=None).fillna("")
+
+
+def findings(frame: pd.DataFrame, several: bool) -> list[str]:
+    """Sentences computed from the data: who wins at the largest n, crossovers, peak fraction."""
+    lines = []
+    fastest = fastest_by_n(frame)
+    for _, group in fastest.groupby(PANEL, sort=True):
+        last = group.sort_values("n").iloc[-1]
+        sentence = (
+            f"{_panel_name(last, several)}: at the largest valid n = {last['n']}, "
+            f"{last['fastest']} is fastest ({format_seconds(last['median_s'])} per call)"
+        )
+        if pd.notna(last["runner_up"]):
+            sentence += f", {last['lead']:.3g}× faster than {last['runner_up']}"
+        winners = group["fastest"].unique()
+        if len(winners) == 1:
+            sentence += (
+                f"; it is fastest at every measured n ({group['n'].min()}–{group['n'].max()})"
+            )
+        lines.append(sentence + ".")
+    cross = crossovers(frame)
+    lasting = cross["lasting"].astype(bool)
+    for _, row in cross[lasting].iterrows():
+        lines.append(
+            f"{_panel_name(row, several)}: {row['faster_above']} overtakes {row['overtakes']} "
+            f"at n ≈ {row['n_cross']:.0f} (order flips between n = {row['between']} and holds "
+            "up to the largest n)."
+        )
+    if (~lasting).any():
+        lines.append(
+            f"{int((~lasting).sum())} earlier flips of order are not lasting (see the "
+            "crossover table); at small n they are often noise."
+        )
+    best = best_peak_fraction(frame).groupby("dtype").head(1).sort_values("dtype")
+    for _, row in best.iterrows():
+        where = f" @ {row['machine']}" if several else ""
+        sentence = (
+            f"Closest to the matrix-product peak in {row['dtype']}: {row['impl']}{where} at "
+            f"{row['peak_fraction']:.1%} ({row['gflops']:.3g} GFLOP/s, n = {row['n']}, "
+            f"d = {row['d']})"
+        )
+        if row["peak_fraction"] > 1:
+            sentence += (
+                "; above 100%: the measured peak (meta.json gemm_peak_gflops) is too low, "
+                "e.g. measured while the machine was busy, or the timing is"
+            )
+        lines.append(sentence + ".")
+    counts = frame["status"].value_counts()
+    bad = {s: int(counts.get(s, 0)) for s in ("skipped", "failed", "disagrees")}
+    if any(bad.values()):
+        lines.append(
+            "Cases without a valid timing: "
+            + ", ".join(f"{count} {status}" for status, count in bad.items() if count)
+            + " (listed at the end)."
+        )
+    return lines
+
+
+def machine_table(meta: dict) -> pd.DataFrame:
+    machine, settings = meta.get("machine", {}), meta.get("settings", {})
+    blas = "; ".join(
+        f"{pool.get('internal_api')} {pool.get('version')} ({pool.get('num_threads')} threads)"
+        for pool in meta.get("blas", [])
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v)
+    peaks = ", ".join(
+        f"{dtype} {gflops:.3g} GFLOP/s"
+        for dtype, gflops in meta.get("gemm_peak_gflops", {}).items()
+    )
+    git = meta.get("git", {})
+    items = {
+        "machine": f"{machine.get('id')} — {machine.get('cpu')} ({machine.get('arch')})",
+        "cores": f"{machine.get('physical_cores')} physical, "
+        f"{machine.get('logical_cores')} logical, {machine.get('usable_cores')} usable",
+        "memory": _bytes(machine.get("memory_bytes")),
+        "GPUs": ", ".join(g.get("name", "?") for g in machine.get("gpus", [])) or "none",
+        "OS": machine.get("os"),
+        "threads": meta.get("threads"),
+        "BLAS": blas,
+        "matrix-product peak (measured)": peaks,
+        "sizes": f"n {settings.get('n')}, d {settings.get('d')}, dtype {settings.get('dtype')}",
+        "shape": f"batch {settings.get('batch')}, heads {settings.get('heads')}, "
+        f"causal {settings.get('causal')}",
+        "timing": f"target {settings.get('target_s')} s per case, "
+        f"budget {settings.get('budget_s')} s per call, "
+        f"at least {settings.get('min_samples')} samples",
+        "versions": versions,
+        "git": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}",
+        "command": meta.get("command"),
+        "started / ended": f"{meta.get('started')} / {meta.get('ended')}",
+    }
+    return pd.DataFrame({"": list(items), "value": [str(v) for v in items.values()]})
+
+
+def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[tuple]:
+    """The report as blocks: ("h", level, text), ("p", text), ("ul", items),
+    ("table", DataFrame), ("img", png path, caption)."""
+    frame, several = runs.frame, runs.several
+    blocks: list[tuple] = [("h", 1, title)]
+    for label, meta in runs.metas.items():
+        blocks += [("h", 2, f"Machine and settings ({label})"), ("table", machine_table(meta))]
+    blocks += [("h", 2, "Findings"), ("ul", findings(frame, several))]
+
+    fastest = fastest_by_n(frame).assign(
+        median_s=lambda t: t["median_s"].map(format_seconds),
+        lead=lambda t: t["lead"].map(lambda v: _number(v, ".3g", "×")),
+        runner_up=lambda t: t["runner_up"].fillna(""),
+    )
+    blocks += [("h", 3, "Fastest implementation at each n"), ("table", _shown(fastest, several))]
+    cross = crossovers(frame).assign(n_cross=lambda t: t["n_cross"].map(lambda v: f"{v:.0f}"))
+    blocks += [
+        ("h", 3, "Crossovers"),
+        (
+            "p",
+            "Where the order of two implementations flips between two measured n; n_cross is "
+            "where their log-log lines cross.",
+        ),
+        ("table", _shown(cross, several)) if not cross.empty else ("p", "No crossovers."),
+    ]
+    scaling = exponents(frame).assign(
+        time_exponent=lambda t: t["time_exponent"].map(lambda v: _number(v, ".2f")),
+        memory_exponent=lambda t: t["memory_exponent"].map(lambda v: _number(v, ".2f")),
+    )
+    blocks += [
+        ("h", 3, "Scaling exponents"),
+        (
+            "p",
+            f"Slope of log time (and log peak memory) against log n over the {FIT_POINTS} "
+            "largest valid n: 2 is O(n²); memory 2 means the scores are materialised, 1 fused.",
+        ),
+        ("table", _shown(scaling, several)),
+    ]
+    peak = best_peak_fraction(frame).assign(
+        gflops=lambda t: t["gflops"].map(lambda v: _number(v, ".3g")),
+        peak_fraction=lambda t: t["peak_fraction"].map(lambda v: _number(v, ".1%")),
+    )
+    if not several:
+        peak = peak.drop(columns="machine")
+    blocks += [("h", 3, "Best fraction of the matrix-product peak"), ("table", peak)]
+    for dtype in runs.dtypes():
+        for d in sorted(frame.loc[frame["dtype"] == dtype, "d"].unique()):
+            blocks += [
+                ("h", 3, f"Median time per call: {dtype}, d = {d}"),
+                ("table", time_table(frame, dtype, d)),
+            ]
+
+    blocks.append(("h", 2, "Plots"))
+    for stem, path in figure_paths.items():
+        caption = FIGURE_CAPTIONS[next(k for k in FIGURE_CAPTIONS if stem.startswith(k))]
+        blocks.append(("img", path, f"{stem}: {caption}"))
+
+    problems = problem_cases(frame)
+    if not several:
+        problems = problems.drop(columns="machine")
+    blocks.append(("h", 2, "Skipped, failed and disagreeing cases"))
+    blocks.append(("table", problems) if not problems.empty else ("p", "None: every case is ok."))
+    return blocks
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _md_cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            out.append(f"{'#' * block[1]} {block[2]}")
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in block[1]))
+        elif kind == "table":
+            table = block[1]
+            lines = ["| " + " | ".join(_md_cell(c) for c in table.columns) + " |"]
+            lines.append("|" + "---|" * len(table.columns))
+            lines += [
+                "| " + " | ".join(_md_cell(v) for v in row) + " |"
+                for row in table.itertuples(index=False)
+            ]
+            out.append("\n".join(lines))
+        elif kind == "img":
+            out.append(f"![{block[2]}]({Path(block[1]).name})\n\n*{block[2]}*")
+    return "\n\n".join(out) + "\n"
+
+
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1300px; margin: 2em auto; padding: 0 1em;
+       color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+figure { margin: 1em 0 2em; }
+img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #555; }
+"""
+
+
+def to_html(blocks: list[tuple]) -> str:
+    """One self-contained page: the PNG figures are embedded as base64 data URIs."""
+    title = next((b[2] for b in blocks if b[0] == "h"), "attnbench report")
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{HTML_STYLE}</style></head><body>",
+    ]
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            out.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+        elif kind == "p":
+            out.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block[1]) + "</ul>")
+        elif kind == "table":
+            out.append(block[1].to_html(index=False, border=0, escape=True, na_rep=""))
+        elif kind == "img":
+            data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
+            out.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block[2])}">'
+                f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
+            )
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_report(
+    path: str | Path, baseline: str | None = None, n_fixed: int | None = None
+) -> tuple[list[Path], list[str]]:
+    """Draw the figures into the run directory, then write report.md and report.html there."""
+    directory = Path(path)
+    runs = plotting.load_runs([directory])
+    built, notes = plotting.figures(runs, baseline, n_fixed)
+    pngs = {}
+    for stem, fig in built.items():
+        pngs[stem] = plotting.save_figure(fig, directory, stem)[0]
+    blocks = build_report(runs, pngs, f"attnbench report: {directory.resolve().name}")
+    if notes:
+        blocks.insert(1, ("ul", notes))
+    md, page = directory / "report.md", directory / "report.html"
+    md.write_text(to_markdown(blocks))
+    page.write_text(to_html(blocks))
+    return [md, page], notes

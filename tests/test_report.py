@@ -1,0 +1,161 @@
+"""Report: findings computed from the data (checked against hand-worked numbers on synthetic runs),
+report.md and a self-contained report.html."""
+
+import math
+import re
+
+import pandas as pd
+import pytest
+from test_plotting import NS, case_row, standard_rows, write_run
+
+from harness.cli import main
+from harness.plotting import load_runs
+from harness.report import (
+    best_peak_fraction,
+    crossovers,
+    exponents,
+    fastest_by_n,
+    findings,
+    problem_cases,
+)
+
+
+@pytest.fixture
+def frame(tmp_path):
+    return load_runs([write_run(tmp_path / "run", standard_rows())]).frame
+
+
+def test_fastest_at_each_n_with_its_lead(frame):
+    fastest = fastest_by_n(frame)
+    d32 = fastest[fastest["d"] == 32].set_index("n")
+    # numpy 1e-9 n^2 d against fused 4e-7 n d: numpy is faster below n = 400
+    assert list(d32["fastest"]) == ["numpy", "numpy", "numpy", "fused", "numpy"]  # 1024: fused
+    assert d32.loc[64, "runner_up"] == "fused"  # disagrees, naive is skipped
+    assert d32.loc[64, "lead"] == pytest.approx((4e-7 * 64) / (1e-9 * 64 * 64))
+    assert pd.isna(d32.loc[1024, "runner_up"])
+    d64 = fastest[fastest["d"] == 64].set_index("n")
+    assert list(d64["fastest"]) == ["numpy"] * 3 + ["fused"] * 2
+    crossing = crossovers(frame)
+    assert list(crossing["n_cross"]) == pytest.approx([400.0, 400.0])
+    assert set(crossing["faster_above"]) == {"fused"}
+
+
+def test_crossover_is_interpolated_in_log_space(tmp_path):
+    # quadratic 1e-9 n^2 against linear 1e-6 n: equal at n = 1000, between 512 and 1024
+    rows = [case_row("quad", n, 16, 1e-9 * n * n) for n in NS]
+    rows += [case_row("lin", n, 16, 1e-6 * n) for n in NS]
+    frame = load_runs([write_run(tmp_path / "run", rows)]).frame
+    cross = crossovers(frame)
+    assert len(cross) == 1
+    row = cross.iloc[0]
+    assert (row["faster_above"], row["overtakes"]) == ("lin", "quad")
+    assert row["n_cross"] == pytest.approx(1000.0, rel=1e-9)
+    assert row["between"] == "512–1024" and row["lasting"]
+    text = findings(frame, several=False)
+    assert (
+        "float32, d=16: lin overtakes quad at n ≈ 1000 (order flips between n = 512–1024"
+        in " ".join(text)
+    )
+
+
+def test_a_flip_that_flips_back_is_not_lasting(tmp_path):
+    times_a = {64: 1.0, 128: 1.0, 256: 1.0, 512: 1.0}
+    times_b = {64: 2.0, 128: 0.5, 256: 2.0, 512: 2.0}  # one noisy point at 128
+    rows = [case_row("a", n, 8, t) for n, t in times_a.items()]
+    rows += [case_row("b", n, 8, t) for n, t in times_b.items()]
+    cross = crossovers(load_runs([write_run(tmp_path / "run", rows)]).frame)
+    # b overtakes a between 64 and 128, a overtakes b back between 128 and 256 and stays ahead
+    assert list(cross["faster_above"]) == ["b", "a"]
+    assert list(cross["lasting"]) == [False, True]
+    assert cross.iloc[0]["n_cross"] == pytest.approx(math.sqrt(64 * 128))  # log-midpoint
+    assert cross.iloc[1]["n_cross"] == pytest.approx(math.sqrt(128 * 256))
+    text = " ".join(findings(load_runs([tmp_path / "run"]).frame, several=False))
+    assert "a overtakes b at n ≈ 181" in text and "1 earlier flips of order" in text
+
+
+def test_exponents_table(frame):
+    table = exponents(frame).set_index(["d", "impl"])
+    assert table.loc[(32, "numpy"), "time_exponent"] == pytest.approx(2.0)
+    assert table.loc[(32, "numpy"), "memory_exponent"] == pytest.approx(2.0)
+    assert table.loc[(32, "fused"), "time_exponent"] == pytest.approx(1.0)
+    assert table.loc[(32, "fused"), "memory_exponent"] == pytest.approx(1.0)
+    assert table.loc[(32, "fused"), "fitted_n"] == "128–512"  # 1024 disagrees: not fitted
+    assert table.loc[(64, "fused"), "fitted_n"] == "256–1024"
+    assert table.loc[(64, "naive"), "fitted_n"] == "64–256"
+
+
+def test_best_fraction_of_the_peak(frame):
+    best = best_peak_fraction(frame).set_index("impl")
+    # fused: 4 n^2 d flops in 4e-7 n d s = 1e7 n flop/s, best at n = 1024 (d = 64); peak 100
+    assert best.loc["fused", "n"] == 1024 and best.loc["fused", "d"] == 64
+    assert best.loc["fused", "peak_fraction"] == pytest.approx(1e7 * 1024 / 1e9 / 100)
+    # numpy: 4 / 1e-9 flop/s = 4 GFLOP/s everywhere
+    assert best.loc["numpy", "peak_fraction"] == pytest.approx(0.04)
+    assert list(best.index) == ["fused", "numpy", "naive"]  # closest to the peak first
+
+
+def test_problem_cases_keep_their_notes(frame):
+    problems = problem_cases(frame)
+    skipped = problems[problems["status"] == "skipped"]
+    assert list(skipped["impl"]) == ["naive"]  # cases with the same note: one row
+    assert skipped.iloc[0]["cases"] == "n=512 d=32, n=1024 d=32, n=512 d=64, n=1024 d=64"
+    assert skipped.iloc[0]["note"] == "predicted 9 s per call > budget 2 s"
+    disagree = problems[problems["status"] == "disagrees"].iloc[0]
+    assert (disagree["impl"], disagree["cases"]) == ("fused", "n=1024 d=32")
+
+
+def test_report_writes_markdown_and_self_contained_html(tmp_path, capsys):
+    run = write_run(tmp_path / "run", standard_rows())
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    for heading in (
+        "## Machine and settings",
+        "## Findings",
+        "### Fastest implementation at each n",
+        "### Crossovers",
+        "### Scaling exponents",
+        "### Best fraction of the matrix-product peak",
+        "## Plots",
+        "## Skipped, failed and disagreeing cases",
+    ):
+        assert heading in md
+    assert "Box CPU 3000" in md and "| numpy | time_exponent" not in md
+    assert "![time_vs_n_float32" in md and "(time_vs_n_float32.png)" in md
+    assert "predicted 9 s per call > budget 2 s" in md and "nan" not in md
+    assert "Closest to the matrix-product peak in float32: fused at 10.2%" in md
+    assert "float32, d=64: fused overtakes numpy at n ≈ 400" in md
+    page = (run / "report.html").read_text()
+    images = re.findall(r'<img src="([^"]*)"', page)
+    assert len(images) == 7 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "<table" in page and "Findings" in page
+    assert "report.md" in capsys.readouterr().out
+
+
+def test_report_of_a_bad_directory_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a run directory" in err
+
+
+def test_report_of_a_tiny_real_run(tmp_path):
+    out = tmp_path / "run"
+    argv = [
+        "run",
+        "--impl",
+        "numpy,naive",
+        "--n",
+        "16,32,64",
+        "--d",
+        "8",
+        "--target",
+        "0.02",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "numpy" in md and "naive" in md and "Scaling exponents" in md
