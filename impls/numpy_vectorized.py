@@ -1,21 +1,28 @@
 """Vectorised NumPy over blocks of query rows, so the scores stay in cache.
 
-The textbook version (q @ k.T, softmax, @ v) builds the whole n_q x n_k score matrix; here each
-block of rows gets its scores, an in-place stable softmax and its share of the output, so the
-extra memory is O(block x n_k) and the block is reused from cache. BLAS does the products.
+The textbook version (q @ k.T, softmax, @ v) builds the whole n_q x n_k score matrix and walks
+it five times from memory; here each block of rows gets its scores, an in-place stable softmax
+and its share of the output while the block is still in cache, so the extra memory is
+O(block x n_k). NumPy's element-wise work (max, exp, sums) runs on one core, so the blocks are
+shared among as many Python threads as BLAS has threads (NumPy releases the GIL in them), each
+calling a single-threaded BLAS: the same cores, busy through the softmax too.
 """
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 NAME = "numpy"
-DESCRIPTION = "vectorised NumPy, row blocks with an in-place stable softmax (BLAS matmuls)"
+DESCRIPTION = "vectorised NumPy, cache-sized row blocks, in-place stable softmax, BLAS matmuls"
 DTYPES = ("float32", "float64")
 CAUSAL = True
 DEVICE = "cpu"
 
-SCORE_BLOCK_BYTES = 1 << 20  # one block of scores; about L2-sized
+SCORE_BLOCK_BYTES = 1 << 20  # one block of scores per thread, about one core's L2 cache
+MIN_ROWS = 16  # fewer rows per product and BLAS loses its efficiency
 
 
 def unavailable_reason() -> str | None:
@@ -24,48 +31,78 @@ def unavailable_reason() -> str | None:
 
 def block_rows(n_q: int, n_k: int, itemsize: int) -> int:
     """Rows per block: enough for BLAS to be efficient, few enough to stay in cache."""
-    rows = SCORE_BLOCK_BYTES // (n_k * itemsize)
-    return int(min(n_q, max(16, rows)))
+    return int(min(n_q, max(MIN_ROWS, SCORE_BLOCK_BYTES // (n_k * itemsize))))
+
+
+@functools.cache
+def _blas():
+    """threadpoolctl's view of NumPy's BLAS, made once (scanning the libraries is slow)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="attnbench-numpy")
 
 
 def prepare(args):
     batch, n_q, d_k = args.q.shape
     n_k, d_v = args.v.shape[1:]
     block = block_rows(n_q, n_k, args.dtype.itemsize)
+    blocks = [(b, start) for b in range(batch) for start in range(0, n_q, block)]
+    threads = min(len(blocks), max((lib["num_threads"] for lib in _blas().info()), default=1))
     return {
         "args": args,
         "block": block,
-        "q_block": np.empty((block, d_k), args.dtype),
-        "scores": np.empty((block, n_k), args.dtype),
-        "row_sums": np.empty((block, 1), args.dtype),
+        "threads": threads,
+        # Thread t takes blocks t, t + threads, ...: causal blocks late in a head cost more.
+        "shares": [blocks[t::threads] for t in range(threads)],
+        "scratch": [
+            {
+                "q_block": np.empty((block, d_k), args.dtype),
+                "scores": np.empty((block, n_k), args.dtype),
+                "row_sums": np.empty((block, 1), args.dtype),
+            }
+            for _ in range(threads)
+        ],
         # Above-diagonal entries of a block x block tile: the keys a causal row may not see.
         "future": np.triu(np.ones((block, block), dtype=bool), k=1),
         "out": np.empty((batch, n_q, d_v), args.dtype),
     }
 
 
-def run(state):
-    args = state["args"]
-    q, k, v, out = args.q, args.k, args.v, state["out"]
+def attend_blocks(state, share, scratch) -> None:
+    args, out, block = state["args"], state["out"], state["block"]
+    q, k, v = args.q, args.k, args.v
     n_q, n_k = q.shape[1], k.shape[1]
-    block = state["block"]
-    for b in range(q.shape[0]):
-        k_t = k[b].T  # (d_k, n_k), a view
-        for start in range(0, n_q, block):
-            stop = min(start + block, n_q)
-            rows = stop - start
-            # Causal rows start..stop-1 see keys 0..stop-1 at most (top-left aligned).
-            keys = min(n_k, stop) if args.causal else n_k
-            q_block = np.multiply(q[b, start:stop], args.scale, out=state["q_block"][:rows])
-            s = np.matmul(q_block, k_t[:, :keys], out=state["scores"][:rows, :keys])
-            if args.causal and start < keys:
-                diag = s[:, start:keys]  # (rows, keys - start), a view
-                diag[state["future"][:rows, : keys - start]] = -np.inf
-            s -= s.max(axis=1, keepdims=True)
-            np.exp(s, out=s)
-            row_sums = np.sum(s, axis=1, keepdims=True, out=state["row_sums"][:rows])
-            np.matmul(s, v[b, :keys], out=out[b, start:stop])
-            out[b, start:stop] /= row_sums
+    for b, start in share:
+        stop = min(start + block, n_q)
+        rows = stop - start
+        # Causal rows start..stop-1 see keys 0..stop-1 at most (top-left aligned).
+        keys = min(n_k, stop) if args.causal else n_k
+        q_block = np.multiply(q[b, start:stop], args.scale, out=scratch["q_block"][:rows])
+        s = np.matmul(q_block, k[b, :keys].T, out=scratch["scores"][:rows, :keys])
+        if args.causal and start < keys:
+            diagonal = s[:, start:keys]  # (rows, keys - start), a view
+            diagonal[state["future"][:rows, : keys - start]] = -np.inf
+        s -= s.max(axis=1, keepdims=True)
+        np.exp(s, out=s)
+        row_sums = np.sum(s, axis=1, keepdims=True, out=scratch["row_sums"][:rows])
+        np.matmul(s, v[b, :keys], out=out[b, start:stop])
+        out[b, start:stop] /= row_sums
+
+
+def run(state):
+    if state["threads"] == 1:
+        attend_blocks(state, state["shares"][0], state["scratch"][0])
+        return
+    with _blas().limit(limits=1):  # one BLAS thread per Python thread: no oversubscription
+        done = _pool(state["threads"]).map(
+            attend_blocks, [state] * state["threads"], state["shares"], state["scratch"]
+        )
+        list(done)  # re-raises a thread's exception here
 
 
 def fetch(state):
