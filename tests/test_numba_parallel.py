@@ -1,0 +1,188 @@
+"""Kernel-specific tests of impls/numba_parallel.py (the generic conformance suite is elsewhere).
+
+Shapes are picked around the kernel's own tile sizes, so every tail path runs: rows around the
+microkernel height and the query block, keys around the key block, d_v around the strip width.
+The kernel is compiled once per dtype (and cached on disk), so these tests cost little beyond
+that compilation.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import impls
+from impls import numba_parallel as kernel
+
+pytestmark = pytest.mark.skipif(
+    kernel.unavailable_reason() is not None, reason=str(kernel.unavailable_reason())
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DTYPES = ("float32", "float64")
+# Error allowed relative to max|v|: float32 accumulation over up to a few hundred keys.
+TOLERANCE = {"float32": 2e-6, "float64": 1e-13}
+
+
+def reference(q, k, v, causal, scale=None):
+    """Float64 NumPy softmax(q k^T * scale) v; causal = torch's is_causal (top-left aligned)."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    s = q @ np.swapaxes(k, -1, -2) * scale
+    if causal:
+        n_q, n_k = s.shape[-2:]
+        s = np.where(np.arange(n_k)[None, :] <= np.arange(n_q)[:, None], s, -np.inf)
+    s -= s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    return (p / p.sum(axis=-1, keepdims=True)) @ v
+
+
+def attention(q, k, v, causal=False, scale=None):
+    return impls.get("numba_parallel").attention(q, k, v, causal=causal, scale=scale)
+
+
+def random_inputs(rng, lead, n_q, n_k, d_k, d_v, dtype, magnitude=1.0):
+    q = rng.standard_normal((*lead, n_q, d_k)) * magnitude
+    k = rng.standard_normal((*lead, n_k, d_k)) * magnitude
+    v = rng.standard_normal((*lead, n_k, d_v))
+    return q.astype(dtype), k.astype(dtype), v.astype(dtype)
+
+
+def assert_matches(q, k, v, causal, scale=None):
+    out = attention(q, k, v, causal=causal, scale=scale)
+    expected = reference(q, k, v, causal, scale)
+    assert out.shape == expected.shape
+    assert out.dtype == q.dtype
+    assert np.isfinite(out).all()
+    error = np.abs(out - expected).max() / np.abs(v).max()
+    assert error < TOLERANCE[q.dtype.name], error
+
+
+def around(size):
+    return sorted({max(1, size - 1), size, size + 1})
+
+
+def test_module_surface():
+    assert kernel.NAME == "numba_parallel"
+    assert kernel.DTYPES == ("float32", "float64")
+    assert kernel.CAUSAL is True
+    assert kernel.DEVICE == "cpu"
+    assert kernel.unavailable_reason() is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_tails_around_every_tile_size(dtype, causal):
+    """Query rows around ROWS and the query block, keys around the key block."""
+    rng = np.random.default_rng(1)
+    sizes = {1, *around(kernel.ROWS), *around(kernel.BLOCK_QUERIES[dtype])}
+    sizes |= {*around(kernel.BLOCK_KEYS), *around(2 * kernel.BLOCK_KEYS)}
+    for n in sorted(sizes):
+        assert_matches(*random_inputs(rng, (2,), n, n, 7, 9, dtype), causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_feature_dims_around_the_strip_width(dtype):
+    rng = np.random.default_rng(2)
+    strip = kernel.STRIP[dtype]
+    dims = [(1, 1), (3, strip - 1), (strip, strip), (strip + 1, strip + 1), (80, 2 * strip + 3)]
+    for d_k, d_v in dims:
+        for causal in (False, True):
+            assert_matches(*random_inputs(rng, (), 37, 37, d_k, d_v, dtype), causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("n_q", "n_k"), [(1, 200), (200, 1), (70, 130), (130, 70), (5, 65)])
+def test_causal_and_plain_with_unequal_lengths(dtype, n_q, n_k):
+    rng = np.random.default_rng(3)
+    for causal in (False, True):
+        assert_matches(*random_inputs(rng, (2, 3), n_q, n_k, 16, 24, dtype), causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_scores_stay_finite_and_correct(dtype):
+    """Scores of order 1e6: the online softmax must neither overflow nor give NaN."""
+    rng = np.random.default_rng(4)
+    for causal in (False, True):
+        assert_matches(*random_inputs(rng, (), 150, 150, 8, 8, dtype, magnitude=1e3), causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_explicit_scale_and_non_contiguous_inputs(dtype):
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((70, 2, 3, 32)).astype(dtype)
+    q = base.transpose(1, 2, 0, 3)  # (2, 3, 70, 32), a strided view
+    assert not q.flags.c_contiguous
+    assert_matches(q, q, q[..., :20], causal=True, scale=0.3)
+
+
+def test_query_block_larger_than_key_block(monkeypatch):
+    """block_queries is a runtime argument: with it larger than the key block, some rows of a
+    causal block see no key of a tile, the path that must keep their running state."""
+    monkeypatch.setitem(kernel.BLOCK_QUERIES, "float32", 4 * kernel.BLOCK_KEYS)
+    rng = np.random.default_rng(6)
+    assert_matches(*random_inputs(rng, (), 300, 300, 16, 16, "float32"), causal=True)
+
+
+def test_slp_setting_is_restored():
+    import numba
+
+    before = numba.config.SLP_VECTORIZE
+    q = np.ones((1, 4, 4), np.float32)
+    attention(q, q, q)
+    assert before == numba.config.SLP_VECTORIZE
+
+
+def run_python(code: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_second_process_loads_the_kernel_from_the_disk_cache(dtype):
+    q = np.ones((1, 4, 4), dtype)
+    attention(q, q, q)  # compiled (or loaded) here, so the cache holds it now
+    report = run_python(
+        f"""
+        import json, numpy as np, impls
+        from impls import numba_parallel as kernel
+        q = np.ones((1, 4, 4), "{dtype}")
+        impls.get("numba_parallel").attention(q, q, q)
+        print(json.dumps({{
+            "hits": sum(kernel._attention_kernel._cache_hits.values()),
+            "misses": sum(kernel._attention_kernel._cache_misses.values()),
+        }}))
+        """
+    )
+    assert report == {"hits": 1, "misses": 0}
+
+
+def test_no_score_matrix_is_allocated():
+    """Peak RSS while running n = 8192 grows by far less than one n x n float32 matrix (256 MiB)."""
+    report = run_python(
+        """
+        import json, resource, numpy as np, impls
+        impl = impls.get("numba_parallel")
+        small = np.ones((1, 8, 8), np.float32)
+        impl.attention(small, small, small)  # compile or load first: not part of the measure
+        rng = np.random.default_rng(0)
+        q = rng.standard_normal((1, 8192, 16)).astype(np.float32)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        impl.attention(q, q, q)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"growth_kib": after - before}))
+        """
+    )
+    assert report["growth_kib"] < 64 * 1024
