@@ -96,13 +96,19 @@ def compare(out: np.ndarray, args: AttentionArgs, rows: np.ndarray | None = None
             math.inf, math.inf, (), tol, f"output shape {out.shape}, expected {ref.shape}"
         )
     err = np.abs(out.astype(np.float64) - ref)
+
+    def place(index) -> tuple[int, ...]:
+        """(batch, query row, column) in the full output, also when only `rows` were checked."""
+        b, i, j = (int(x) for x in index)
+        return (b, i if rows is None else int(rows[i]), j)
+
     if not np.isfinite(err).all():
-        where = tuple(int(i) for i in np.argwhere(~np.isfinite(err))[0])
+        where = place(np.argwhere(~np.isfinite(err))[0])
         return Agreement(math.inf, math.inf, where, tol, f"non-finite output at {where}")
-    where = tuple(int(i) for i in np.unravel_index(np.argmax(err), err.shape))
-    max_abs = float(err[where])
+    worst = np.unravel_index(np.argmax(err), err.shape)
+    max_abs = float(err[worst])
     v_scale = float(np.abs(args.v).max()) or 1.0
-    return Agreement(max_abs, max_abs / v_scale, where, tol)
+    return Agreement(max_abs, max_abs / v_scale, place(worst), tol)
 
 
 def check_implementation(impl: Implementation, args: AttentionArgs) -> Agreement:

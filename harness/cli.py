@@ -9,7 +9,13 @@ from pathlib import Path
 import impls
 from harness import checking
 from harness.cases import make_qkv
-from harness.options import UsageError, parse_dtype_list, parse_impl_list, parse_positive_int
+from harness.options import (
+    UsageError,
+    parse_dtype_list,
+    parse_impl_list,
+    parse_positive_int,
+    parse_seed,
+)
 from harness.results import RunDirError
 from harness.tables import format_table
 
@@ -37,9 +43,10 @@ def cmd_check(ns: argparse.Namespace) -> int:
     dtypes = parse_dtype_list(ns.dtype)
     n, d = parse_positive_int("--n", ns.n), parse_positive_int("--d", ns.d)
     lead = (parse_positive_int("--batch", ns.batch), parse_positive_int("--heads", ns.heads))
+    seed = parse_seed("--seed", ns.seed)
     rows, all_ok = [], True
     for dtype in dtypes:
-        q, k, v = make_qkv(n, n, d, lead=lead, dtype=dtype, seed=ns.seed)
+        q, k, v = make_qkv(n, n, d, lead=lead, dtype=dtype, seed=seed)
         args = impls.check_attention_args(q, k, v, causal=ns.causal)
         for impl in selected:
             row = {"impl": impl.name, "dtype": dtype, "causal": ns.causal, "n": n, "d": d}
@@ -107,7 +114,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             raise UsageError("--out: not with --resume (the run directory is the one resumed)")
         config_values = read_toml(Path(ns.config)) if ns.config else {}
         if ns.quick:
-            config_values = {**QUICK, **config_values}
+            config_values = {**config_values, **QUICK}  # the order of a new run: --quick wins
         path = run_command(None, ns.resume, given, config_values)
     else:
         config = load_config({}, ns.config)
@@ -169,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="1", help="batch size (default 1)")
     p.add_argument("--heads", default="1", help="heads (default 1)")
     p.add_argument("--causal", action="store_true", help="apply the causal mask")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--seed", default="0", help="seed of the random inputs (>= 0)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="sweep implementations over n and d and record timings")
@@ -184,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="seconds one call may take; slower cases are skipped (2)")
     p.add_argument("--sweep-budget", dest="sweep_budget", help="seconds for the whole sweep (900)")
     p.add_argument("--target", help="measuring seconds per case after warm-up (1.0)")
-    p.add_argument("--seed", type=int, help="seed of the random inputs (0)")
+    p.add_argument("--seed", help="seed of the random inputs (default 0)")
     p.add_argument("--out", help="run directory (default results/<timestamp>-<machine>)")
     p.add_argument("--resume", metavar="DIR", help="measure only the cases missing from DIR")
     p.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags)")

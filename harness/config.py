@@ -16,6 +16,7 @@ from harness.options import (
     parse_dtype_list,
     parse_int_list,
     parse_positive_int,
+    parse_seed,
     split_list,
 )
 
@@ -24,6 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+MIN_SAMPLES = 5  # fewer and the median and IQR say little
 DEFAULT_N = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 QUICK = {"n": (64, 128, 256, 512, 1024), "d": (64,), "target_s": 0.2, "sweep_budget_s": 100.0}
 
@@ -92,9 +94,24 @@ def _as_text_list(key: str, value) -> str:
     raise UsageError(f"{key}: expected a list or a comma-separated string, got {value!r}")
 
 
+FLAGS = {
+    "impl",
+    "n",
+    "d",
+    "dtype",
+    "batch",
+    "heads",
+    "threads",
+    "budget_s",
+    "sweep_budget_s",
+    "target_s",
+    "seed",
+}  # settings that `attnbench run` also takes as flags
+
+
 def coerce(key: str, value):
     """Check one setting and convert it to its field's type."""
-    option = f"--{key.removesuffix('_s').replace('_', '-')}"
+    option = f"--{key.removesuffix('_s').replace('_', '-')}" if key in FLAGS else key
     if key == "impl":
         return tuple(split_list("--impl", _as_text_list(option, value)))
     if key in ("n", "d"):
@@ -104,7 +121,10 @@ def coerce(key: str, value):
     if key in ("batch", "heads", "min_samples", "max_samples"):
         if isinstance(value, (bool, float)):
             raise UsageError(f"{option}: expected a positive integer, got {value!r}")
-        return parse_positive_int(option, value)
+        number = parse_positive_int(option, value)
+        if key == "min_samples" and number < MIN_SAMPLES:
+            raise UsageError(f"{option}: expected at least {MIN_SAMPLES}, got {number}")
+        return number
     if key == "threads":
         if isinstance(value, (bool, float)):
             raise UsageError(f"{option}: expected a positive integer, got {value!r}")
@@ -119,9 +139,7 @@ def coerce(key: str, value):
             raise UsageError(f"causal: expected true or false, got {value!r}")
         return value
     if key == "seed":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"seed: expected an integer, got {value!r}")
-        return value
+        return parse_seed(option, value)
     return _positive_float(option, value)
 
 
@@ -151,6 +169,8 @@ def read_toml(path: Path, table: tuple[str, ...] = ()) -> dict:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"--config: no such file: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"--config: cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config: {path} is not valid TOML: {exc}") from None
     for name in table:

@@ -26,6 +26,19 @@ def parse_positive_int(option: str, value) -> int:
     return number
 
 
+def parse_seed(option: str, value) -> int:
+    """A seed for NumPy's generator: a non-negative integer."""
+    if isinstance(value, (bool, float)):
+        raise UsageError(f"{option}: expected a non-negative integer, got {value!r}")
+    try:
+        seed = int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"{option}: expected a non-negative integer, got {value!r}") from None
+    if seed < 0:
+        raise UsageError(f"{option}: expected a non-negative integer, got {value!r}")
+    return seed
+
+
 def parse_int_list(option: str, text: str) -> list[int]:
     return [parse_positive_int(option, item) for item in split_list(option, text)]
 
@@ -41,12 +54,17 @@ def parse_dtype_list(text: str) -> list[str]:
 
 
 def parse_impl_list(text: str | None, only_available: bool) -> list[impls.Implementation]:
-    """Named implementations (default: all registered, or all available here)."""
-    if text is None:
+    """Named implementations from a comma-separated --impl (default: see resolve_impls)."""
+    return resolve_impls(None if text is None else split_list("--impl", text), only_available)
+
+
+def resolve_impls(names, only_available: bool) -> list[impls.Implementation]:
+    """The named implementations; None: every registered one (or every one available here)."""
+    if names is None:
         chosen = list(impls.registry().values())
         return [i for i in chosen if i.available] if only_available else chosen
     selected = []
-    for name in split_list("--impl", text):
+    for name in names:
         try:
             selected.append(impls.get(name))
         except impls.UnknownImplementationError as exc:

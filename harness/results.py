@@ -1,7 +1,7 @@
 """A run directory: results.jsonl (appended per case), results.csv (tidy table), meta.json.
 
-Floats are written at full precision (json's repr round-trips; pandas' CSV writer keeps 17
-significant digits). Raw samples live in results.jsonl; the CSV has one row per case.
+Floats are written at full precision: json and pandas' CSV writer both write the shortest repr
+that reads back to the same float. Raw samples live in results.jsonl; the CSV has one row per case.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class RunDir:
     def write_meta(self, meta: dict) -> None:
         tmp = self.meta_path.with_suffix(".json.tmp")
         tmp.write_text(
-            json.dumps({"schema_version": SCHEMA_VERSION, **meta}, indent=2, default=str)
+            json.dumps({**meta, "schema_version": SCHEMA_VERSION}, indent=2, default=str)
         )
         os.replace(tmp, self.meta_path)
 
@@ -125,7 +125,8 @@ class RunDir:
         a bad line anywhere else means the file is corrupt."""
         if not self.jsonl.is_file():
             return []
-        lines = self.jsonl.read_text().splitlines()
+        text = self.jsonl.read_text()
+        lines = text.splitlines()
         rows = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -135,8 +136,8 @@ class RunDir:
                 if not isinstance(row, dict) or not set(CASE_COLUMNS) <= set(row):
                     raise ValueError("not a case record")
             except ValueError as exc:
-                if number == len(lines):
-                    continue  # torn final write
+                if number == len(lines) and not text.endswith("\n"):
+                    continue  # a write torn by a killed process
                 raise RunDirError(f"{self.jsonl}:{number}: corrupt line ({exc})") from None
             rows.append(row)
         return rows

@@ -9,24 +9,16 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import impls
 from harness import machine
 from harness.config import SweepConfig, apply
-from harness.options import UsageError
+from harness.options import UsageError, resolve_impls
 from harness.results import RunDir, RunDirError
 from harness.sweep import run_sweep
 
 
 def implementation_names(config: SweepConfig) -> list[str]:
     """The chosen implementations; by default every one available here."""
-    if config.impl:
-        for name in config.impl:
-            try:
-                impls.get(name)
-            except impls.UnknownImplementationError as exc:
-                raise UsageError(f"--impl: {exc}") from None
-        return list(config.impl)
-    return [impl.name for impl in impls.registry().values() if impl.available]
+    return [impl.name for impl in resolve_impls(config.impl or None, only_available=True)]
 
 
 RESULTS = Path("results")
@@ -39,13 +31,19 @@ def new_run_dir(out: str | None) -> RunDir:
     if (path / "results.jsonl").exists():
         raise UsageError(f"--out: {path} already holds a run; use --resume {path} to complete it")
     path.mkdir(parents=True, exist_ok=True)
-    if out is None:
-        latest = RESULTS / "latest"
-        if latest.is_symlink():
-            latest.unlink()
-        if not latest.exists():
-            latest.symlink_to(path.name)
     return RunDir(path)
+
+
+def point_latest_at(run: RunDir) -> None:
+    """results/latest: the run most recently started or resumed (nox's report reads it)."""
+    latest = RESULTS / "latest"
+    if latest.is_symlink():
+        latest.unlink()
+    elif latest.exists():
+        return  # something of the user's: leave it alone
+    RESULTS.mkdir(exist_ok=True)
+    target = run.path.resolve()
+    latest.symlink_to(target.name if target.parent == RESULTS.resolve() else target)
 
 
 def resume_config(run: RunDir, given: dict, config_file_values: dict) -> tuple[SweepConfig, dict]:
@@ -54,6 +52,9 @@ def resume_config(run: RunDir, given: dict, config_file_values: dict) -> tuple[S
         meta = run.meta()
     except RunDirError as exc:
         raise UsageError(f"--resume: {exc}") from None
+    for key, kind in (("settings", dict), ("impls", list)):
+        if not isinstance(meta.get(key), kind):
+            raise UsageError(f"--resume: {run.meta_path}: no {key!r} recorded; cannot resume")
     stored = apply(SweepConfig(), meta["settings"], f"{run.meta_path} settings")
     asked = apply(stored, {**config_file_values, **given}, "command line")
     differ = [
@@ -80,7 +81,6 @@ def run_command(config: SweepConfig, resume: str | None, given: dict, config_val
         if run.drop_torn_tail():
             print(f"{run.jsonl}: dropped an unfinished last line (it will be measured again)")
         names = meta["impls"]
-        meta.pop("schema_version", None)
         meta.setdefault("resumed", []).append(datetime.now(timezone.utc).isoformat())
     else:
         names = implementation_names(config)
@@ -91,7 +91,7 @@ def run_command(config: SweepConfig, resume: str | None, given: dict, config_val
             "impls": names,
             "machine": machine.describe_machine(),
             "versions": machine.package_versions(),
-            "blas": machine.blas_info(),
+            "blas": machine.blas_info(),  # as loaded here; each worker's is under "threading"
             "threads": config.threads,
             "git": machine.git_state(project),
             "command": shlex.join(sys.argv),
@@ -99,6 +99,7 @@ def run_command(config: SweepConfig, resume: str | None, given: dict, config_val
             "ended": None,
         }
     run.write_meta(meta)
+    point_latest_at(run)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     print(f"run directory: {run.path}", flush=True)
     try:

@@ -62,9 +62,21 @@ class SweepState:
     """What the sweep has learnt so far, per series and per implementation."""
 
     times: dict[tuple, list[tuple[int, float]]] = field(default_factory=dict)
-    lost: dict[str, str] = field(default_factory=dict)  # impl -> why its worker was lost
+    lost: list[tuple[Case, str]] = field(default_factory=list)  # where a worker was lost, why
+
+    def lost_at(self, case: Case) -> str | None:
+        """A crash or hang of this implementation on a case no larger than this one."""
+        for where, why in self.lost:
+            same = (where.impl, where.dtype, where.batch, where.heads, where.causal)
+            if same == (case.impl, case.dtype, case.batch, case.heads, case.causal) and (
+                where.n <= case.n and where.d <= case.d
+            ):
+                return f"{why} (at n={where.n}, d={where.d})"
+        return None
 
     def record(self, case: Case, row: dict) -> None:
+        if row.get("worker_lost"):
+            self.lost.append((case, row["note"]))
         if row.get("status") in ("ok", "disagrees") and row.get("median_s"):
             self.times.setdefault(series_key(case), []).append((case.n, row["median_s"]))
         elif row.get("status") == "skipped" and row.get("first_call_s"):
@@ -74,7 +86,10 @@ class SweepState:
 def skip_reason(
     case: Case, config: SweepConfig, state: SweepState, remaining_s: float
 ) -> tuple[str | None, float | None]:
-    impl = impls.get(case.impl)
+    try:
+        impl = impls.get(case.impl)
+    except impls.UnknownImplementationError:
+        return "no longer registered: its module is gone", None
     reason = impl.unavailable_reason()
     if reason is not None:
         return f"unavailable: {reason}", None
@@ -84,8 +99,9 @@ def skip_reason(
         return f"{case.impl} does not support the causal mask", None
     if impl.device == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return "CUDA simulator: it checks correctness, its times mean nothing", None
-    if case.impl in state.lost:
-        return f"after an earlier failure: {state.lost[case.impl]}", None
+    lost = state.lost_at(case)
+    if lost is not None:
+        return f"after an earlier failure: {lost}", None
     predicted = predict_seconds(case, state.times.get(series_key(case), []))
     if predicted is not None:
         if predicted > config.budget_s:
@@ -181,10 +197,12 @@ def run_sweep(
 ) -> list[dict]:
     """Measure every case not yet in `run`; returns the rows written by this call."""
     started = time.monotonic()
-    done_keys = {tuple(row[c] for c in CASE_COLUMNS) for row in run.rows()}
     state = SweepState()
+    done_keys = set()
     for row in run.rows():
-        state.record(Case(**{c: row[c] for c in CASE_COLUMNS}), row)
+        case = Case(**{c: row[c] for c in CASE_COLUMNS})
+        done_keys.add(case.key)
+        state.record(case, row)
     cases = [c for c in plan_cases(config, names) if c.key not in done_keys]
     plan = SamplingPlan(
         config.min_sample_s, config.target_s, config.min_samples, config.max_samples
@@ -202,7 +220,7 @@ def run_sweep(
                     gemm.setdefault(dtype, helper.gemm_gflops(dtype))
             finally:
                 helper.close()
-            run.write_meta({k: v for k, v in meta.items() if k != "schema_version"})
+            run.write_meta(meta)
         for case in cases:
             progress.start(case)
             if worker is not None and worker_impl != case.impl:
@@ -221,8 +239,7 @@ def run_sweep(
                     )
                 except WorkerLost as lost:
                     worker = None
-                    state.lost[case.impl] = f"{lost} (at n={case.n}, d={case.d}, {case.dtype})"
-                    row = {"status": "failed", "note": str(lost)}
+                    row = {"status": "failed", "note": str(lost), "worker_lost": True}
                 if "threading" in row:
                     meta.setdefault("threading", {})[case.impl] = row.pop("threading")
             row = {
@@ -236,6 +253,11 @@ def run_sweep(
             state.record(case, row)
             written.append(row)
             progress.finish(case, row)
+    except BaseException:  # interrupted: the worker may be mid-case, do not wait for it
+        if worker is not None:
+            worker.kill()
+            worker = None
+        raise
     finally:
         if worker is not None:
             worker.close()

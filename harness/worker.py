@@ -27,6 +27,8 @@ def serve(conn, threads: int) -> None:
     """The worker's loop: set threads, then measure each case sent until told to stop."""
     from harness.measure import gemm_gflops, measure_case, set_threads, threading_report
 
+    # Ctrl-C reaches the whole process group: the main process decides, workers just end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(threads)
     conn.send({"pid": os.getpid()})
     while True:
@@ -57,9 +59,6 @@ def thread_environment(threads: int) -> dict[str, str]:
         "OMP_NUM_THREADS": value,
         "OPENBLAS_NUM_THREADS": value,
         "MKL_NUM_THREADS": value,
-        # A fixed glibc mmap threshold: large blocks are always mapped and unmapped, so the
-        # resident high-water mark sees each call's workspace (see measure.peak_extra_bytes).
-        "MALLOC_MMAP_THRESHOLD_": "131072",
     }
 
 
@@ -107,14 +106,20 @@ class Worker:
             return f"worker crashed: killed by {name}"
         return f"worker exited with status {code}"
 
+    def _send(self, message) -> None:
+        try:
+            self.conn.send(message)
+        except (OSError, ValueError):  # it died while idle
+            self.process.join(5)
+            raise WorkerLost(self._death()) from None
+
     def measure(self, case: Case, plan: SamplingPlan, budget_s: float, seed: int, timeout_s: float):
-        self.conn.send(
-            {"case": case.to_dict(), "plan": asdict(plan), "budget_s": budget_s, "seed": seed}
-        )
+        message = {"case": case.to_dict(), "plan": asdict(plan), "budget_s": budget_s}
+        self._send({**message, "seed": seed})
         return self._receive(timeout_s)
 
     def gemm_gflops(self, dtype: str) -> float:
-        self.conn.send({"gemm_dtype": dtype})
+        self._send({"gemm_dtype": dtype})
         return self._receive(STARTUP_TIMEOUT_S)["gflops"]
 
     def kill(self) -> None:

@@ -227,11 +227,9 @@ def _discover() -> dict[str, Implementation]:
         found.append(_record_from_module(module, ep.name, source))
     registry: dict[str, Implementation] = {}
     for record in found:
-        if record.name in registry:
-            raise RuntimeError(
-                f"implementation name {record.name!r} is defined twice: "
-                f"{registry[record.name].source} and {record.source}"
-            )
+        if record.name in registry:  # the first keeps the name; the second is listed, broken
+            reason = f"name {record.name!r} is already taken by {registry[record.name].source}"
+            record = _broken(f"{record.name} ({record.source})", record.source, reason)
         registry[record.name] = record
     return registry
 

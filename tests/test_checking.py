@@ -86,3 +86,13 @@ def test_float32_error_of_numpy_is_well_inside_the_tolerance():
     assert agreement.ok
     assert agreement.max_rel_err < agreement.tolerance / 5
     assert agreement.tolerance < 1e-3 and math.isfinite(agreement.tolerance)
+
+
+def test_compare_on_a_subset_of_rows_reports_the_full_row_index():
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((1, 40, 4)) for _ in range(3))
+    args = impls.check_attention_args(q, k, v)
+    out = checking.reference_attention(q, k, v).copy()
+    out[0, 30, 1] += 1.0
+    agreement = checking.compare(out, args, rows=np.array([0, 10, 30, 39]))
+    assert agreement.where == (0, 30, 1)

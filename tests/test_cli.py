@@ -49,6 +49,7 @@ def test_check_exits_one_when_an_implementation_disagrees(tmp_path, monkeypatch,
         (["check", "--dtype", "float16"], "--dtype: expected float32 or float64, got 'float16'"),
         (["check", "--impl", "numpy,"], "--impl: expected a comma-separated list"),
         (["check", "--impl", "nope"], "--impl: unknown implementation 'nope'; valid names:"),
+        (["check", "--seed", "-3"], "--seed: expected a non-negative integer, got '-3'"),
     ],
 )
 def test_bad_options_get_one_line_naming_the_option(argv, message, capsys):

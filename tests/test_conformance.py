@@ -110,3 +110,17 @@ def test_declares_its_interface(impl):
     assert impl.description and "\n" not in impl.description
     assert set(impl.dtypes) <= set(impls.SUPPORTED_DTYPES) and impl.dtypes
     assert impl.device in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_numpy_row_blocks_and_threads_cover_every_row(monkeypatch, causal):
+    """Tiny blocks: many blocks per head, blocks off the diagonal, shared among threads."""
+    import impls.numpy_vectorized as blocked
+
+    monkeypatch.setattr(blocked, "SCORE_BLOCK_BYTES", 1)  # MIN_ROWS (16) rows per block
+    q, k, v = make_qkv(53, 45, 8, 6, lead=(3,), dtype="float64", seed=5)
+    call = impls.get("numpy").prepare(q, k, v, causal=causal)
+    assert call.state["block"] == blocked.MIN_ROWS
+    call.run()
+    args = impls.check_attention_args(q, k, v, causal=causal)
+    assert checking.compare(call.fetch(), args).ok

@@ -69,6 +69,103 @@ def test_crashes_hangs_and_exceptions_are_recorded_and_the_sweep_goes_on(planted
     assert (table.loc["numpy", "status"] == "ok").all()
 
 
+def test_a_crash_skips_only_larger_cases_and_resume_remembers_it(planted, tmp_path):
+    out = tmp_path / "run"
+    argv = [
+        "run",
+        "--impl",
+        "fault_segfault",
+        "--n",
+        "8,16,32",
+        "--d",
+        "4,8",
+        "--dtype",
+        "float32,float64",
+        "--target",
+        "0.01",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "results.csv").set_index(["dtype", "d", "n"])
+    for dtype in ("float32", "float64"):
+        assert table.loc[(dtype, 4, 8), "status"] == "ok"
+        assert table.loc[(dtype, 4, 16), "status"] == "failed"  # each dtype crashes on its own
+        assert table.loc[(dtype, 8, 8), "status"] == "ok"  # smaller n, larger d: still tried
+        assert table.loc[(dtype, 8, 16), "status"] == "skipped"
+        assert "at n=16, d=4" in table.loc[(dtype, 8, 16), "note"]
+    # Resume after losing the last rows: the crash is remembered, nothing crashes again.
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:-2]) + "\n")
+    assert main(["run", "--resume", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows[-2:]] == ["skipped", "skipped"]
+    assert sum(r["status"] == "failed" for r in rows) == 2
+
+
+def test_a_disagreeing_case_over_budget_stays_disagreeing(planted, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                "--impl",
+                "fault_garbage",
+                "--n",
+                "64",
+                "--d",
+                "4",
+                "--budget",
+                "1e-9",
+                "--target",
+                "0.01",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    assert row.status == "disagrees"
+    assert "max_rel_err" in row.note and "not timed: one call took" in row.note
+
+
+def test_a_module_removed_before_resume_is_skipped_with_its_reason(planted, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                "--impl",
+                "numpy,fault_slow",
+                "--n",
+                "8",
+                "--d",
+                "4",
+                "--target",
+                "0.01",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text(lines[0] + "\n")  # only numpy's row survives
+    monkeypatch.setenv(impls.PATH_ENV, "")
+    impls.registry(refresh=True)
+    assert main(["run", "--resume", str(out)]) == 0
+    last = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
+    assert last["impl"] == "fault_slow" and last["status"] == "skipped"
+    assert "no longer registered" in last["note"]
+
+
 def test_wrong_numbers_nan_and_wrong_shape_are_recorded_as_disagreeing(planted, tmp_path):
     table = sweep(tmp_path, "fault_garbage", "fault_nan", "fault_shape", n="8,16")
     assert (table.status == "disagrees").all()
@@ -205,6 +302,8 @@ def test_resume_refuses_different_settings(tmp_path, capsys):
         (["--threads", "999"], "--threads: expected at most"),
         (["--threads", "0"], "--threads: expected a positive integer, got '0'"),
         (["--resume", "/nonexistent/run"], "--resume: /nonexistent/run: not a run directory"),
+        (["--seed", "-1"], "--seed: expected a non-negative integer, got '-1'"),
+        (["--config", "/"], "--config: cannot read /"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(argv, message, capsys):
@@ -221,6 +320,8 @@ def test_bad_options_are_refused_naming_the_option(argv, message, capsys):
         ("n = [64, 0]\n", "--n: expected a positive integer, got '0'"),
         ("causal = 'yes'\n", "causal: expected true or false, got 'yes'"),
         ("threads = 1.5\n", "--threads: expected a positive integer, got 1.5"),
+        ("min_samples = 2\n", "min_samples: expected at least 5, got 2"),
+        ("case_timeout_s = -1\n", "case_timeout_s: expected a positive number of seconds"),
         ("n = 64 64\n", "is not valid TOML"),
     ],
 )
@@ -282,9 +383,32 @@ def test_corrupt_and_newer_run_directories_are_refused(tmp_path, capsys, command
     (out / "results.jsonl").write_text("\n".join([lines[0], "garbage{", lines[1]]) + "\n")
     with pytest.raises(RunDirError, match=r"results\.jsonl:2: corrupt line"):
         RunDir(out).rows()
-    if command == "resume":
-        assert main(["run", "--resume", str(out)]) == 2
-        assert "corrupt line" in capsys.readouterr().err
+    argv = ["run", "--resume", str(out)] if command == "resume" else ["plot", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "corrupt line" in err and "Traceback" not in err
+    (out / "meta.json").write_text(json.dumps({**meta, "schema_version": 99}))
+    assert main(argv) == 2
+    assert "newer than this attnbench reads" in capsys.readouterr().err
+
+
+def test_a_bad_last_line_that_was_completely_written_is_corruption(tmp_path):
+    from harness.results import RunDir, RunDirError
+
+    out = make_run(tmp_path)
+    with open(out / "results.jsonl", "a") as f:
+        f.write("not json\n")
+    with pytest.raises(RunDirError, match="corrupt line"):
+        RunDir(out).rows()
+
+
+def test_resume_refuses_a_meta_without_settings(tmp_path, capsys):
+    out = make_run(tmp_path)
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["settings"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert main(["run", "--resume", str(out)]) == 2
+    assert "no 'settings' recorded" in capsys.readouterr().err
 
 
 def test_a_torn_last_line_is_dropped_and_resume_remeasures_it(tmp_path):

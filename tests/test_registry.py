@@ -95,10 +95,13 @@ def test_entry_point_implementations_are_registered(monkeypatch, tmp_path):
         impls.registry(refresh=True)
 
 
-def test_duplicate_names_are_refused(extra_impls):
-    (extra_impls / "numpy.py").write_text(Path(impls.registry()["numpy"].source).read_text())
-    with pytest.raises(RuntimeError, match="defined twice"):
-        impls.registry(refresh=True)
+def test_a_duplicate_name_is_listed_unavailable_and_the_first_keeps_it(extra_impls):
+    copy = extra_impls / "numpy.py"
+    copy.write_text(Path(impls.registry()["numpy"].source).read_text())
+    registry = impls.registry(refresh=True)
+    assert registry["numpy"].available and registry["numpy"].source != str(copy)
+    duplicate = registry[f"numpy ({copy})"]
+    assert "name 'numpy' is already taken" in duplicate.unavailable_reason()
 
 
 def test_new_writes_a_template_that_passes_the_conformance_checks(extra_impls):

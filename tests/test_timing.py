@@ -33,7 +33,7 @@ def test_inner_repeats_make_a_sample_last_long_enough():
 
 
 class FakeClock:
-    """Each call costs 0.1 s of fake time."""
+    """Time that passes only when a test's fake sample says so."""
 
     def __init__(self):
         self.now = 0.0

@@ -3,8 +3,8 @@
 Skipped in the test session (`--benchmark-skip` in pyproject's addopts); `nox -s benchmark` runs
 it with `--benchmark-only` and saves JSON into results/pytest-benchmark/, so that
 `pytest-benchmark compare` works. It reuses the interface (prepare outside the timer, so
-compilation is excluded), the sweep's inputs, thread settings and calls-per-round rule. Unlike
-`attnbench run`, every implementation shares this one process, so thread pools can interfere.
+compilation is excluded), the sweep's inputs, thread settings and calls-per-round rule. nox runs
+it once per implementation (ATTNBENCH_BENCH_IMPL), so that thread pools never share a process.
 """
 
 import os
