@@ -18,6 +18,9 @@ What makes it fast on a CPU (measured in docs/PERFORMANCE.md):
   libm's scalar exp; q is pre-scaled by scale * log2(e) so that exp(s * scale) = exp2(q' . k).
 - k and v packed per key block into contiguous strips (zero padded); each product call does a
   whole tile, so the calls (kept out of line: inlining nearly doubled compile time) cost nothing.
+- float32 tiles with all BLOCK_KEYS columns visible to every row (all but partial and causal
+  diagonal tiles) take a softmax step whose loops have that compile-time length (fully
+  unrolled, no remainder loops or masking): +3-5% single-threaded.
 - One compilation per dtype, cached on disk; `causal` and the block size are runtime arguments.
 """
 
@@ -474,6 +477,35 @@ if numba is not None:
                 row_sum[r] = row_sum[r] * alpha + total
             row_max[r] = m
 
+    @njit(fastmath=SOFTMAX_FLAGS)
+    def _softmax_full_tile(scores, rows, first, row_max, row_sum, rescale):
+        """_softmax_tile for a tile with every one of its BLOCK_KEYS columns visible to every row.
+
+        The column count is the compile-time constant BLOCK_KEYS, so LLVM emits each row's max
+        and exp2 + sum as fixed-length vector code with no remainder loops or masking branches.
+        """
+        zero = scores.dtype.type(0)
+        for r in range(rows):
+            s_row = scores[r]
+            m = s_row[0]
+            for c in range(BLOCK_KEYS):
+                m = _maxnum(m, s_row[c])
+            if not first:
+                m = _maxnum(m, row_max[r])
+            total = zero
+            for c in range(BLOCK_KEYS):
+                e = _exp2(s_row[c] - m)
+                s_row[c] = e
+                total += e
+            if first:
+                rescale[r] = zero
+                row_sum[r] = total
+            else:
+                alpha = _exp2(row_max[r] - m)
+                rescale[r] = alpha
+                row_sum[r] = row_sum[r] * alpha + total
+            row_max[r] = m
+
     @njit(parallel=True, fastmath=KERNEL_FLAGS, cache=True)
     def _attention_kernel(q, k_packed, v_packed, out, n_k, causal, block_queries):
         """out[b, i] = sum_j softmax_j(q[b, i] . k[b, j]) v[b, j], fused; see the module docstring.
@@ -486,6 +518,9 @@ if numba is not None:
         strip_width = k_packed.shape[4]
         block_keys = k_packed.shape[2] * strip_width
         n_query_blocks = (n_rows + block_queries - 1) // block_queries
+        # float32 only: measured +3-5% there; for float64 (16 vectors a row, degree-11 exp2)
+        # it measured anywhere from -15% to +6%, so float64 keeps the general path.
+        fast_softmax = q.itemsize == 4
         for task in prange(batch * n_query_blocks):
             b = task // n_query_blocks
             # Zigzag order (0, last, 1, last-1, ...): with the causal mask consecutive pairs of
@@ -507,17 +542,21 @@ if numba is not None:
                 cols = min(block_keys, keys - k0)
                 n_strips = (cols + strip_width - 1) // strip_width
                 _scores_block(q_rows, k_packed[b, key_block], n_strips, scores)
-                _softmax_tile(
-                    scores,
-                    rows,
-                    cols,
-                    causal,
-                    q0 + 1 - k0,
-                    key_block == 0,
-                    row_max,
-                    row_sum,
-                    rescale,
-                )
+                if fast_softmax and cols == BLOCK_KEYS and (not causal or q0 + 1 - k0 >= cols):
+                    # A full float32 tile that no row's mask cuts into: the fixed-length path.
+                    _softmax_full_tile(scores, rows, key_block == 0, row_max, row_sum, rescale)
+                else:
+                    _softmax_tile(
+                        scores,
+                        rows,
+                        cols,
+                        causal,
+                        q0 + 1 - k0,
+                        key_block == 0,
+                        row_max,
+                        row_sum,
+                        rescale,
+                    )
                 _accumulate_block(scores, cols, v_packed[b, key_block], o_rows, rescale)
             for r in range(rows):
                 o_rows[r, :] *= 1.0 / row_sum[r]

@@ -130,6 +130,31 @@ def test_query_block_larger_than_key_block(monkeypatch):
     assert_matches(*random_inputs(rng, (), 300, 300, 16, 16, "float32"), causal=True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("magnitude", [1.0, 1e3])
+def test_full_tile_fast_path_matches_the_general_softmax_step(dtype, first, magnitude):
+    """The fixed-length softmax path for unmasked full tiles does what the general one does."""
+    rng = np.random.default_rng(7)
+    rows = 2 * kernel.ROWS
+    scores = (rng.standard_normal((rows, kernel.BLOCK_KEYS)) * magnitude).astype(dtype)
+    state = [(rng.standard_normal(rows) * magnitude).astype(dtype) for _ in range(2)]
+    state[1] = np.abs(state[1]) + 1  # a running row sum is positive
+    results = []
+    for step, args in (
+        (kernel._softmax_tile, (rows, kernel.BLOCK_KEYS, False, 1, first)),
+        (kernel._softmax_full_tile, (rows, first)),
+    ):
+        tile, row_max, row_sum = scores.copy(), state[0].copy(), state[1].copy()
+        rescale = np.empty(rows, dtype)
+        step(tile, *args, row_max, row_sum, rescale)
+        results.append((tile, row_max, row_sum, rescale))
+    rtol = {"float32": 1e-5, "float64": 1e-12}[dtype]
+    for general, fast in zip(*results, strict=True):
+        assert np.isfinite(fast).all()
+        np.testing.assert_allclose(fast, general, rtol=rtol, atol=0)
+
+
 def test_slp_setting_is_restored():
     import numba
 
