@@ -88,24 +88,8 @@ def cmd_new(ns: argparse.Namespace) -> int:
     return 0
 
 
-RUN_FLAGS = (
-    "impl",
-    "n",
-    "d",
-    "dtype",
-    "batch",
-    "heads",
-    "causal",
-    "threads",
-    "budget",
-    "sweep_budget",
-    "target",
-    "seed",
-)
-
-
 def cmd_run(ns: argparse.Namespace) -> int:
-    from harness.config import QUICK, apply, load_config, read_toml
+    from harness.config import QUICK, RUN_FLAGS, apply, load_config, read_toml
     from harness.runner import run_command
 
     given = {key: getattr(ns, key) for key in RUN_FLAGS if getattr(ns, key) is not None}

@@ -94,19 +94,22 @@ def _as_text_list(key: str, value) -> str:
     raise UsageError(f"{key}: expected a list or a comma-separated string, got {value!r}")
 
 
-FLAGS = {
+# The settings `attnbench run` also takes as flags (argparse names); errors name the flag.
+RUN_FLAGS = (
     "impl",
     "n",
     "d",
     "dtype",
     "batch",
     "heads",
+    "causal",
     "threads",
-    "budget_s",
-    "sweep_budget_s",
-    "target_s",
+    "budget",
+    "sweep_budget",
+    "target",
     "seed",
-}  # settings that `attnbench run` also takes as flags
+)
+FLAGS = {ALIASES.get(flag, flag) for flag in RUN_FLAGS}
 
 
 def coerce(key: str, value):
