@@ -160,6 +160,7 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
             timer="cuda events" if event_timer is not None else "perf_counter",
         )
         if hasattr(module, "transfer_s"):
+            call.fetch()  # the device-to-host copy is part of the transfers, never of the samples
             row["transfer_s"] = float(module.transfer_s(call.state))
         if hasattr(module, "device_memory_bytes"):
             row["peak_mem_bytes"] = int(module.device_memory_bytes(call.state))

@@ -458,3 +458,61 @@ def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path):
         f"{rss_bytes[-1] / 2**20:.1f} MiB after 500 (growth {growth / 2**20:.2f} MiB)"
     )
     assert growth < 8 * 2**20
+
+
+def test_gpu_hooks_give_event_times_transfers_and_device_memory(planted, tmp_path, monkeypatch):
+    """The CUDA path of the sweep, run by a CPU stand-in that exposes the same hooks."""
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)  # a simulator is never timed
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                "--impl",
+                "planted_device",
+                "--n",
+                "16",
+                "--d",
+                "4",
+                "--target",
+                "0.01",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    assert row.status == "ok" and row.timer == "cuda events"
+    assert row.median_s == pytest.approx(1e-3) and row.iqr_s == 0
+    assert row.transfer_s == pytest.approx(5e-4)  # host-to-device plus device-to-host
+    assert row.peak_mem_bytes == 4 * 16 * 4 * 4  # q, k, v and the output, float32
+
+
+def test_a_simulated_gpu_is_never_timed(planted, tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                "--impl",
+                "planted_device",
+                "--n",
+                "16",
+                "--d",
+                "4",
+                "--target",
+                "0.01",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    assert row.status == "skipped" and "CUDA simulator" in row.note
