@@ -30,27 +30,18 @@ def planted(monkeypatch):
     impls.registry(refresh=True)
 
 
+def quick_run(out: Path, impl: str, n: str, *extra: str, d: str = "4") -> pd.DataFrame:
+    """`attnbench run` of a tiny grid (1 thread, 10 ms per case) into `out`; its table."""
+    argv = ["run", "--impl", impl, "--n", n, "--d", d, "--target", "0.01", "--threads", "1"]
+    assert main([*argv, "--out", str(out), *extra]) == 0
+    return pd.read_csv(out / "results.csv")
+
+
 def sweep(tmp_path, *impl_names, n="8,16,32", timeout="4"):
     config = tmp_path / "fast.toml"
-    config.write_text(f"case_timeout_s = {timeout}\ntarget = 0.01\nthreads = 1\n")
-    out = tmp_path / "run"
-    code = main(
-        [
-            "run",
-            "--impl",
-            ",".join(impl_names),
-            "--n",
-            n,
-            "--d",
-            "4",
-            "--config",
-            str(config),
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
-    return pd.read_csv(out / "results.csv").set_index(["impl", "n"])
+    config.write_text(f"case_timeout_s = {timeout}\n")
+    table = quick_run(tmp_path / "run", ",".join(impl_names), n, "--config", str(config))
+    return table.set_index(["impl", "n"])
 
 
 def test_crashes_hangs_and_exceptions_are_recorded_and_the_sweep_goes_on(planted, tmp_path):
@@ -71,25 +62,8 @@ def test_crashes_hangs_and_exceptions_are_recorded_and_the_sweep_goes_on(planted
 
 def test_a_crash_skips_only_larger_cases_and_resume_remembers_it(planted, tmp_path):
     out = tmp_path / "run"
-    argv = [
-        "run",
-        "--impl",
-        "fault_segfault",
-        "--n",
-        "8,16,32",
-        "--d",
-        "4,8",
-        "--dtype",
-        "float32,float64",
-        "--target",
-        "0.01",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
-    assert main(argv) == 0
-    table = pd.read_csv(out / "results.csv").set_index(["dtype", "d", "n"])
+    table = quick_run(out, "fault_segfault", "8,16,32", "--dtype", "float32,float64", d="4,8")
+    table = table.set_index(["dtype", "d", "n"])
     for dtype in ("float32", "float64"):
         assert table.loc[(dtype, 4, 8), "status"] == "ok"
         assert table.loc[(dtype, 4, 16), "status"] == "failed"  # each dtype crashes on its own
@@ -107,55 +81,14 @@ def test_a_crash_skips_only_larger_cases_and_resume_remembers_it(planted, tmp_pa
 
 def test_a_disagreeing_case_over_budget_stays_disagreeing(planted, tmp_path):
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "run",
-                "--impl",
-                "fault_garbage",
-                "--n",
-                "64",
-                "--d",
-                "4",
-                "--budget",
-                "1e-9",
-                "--target",
-                "0.01",
-                "--threads",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    row = pd.read_csv(out / "results.csv").iloc[0]
+    row = quick_run(out, "fault_garbage", "64", "--budget", "1e-9").iloc[0]
     assert row.status == "disagrees"
     assert "max_rel_err" in row.note and "not timed: one call took" in row.note
 
 
 def test_a_module_removed_before_resume_is_skipped_with_its_reason(planted, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "run",
-                "--impl",
-                "numpy,fault_slow",
-                "--n",
-                "8",
-                "--d",
-                "4",
-                "--target",
-                "0.01",
-                "--threads",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    quick_run(out, "numpy,fault_slow", "8")
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text(lines[0] + "\n")  # only numpy's row survives
     monkeypatch.setenv(impls.PATH_ENV, "")
@@ -262,24 +195,7 @@ def test_sigterm_stops_cleanly_with_the_table_written(tmp_path):
 
 def test_resume_refuses_different_settings(tmp_path, capsys):
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "run",
-                "--impl",
-                "numpy",
-                "--n",
-                "8",
-                "--d",
-                "4",
-                "--target",
-                "0.01",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    quick_run(out, "numpy", "8")
     assert main(["run", "--resume", str(out), "--d", "8"]) == 2
     err = capsys.readouterr().err
     assert "settings differ" in err and "d (run: (4,), given: (8,))" in err
@@ -342,24 +258,7 @@ def test_pyproject_table_gives_the_defaults(tmp_path, monkeypatch, capsys):
 
 def make_run(tmp_path) -> Path:
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "run",
-                "--impl",
-                "numpy",
-                "--n",
-                "8,16",
-                "--d",
-                "4",
-                "--target",
-                "0.01",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    quick_run(out, "numpy", "8,16")
     return out
 
 
@@ -464,27 +363,7 @@ def test_gpu_hooks_give_event_times_transfers_and_device_memory(planted, tmp_pat
     """The CUDA path of the sweep, run by a CPU stand-in that exposes the same hooks."""
     monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)  # a simulator is never timed
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "run",
-                "--impl",
-                "planted_device",
-                "--n",
-                "16",
-                "--d",
-                "4",
-                "--target",
-                "0.01",
-                "--threads",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    row = pd.read_csv(out / "results.csv").iloc[0]
+    row = quick_run(out, "planted_device", "16").iloc[0]
     assert row.status == "ok" and row.timer == "cuda events"
     assert row.median_s == pytest.approx(1e-3) and row.iqr_s == 0
     assert row.transfer_s == pytest.approx(5e-4)  # host-to-device plus device-to-host
@@ -494,25 +373,5 @@ def test_gpu_hooks_give_event_times_transfers_and_device_memory(planted, tmp_pat
 def test_a_simulated_gpu_is_never_timed(planted, tmp_path, monkeypatch):
     monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "run",
-                "--impl",
-                "planted_device",
-                "--n",
-                "16",
-                "--d",
-                "4",
-                "--target",
-                "0.01",
-                "--threads",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    row = pd.read_csv(out / "results.csv").iloc[0]
+    row = quick_run(out, "planted_device", "16").iloc[0]
     assert row.status == "skipped" and "CUDA simulator" in row.note
