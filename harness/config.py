@@ -6,11 +6,11 @@ Every key is checked; an unknown key or a bad value is refused with a message th
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.machine import usable_cores
 from harness.options import (
     UsageError,
     parse_dtype_list,
@@ -28,13 +28,6 @@ else:  # pragma: no cover - Python 3.10
 MIN_SAMPLES = 5  # fewer and the median and IQR say little
 DEFAULT_N = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 QUICK = {"n": (64, 128, 256, 512, 1024), "d": (64,), "target_s": 0.2, "sweep_budget_s": 100.0}
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

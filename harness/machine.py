@@ -14,6 +14,13 @@ from pathlib import Path
 VERSIONED = ("numpy", "numba", "numba-cuda", "llvmlite", "pandas", "matplotlib", "torch", "scipy")
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def package_versions() -> dict[str, str | None]:
     versions = {"python": platform.python_version()}
     for name in VERSIONED:
@@ -91,7 +98,7 @@ def describe_machine() -> dict:
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "usable_cores": usable_cores(),
         "memory_bytes": psutil.virtual_memory().total,
         "os": platform.platform(),
         "gpus": gpu_info(),

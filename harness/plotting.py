@@ -306,7 +306,7 @@ def _missing_handle(label: str, style: dict):
     )
 
 
-def _ok(rows: pd.DataFrame, column: str = "median_s") -> pd.DataFrame:
+def valid_rows(rows: pd.DataFrame, column: str = "median_s") -> pd.DataFrame:
     """The valid measurements of a series, by n; a disagreeing row is never one of them."""
     ok = rows[(rows["status"] == "ok") & rows[column].notna()]
     return ok.sort_values(["n", "d"])
@@ -330,7 +330,7 @@ def time_vs_n_figure(runs: Runs, dtype: str):
     for d, ax, frame in panels:
         missing = []
         for _, _, style, label, rows in _series(runs, frame):
-            ok = _ok(rows)
+            ok = valid_rows(rows)
             if ok.empty:
                 missing.append(_missing_handle(label, style))
                 continue
@@ -358,7 +358,7 @@ def throughput_figure(runs: Runs, dtype: str):
     for d, ax, frame in panels:
         missing = []
         for _, _, style, label, rows in _series(runs, frame):
-            ok = _ok(rows)
+            ok = valid_rows(rows)
             if ok.empty:
                 missing.append(_missing_handle(label, style))
                 continue
@@ -394,16 +394,16 @@ def speedup_figure(runs: Runs, dtype: str, baseline: str):
     for d, ax, frame in panels:
         missing = []
         for _, machine, style, label, rows in _series(runs, frame):
-            base = _ok(frame[(frame["impl"] == baseline) & (frame["machine"] == machine)])
-            merged = _ok(rows).merge(base[["n", "median_s"]], on="n", suffixes=("", "_base"))
+            base = valid_rows(frame[(frame["impl"] == baseline) & (frame["machine"] == machine)])
+            merged = valid_rows(rows).merge(base[["n", "median_s"]], on="n", suffixes=("", "_base"))
             if merged.empty:
                 missing.append(_missing_handle(label, style))
                 continue
             speedup = merged["median_s_base"] / merged["median_s"]
             ax.plot(merged["n"], speedup, label=label, **style)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        base_ok = set(_ok(frame[frame["impl"] == baseline])["n"])
-        lacking = sorted(set(_ok(frame)["n"]) - base_ok)
+        base_ok = set(valid_rows(frame[frame["impl"] == baseline])["n"])
+        lacking = sorted(set(valid_rows(frame)["n"]) - base_ok)
         if lacking:
             ax.text(
                 0.02,
@@ -453,7 +453,7 @@ def time_vs_d_figure(runs: Runs, dtype: str, n: int | None = None):
     ax = axes[0]
     missing = []
     for _, _, style, label, rows in _series(runs, frame):
-        ok = _ok(rows).sort_values("d")
+        ok = valid_rows(rows).sort_values("d")
         if ok.empty:
             missing.append(_missing_handle(label, style))
             continue
@@ -482,7 +482,7 @@ def memory_figure(runs: Runs, dtype: str):
     for d, ax, frame in panels:
         missing, zero = [], []
         for _, _, style, label, rows in _series(runs, frame):
-            ok = _ok(rows, "peak_mem_bytes")
+            ok = valid_rows(rows, "peak_mem_bytes")
             zero.append((style, ok.loc[ok["peak_mem_bytes"] <= 0, "n"]))
             ok = ok[ok["peak_mem_bytes"] > 0]
             if ok.empty:

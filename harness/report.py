@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness import plotting
-from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds
+from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds, valid_rows
 
 PANEL = ["machine", "dtype", "d", "batch", "heads", "causal"]  # cases that differ only in n, impl
 FIGURE_CAPTIONS = {
@@ -33,15 +33,11 @@ FIGURE_CAPTIONS = {
 }
 
 
-def _ok(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[(frame["status"] == "ok") & frame["median_s"].notna()]
-
-
 def fastest_by_n(frame: pd.DataFrame) -> pd.DataFrame:
     """For each panel and n: the fastest valid implementation, its time, and its lead over the
     runner-up (runner-up time / fastest time)."""
     rows = []
-    for key, group in _ok(frame).groupby([*PANEL, "n"], sort=True):
+    for key, group in valid_rows(frame).groupby([*PANEL, "n"], sort=True):
         ranked = group.sort_values("median_s")
         first = ranked.iloc[0]
         second = ranked.iloc[1] if len(ranked) > 1 else None
@@ -65,7 +61,7 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
     the crossover a reader means; earlier flips are often noise at small n.
     """
     rows = []
-    for key, group in _ok(frame).groupby(PANEL, sort=True):
+    for key, group in valid_rows(frame).groupby(PANEL, sort=True):
         times = group.pivot_table(index="n", columns="impl", values="median_s", aggfunc="last")
         for a, b in itertools.combinations(sorted(times.columns), 2):
             both = times[[a, b]].dropna()
@@ -94,7 +90,7 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
 def exponents(frame: pd.DataFrame) -> pd.DataFrame:
     """Fitted exponents of time and of peak memory in n, over the largest measured sizes."""
     rows = []
-    for key, group in _ok(frame).groupby([*PANEL, "impl"], sort=True):
+    for key, group in valid_rows(frame).groupby([*PANEL, "impl"], sort=True):
         group = group.sort_values("n")
         fitted = group.iloc[-FIT_POINTS:]
         memory = group[group["peak_mem_bytes"] > 0]
@@ -112,7 +108,7 @@ def exponents(frame: pd.DataFrame) -> pd.DataFrame:
 
 def best_peak_fraction(frame: pd.DataFrame) -> pd.DataFrame:
     """Per machine, implementation and dtype: the case closest to the matrix-product peak."""
-    ok = _ok(frame).dropna(subset=["peak_fraction"])
+    ok = valid_rows(frame).dropna(subset=["peak_fraction"])
     best = ok.loc[ok.groupby(["machine", "impl", "dtype"])["peak_fraction"].idxmax()]
     best = best.sort_values("peak_fraction", ascending=False)
     return best[["machine", "impl", "dtype", "n", "d", "gflops", "peak_fraction"]].reset_index(

@@ -15,7 +15,7 @@ import pytest
 import impls
 from harness import checking
 from harness.cases import Case, case_inputs
-from harness.config import usable_cores
+from harness.machine import usable_cores
 from harness.measure import set_threads
 from harness.timing import SamplingPlan, inner_repeats
 
