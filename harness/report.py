@@ -240,8 +240,10 @@ def machine_table(meta: dict) -> pd.DataFrame:
         for pool in meta.get("blas", [])
     )
     versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v)
+    end = meta.get("gemm_peak_end_gflops", {})
     peaks = ", ".join(
         f"{dtype} {gflops:.3g} GFLOP/s"
+        + (f" at the start, {end[dtype]:.3g} at the end" if dtype in end else "")
         for dtype, gflops in meta.get("gemm_peak_gflops", {}).items()
     )
     git = meta.get("git", {})

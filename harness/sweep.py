@@ -1,8 +1,11 @@
 """The sweep: every case of the grid, each in its implementation's worker, results kept at once.
 
-Order: implementation, then dtype, d, n ascending, so each case's time can be predicted from the
-same implementation's smaller cases before it runs; a case predicted over budget is skipped with
-its prediction instead of burning minutes.
+Order: dtype, d, n ascending, and the implementations of one shape one after another, each in
+its own worker kept for the whole sweep. So implementations are compared on the same minute of
+the machine (a shared machine's speed drifts by 10-20% between minutes, which made ratios taken
+from implementation-major sweeps drift as much), and each case's time can still be predicted from
+the same implementation's smaller cases measured before it: a case predicted over budget is
+skipped with its prediction instead of burning minutes.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
 def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
     return [
         Case(impl, n, d, dtype, config.batch, config.heads, config.causal)
-        for impl, dtype, d, n in itertools.product(
-            names, config.dtype, sorted(config.d), sorted(config.n)
+        for dtype, d, n, impl in itertools.product(
+            config.dtype, sorted(config.d), sorted(config.n), names
         )
     ]
 
@@ -188,6 +191,15 @@ def summary(row: dict) -> str:
     return f"{row['status']}: {row.get('note', '')}"
 
 
+def measure_gemm(config: SweepConfig) -> dict[str, float]:
+    """GFLOP/s of a matrix product per dtype, in a worker with the sweep's threads."""
+    helper = Worker(config.threads)
+    try:
+        return {dtype: helper.gemm_gflops(dtype) for dtype in config.dtype}
+    finally:
+        helper.close()
+
+
 def run_sweep(
     config: SweepConfig,
     run: RunDir,
@@ -210,35 +222,26 @@ def run_sweep(
     gemm = meta.setdefault("gemm_peak_gflops", {})
     written: list[dict] = []
     progress = progress_factory(len(cases))
-    worker: Worker | None = None
-    worker_impl: str | None = None
+    workers: dict[str, Worker] = {}  # one per implementation, started at its first case
     try:
         if cases and any(dtype not in gemm for dtype in config.dtype):
-            helper = Worker(config.threads)
-            try:
-                for dtype in config.dtype:
-                    gemm.setdefault(dtype, helper.gemm_gflops(dtype))
-            finally:
-                helper.close()
+            meta["gemm_peak_gflops"] = gemm = {**measure_gemm(config), **gemm}
             run.write_meta(meta)
         for case in cases:
             progress.start(case)
-            if worker is not None and worker_impl != case.impl:
-                worker.close()
-                worker = None
             remaining = config.sweep_budget_s - (time.monotonic() - started)
             reason, predicted = skip_reason(case, config, state, remaining)
             if reason is not None:
                 row = {"status": "skipped", "note": reason}
             else:
                 try:
-                    if worker is None:
-                        worker, worker_impl = Worker(config.threads), case.impl
-                    row = worker.measure(
+                    if case.impl not in workers:
+                        workers[case.impl] = Worker(config.threads)
+                    row = workers[case.impl].measure(
                         case, plan, config.budget_s, config.seed, config.case_timeout_s
                     )
                 except WorkerLost as lost:
-                    worker = None
+                    workers.pop(case.impl, None)
                     row = {"status": "failed", "note": str(lost), "worker_lost": True}
                 if "threading" in row:
                     meta.setdefault("threading", {})[case.impl] = row.pop("threading")
@@ -253,13 +256,16 @@ def run_sweep(
             state.record(case, row)
             written.append(row)
             progress.finish(case, row)
-    except BaseException:  # interrupted: the worker may be mid-case, do not wait for it
-        if worker is not None:
+        if cases:  # the peak again: how far the machine's speed drifted during the sweep
+            meta["gemm_peak_end_gflops"] = measure_gemm(config)
+            run.write_meta(meta)
+    except BaseException:  # interrupted: a worker may be mid-case, do not wait for it
+        for worker in workers.values():
             worker.kill()
-            worker = None
+        workers.clear()
         raise
     finally:
-        if worker is not None:
+        for worker in workers.values():
             worker.close()
         progress.close()
     return written

@@ -72,8 +72,20 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
     ):
         assert key in meta, key
     assert meta["threads"] == 1 and meta["gemm_peak_gflops"]["float32"] > 0
+    assert meta["gemm_peak_end_gflops"]["float32"] > 0  # measured again: the machine's drift
     assert meta["threading"]["numpy"]["numba_threads"] == 1
     assert "run directory" in capsys.readouterr().out
+
+
+def test_implementations_of_one_shape_are_measured_one_after_another(tmp_path):
+    """Case-major order: the ratio of two implementations is taken on the same minute of the
+    machine, not minutes apart, and smaller n still come first for the prediction."""
+    out = tmp_path / "run"
+    assert run_cli("--impl", "numpy,naive", *TINY, "--out", str(out)) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    order = [(row["d"], row["n"], row["impl"]) for row in rows]
+    impl_names = ("numpy", "naive")
+    assert order == [(d, n, impl) for d in (4, 8) for n in (8, 16, 32) for impl in impl_names]
 
 
 def test_naive_loops_are_skipped_past_the_budget_with_the_prediction(tmp_path):
