@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="seconds one call may take; slower cases are skipped (2)")
     p.add_argument("--sweep-budget", dest="sweep_budget", help="seconds for the whole sweep (900)")
     p.add_argument("--target", help="measuring seconds per case after warm-up (1.0)")
+    p.add_argument(
+        "--rounds", help="rounds the target time is split into, implementations interleaved (3)"
+    )
     p.add_argument("--seed", help="seed of the random inputs (default 0)")
     p.add_argument("--out", help="run directory (default results/<timestamp>-<machine>)")
     p.add_argument("--resume", metavar="DIR", help="measure only the cases missing from DIR")

@@ -45,6 +45,7 @@ class SweepConfig:
     budget_s: float = 2.0  # the longest one sample (one call) may take; slower cases are skipped
     sweep_budget_s: float = 900.0  # the whole sweep; cases that would not fit are skipped
     target_s: float = 1.0  # measuring time per case, after warm-up
+    rounds: int = 3  # the samples of a shape's implementations are taken in interleaved rounds
     min_samples: int = 5
     max_samples: int = 100
     min_sample_s: float = 0.02
@@ -100,6 +101,7 @@ RUN_FLAGS = (
     "budget",
     "sweep_budget",
     "target",
+    "rounds",
     "seed",
 )
 FLAGS = {ALIASES.get(flag, flag) for flag in RUN_FLAGS}
@@ -114,7 +116,7 @@ def coerce(key: str, value):
         return tuple(parse_int_list(option, _as_text_list(option, value)))
     if key == "dtype":
         return tuple(parse_dtype_list(_as_text_list(option, value)))
-    if key in ("batch", "heads", "min_samples", "max_samples"):
+    if key in ("batch", "heads", "rounds", "min_samples", "max_samples"):
         if isinstance(value, (bool, float)):
             raise UsageError(f"{option}: expected a positive integer, got {value!r}")
         number = parse_positive_int(option, value)

@@ -7,6 +7,7 @@ import ctypes
 import sys
 import time
 import traceback
+from collections.abc import Generator
 
 import numpy as np
 
@@ -106,8 +107,15 @@ def check_output(call: impls.PreparedCall, args: impls.AttentionArgs) -> dict:
     return result
 
 
-def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> dict:
-    """Everything measured about one case; failures are returned as data, never raised.
+def measure_case(
+    case: Case, plan: SamplingPlan, budget_s: float, seed: int, rounds: int = 1
+) -> Generator[None, None, dict]:
+    """Everything measured about one case (the generator's return value); failures are returned
+    as data, never raised.
+
+    The samples are taken in `rounds` rounds, each with its own warm-up call; the generator
+    pauses (yields) between rounds so that the sweep can measure the other implementations of
+    the same shape in between, and the samples of all rounds are pooled.
 
     compile_s is what the first call cost beyond a warm one: (first prepare - a second, warm
     prepare) + (first run - median run). Implementations may compile inside prepare or inside
@@ -143,7 +151,11 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
             else:  # a disagreement stays the finding
                 row["note"] += f"; not timed: {over}"
             return row
-        samples, inner = take_samples(sample, plan, warm_call_s)
+        samples, inner = take_samples(sample, plan.per_round(rounds), warm_call_s)
+        for _ in range(rounds - 1):
+            yield
+            sample(1)  # warm-up: the other implementations ran in between
+            samples += take_samples(sample, plan.per_round(rounds), warm_call_s)[0]
         stats = summarize(samples)
         row.update(
             median_s=stats.median_s,
@@ -154,6 +166,7 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
             samples=stats.samples,
             unstable=stats.unstable,
             inner_repeats=inner,
+            rounds=rounds,
             samples_s=samples,
             compile_s=max(0.0, first_prepare_s - warm_prepare_s)
             + max(0.0, first_run_s - stats.median_s),

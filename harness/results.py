@@ -25,6 +25,7 @@ COLUMNS = [
     "max_s",
     "samples",
     "inner_repeats",
+    "rounds",  # the samples came in this many rounds, interleaved with the other implementations
     "unstable",
     "timer",
     "first_call_s",
@@ -50,6 +51,7 @@ INTEGER_COLUMNS = [
     "heads",
     "samples",
     "inner_repeats",
+    "rounds",
     "peak_mem_bytes",
     "score_matrix_bytes",
 ]

@@ -1,11 +1,12 @@
 """The sweep: every case of the grid, each in its implementation's worker, results kept at once.
 
-Order: dtype, d, n ascending, and the implementations of one shape one after another, each in
-its own worker kept for the whole sweep. So implementations are compared on the same minute of
-the machine (a shared machine's speed drifts by 10-20% between minutes, which made ratios taken
-from implementation-major sweeps drift as much), and each case's time can still be predicted from
-the same implementation's smaller cases measured before it: a case predicted over budget is
-skipped with its prediction instead of burning minutes.
+Order: dtype, d, n ascending, and the implementations of one shape side by side, each in its own
+worker kept for the whole sweep, their samples taken in `rounds` interleaved rounds (A B C A B C
+...). So implementations are compared on the same seconds of the machine: a shared machine's
+speed drifts by 10-20% between minutes and within them, and ratios taken from cases measured
+one after another drifted as much. Each case's time can still be predicted from the same
+implementation's smaller cases measured before it: a case predicted over budget is skipped with
+its prediction instead of burning minutes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from harness.cases import Case
 from harness.config import SweepConfig
 from harness.results import CASE_COLUMNS, RunDir
 from harness.timing import SamplingPlan
-from harness.worker import Worker, WorkerLost
+from harness.worker import ROUND_DONE, Worker, WorkerLost
 
 DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
 
@@ -36,6 +37,11 @@ def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
             config.dtype, sorted(config.d), sorted(config.n), names
         )
     ]
+
+
+def shape_key(case: Case) -> tuple:
+    """Cases that differ only in the implementation: measured side by side."""
+    return (case.dtype, case.d, case.n, case.batch, case.heads, case.causal)
 
 
 def series_key(case: Case) -> tuple:
@@ -223,39 +229,64 @@ def run_sweep(
     written: list[dict] = []
     progress = progress_factory(len(cases))
     workers: dict[str, Worker] = {}  # one per implementation, started at its first case
+
+    def ask(case: Case, first_round: bool) -> dict:
+        """A round of `case` in its worker: ROUND_DONE or the row; a lost worker fails it."""
+        try:
+            if case.impl not in workers:
+                workers[case.impl] = Worker(config.threads)
+            worker = workers[case.impl]
+            if first_round:
+                reply = worker.measure(
+                    case, plan, config.budget_s, config.seed, config.case_timeout_s, config.rounds
+                )
+            else:
+                reply = worker.next_round(config.case_timeout_s)
+        except WorkerLost as lost:
+            workers.pop(case.impl, None)
+            return {"status": "failed", "note": str(lost), "worker_lost": True}
+        if "threading" in reply:
+            meta.setdefault("threading", {})[case.impl] = reply.pop("threading")
+        return reply
+
+    def record(case: Case, reply: dict, predicted: float | None) -> None:
+        row = {
+            **case.to_dict(),
+            **reply,
+            **derived(case, reply, gemm),
+            "predicted_s": predicted,
+            "measured_at": datetime.now(timezone.utc).isoformat(),
+        }
+        run.append(row)
+        state.record(case, row)
+        written.append(row)
+        progress.finish(case, row)
+
     try:
         if cases and any(dtype not in gemm for dtype in config.dtype):
             meta["gemm_peak_gflops"] = gemm = {**measure_gemm(config), **gemm}
             run.write_meta(meta)
-        for case in cases:
-            progress.start(case)
-            remaining = config.sweep_budget_s - (time.monotonic() - started)
-            reason, predicted = skip_reason(case, config, state, remaining)
-            if reason is not None:
-                row = {"status": "skipped", "note": reason}
-            else:
-                try:
-                    if case.impl not in workers:
-                        workers[case.impl] = Worker(config.threads)
-                    row = workers[case.impl].measure(
-                        case, plan, config.budget_s, config.seed, config.case_timeout_s
-                    )
-                except WorkerLost as lost:
-                    workers.pop(case.impl, None)
-                    row = {"status": "failed", "note": str(lost), "worker_lost": True}
-                if "threading" in row:
-                    meta.setdefault("threading", {})[case.impl] = row.pop("threading")
-            row = {
-                **case.to_dict(),
-                **row,
-                **derived(case, row, gemm),
-                "predicted_s": predicted,
-                "measured_at": datetime.now(timezone.utc).isoformat(),
-            }
-            run.append(row)
-            state.record(case, row)
-            written.append(row)
-            progress.finish(case, row)
+        for _, shape in itertools.groupby(cases, key=shape_key):
+            pending: dict[Case, float | None] = {}  # measured in rounds, with their predictions
+            for case in shape:
+                progress.start(case)
+                remaining = config.sweep_budget_s - (time.monotonic() - started)
+                reason, predicted = skip_reason(case, config, state, remaining)
+                if reason is not None:
+                    reply = {"status": "skipped", "note": reason}
+                else:
+                    reply = ask(case, first_round=True)
+                if reply == ROUND_DONE:
+                    pending[case] = predicted
+                else:
+                    record(case, reply, predicted)
+            for _ in range(config.rounds - 1):  # the other rounds, implementation by implementation
+                for case, predicted in list(pending.items()):
+                    progress.start(case)
+                    reply = ask(case, first_round=False)
+                    if reply != ROUND_DONE:
+                        del pending[case]
+                        record(case, reply, predicted)
         if cases:  # the peak again: how far the machine's speed drifted during the sweep
             meta["gemm_peak_end_gflops"] = measure_gemm(config)
             run.write_meta(meta)

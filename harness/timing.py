@@ -56,6 +56,15 @@ class SamplingPlan:
     min_samples: int = 5
     max_samples: int = 100
 
+    def per_round(self, rounds: int) -> SamplingPlan:
+        """One of `rounds` equal shares: together they take at least min_samples in target_s."""
+        return SamplingPlan(
+            self.min_sample_s,
+            self.target_s / rounds,
+            math.ceil(self.min_samples / rounds),
+            max(1, self.max_samples // rounds),
+        )
+
 
 def inner_repeats(call_s: float, min_sample_s: float) -> int:
     """Calls per sample so that a sample lasts at least min_sample_s."""

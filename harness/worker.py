@@ -23,14 +23,21 @@ class WorkerLost(Exception):
     """The worker died or stopped answering; the message is the reason for the case's row."""
 
 
+ROUND_DONE = {"round_done": True}  # the answer to a round of samples that was not the last
+
+
 def serve(conn, threads: int) -> None:
-    """The worker's loop: set threads, then measure each case sent until told to stop."""
+    """The worker's loop: set threads, then measure each case sent until told to stop.
+
+    A case measured in rounds stays prepared between them; `next_round` continues it.
+    """
     from harness.measure import gemm_gflops, measure_case, set_threads, threading_report
 
     # Ctrl-C reaches the whole process group: the main process decides, workers just end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(threads)
     conn.send({"pid": os.getpid()})
+    measuring = None  # the paused measurement of the current case
     while True:
         try:
             message = conn.recv()
@@ -41,14 +48,23 @@ def serve(conn, threads: int) -> None:
         if "gemm_dtype" in message:
             conn.send({"gflops": gemm_gflops(message["gemm_dtype"])})
             continue
-        row = measure_case(
-            Case(**message["case"]),
-            SamplingPlan(**message["plan"]),
-            message["budget_s"],
-            message["seed"],
-        )
-        row["threading"] = threading_report()
-        conn.send(row)
+        if "case" in message:
+            measuring = measure_case(
+                Case(**message["case"]),
+                SamplingPlan(**message["plan"]),
+                message["budget_s"],
+                message["seed"],
+                message["rounds"],
+            )
+        try:
+            next(measuring)
+        except StopIteration as finished:
+            measuring = None
+            row = finished.value
+            row["threading"] = threading_report()
+            conn.send(row)
+        else:
+            conn.send(ROUND_DONE)
 
 
 def thread_environment(threads: int) -> dict[str, str]:
@@ -113,9 +129,23 @@ class Worker:
             self.process.join(5)
             raise WorkerLost(self._death()) from None
 
-    def measure(self, case: Case, plan: SamplingPlan, budget_s: float, seed: int, timeout_s: float):
+    def measure(
+        self,
+        case: Case,
+        plan: SamplingPlan,
+        budget_s: float,
+        seed: int,
+        timeout_s: float,
+        rounds: int = 1,
+    ) -> dict:
+        """The case's row, or ROUND_DONE when `rounds` > 1: then call next_round."""
         message = {"case": case.to_dict(), "plan": asdict(plan), "budget_s": budget_s}
-        self._send({**message, "seed": seed})
+        self._send({**message, "seed": seed, "rounds": rounds})
+        return self._receive(timeout_s)
+
+    def next_round(self, timeout_s: float) -> dict:
+        """The next round of samples of the case being measured: ROUND_DONE, or the row."""
+        self._send({"next_round": True})
         return self._receive(timeout_s)
 
     def gemm_gflops(self, dtype: str) -> float:

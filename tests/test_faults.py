@@ -219,6 +219,7 @@ def test_resume_refuses_different_settings(tmp_path, capsys):
         (["--threads", "0"], "--threads: expected a positive integer, got '0'"),
         (["--resume", "/nonexistent/run"], "--resume: /nonexistent/run: not a run directory"),
         (["--seed", "-1"], "--seed: expected a non-negative integer, got '-1'"),
+        (["--rounds", "0"], "--rounds: expected a positive integer, got '0'"),
         (["--config", "/"], "--config: cannot read /"),
     ],
 )

@@ -2,15 +2,19 @@
 
 import json
 import math
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from harness import sweep
 from harness.cases import Case
 from harness.cli import main
-from harness.results import COLUMNS
-from harness.sweep import predict_seconds
+from harness.config import SweepConfig
+from harness.results import COLUMNS, RunDir
+from harness.sweep import Progress, predict_seconds
+from harness.worker import ROUND_DONE, WorkerLost
 
 TINY = ["--n", "8,16,32", "--d", "4,8", "--target", "0.02", "--threads", "1"]
 
@@ -53,7 +57,8 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
     assert (table.gflops == table.flops / table.median_s / 1e9).all()
     assert table.max_rel_err.max() < 1e-5
     raw = json.loads(lines[0])
-    assert len(raw["samples_s"]) == raw["samples"]
+    assert len(raw["samples_s"]) == raw["samples"] >= 5  # pooled from the rounds
+    assert raw["rounds"] == 3
     assert raw["median_s"] == pytest.approx(float(np.median(raw["samples_s"])), rel=1e-12)
     meta = json.loads((out / "meta.json").read_text())
     for key in (
@@ -185,3 +190,61 @@ def test_settings_come_from_a_toml_file_and_flags_win(tmp_path):
     assert list(table.n) == [8] and set(table.dtype) == {"float64"}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["settings"]["n"] == [8] and math.isclose(meta["settings"]["target_s"], 0.01)
+
+
+class ScriptedWorker:
+    """Stands in for a worker process: logs each request; `lose_at` names a (impl, round) whose
+    worker is lost there."""
+
+    log: ClassVar[list[tuple[str, int, int]]] = []  # (impl, n, round)
+    lose_at: ClassVar[tuple[str, int] | None] = None
+
+    def __init__(self, threads):
+        self.case, self.round = None, 0
+
+    def measure(self, case, plan, budget_s, seed, timeout_s, rounds):
+        self.case, self.round, self.rounds = case, 0, rounds
+        return self.next_round(timeout_s)
+
+    def next_round(self, timeout_s):
+        self.round += 1
+        self.log.append((self.case.impl, self.case.n, self.round))
+        if (self.case.impl, self.round) == self.lose_at:
+            raise WorkerLost("worker crashed: killed by SIGSEGV")
+        if self.round < self.rounds:
+            return ROUND_DONE
+        return {"status": "ok", "median_s": 1e-3, "samples": 2 * self.rounds}
+
+    def close(self):
+        pass
+
+
+def scripted_sweep(tmp_path, monkeypatch, lose_at=None):
+    monkeypatch.setattr(sweep, "Worker", ScriptedWorker)
+    monkeypatch.setattr(sweep, "measure_gemm", lambda config: {"float32": 100.0})
+    monkeypatch.setattr(ScriptedWorker, "log", [])
+    monkeypatch.setattr(ScriptedWorker, "lose_at", lose_at)
+    run = RunDir(tmp_path)
+    config = SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
+    rows = sweep.run_sweep(config, run, ["numpy", "naive"], {}, lambda total: Progress(total))
+    return rows, ScriptedWorker.log
+
+
+def test_rounds_interleave_the_implementations_of_one_shape(tmp_path, monkeypatch):
+    rows, log = scripted_sweep(tmp_path, monkeypatch)
+    assert log == [
+        (impl, n, r) for n in (64, 128) for r in (1, 2, 3) for impl in ("numpy", "naive")
+    ]
+    assert [(row["impl"], row["n"], row["status"]) for row in rows] == [
+        ("numpy", 64, "ok"), ("naive", 64, "ok"), ("numpy", 128, "ok"), ("naive", 128, "ok")
+    ]  # fmt: skip
+
+
+def test_a_worker_lost_in_a_later_round_fails_only_its_case(tmp_path, monkeypatch):
+    rows, log = scripted_sweep(tmp_path, monkeypatch, lose_at=("naive", 2))
+    statuses = {(row["impl"], row["n"]): (row["status"], row.get("note")) for row in rows}
+    assert statuses[("numpy", 64)] == ("ok", None)
+    assert statuses[("naive", 64)] == ("failed", "worker crashed: killed by SIGSEGV")
+    assert ("numpy", 64, 3) in log and ("naive", 64, 3) not in log
+    # after a crash, the larger cases of that implementation are skipped, the others measured
+    assert statuses[("naive", 128)][0] == "skipped" and statuses[("numpy", 128)][0] == "ok"

@@ -79,3 +79,12 @@ def test_tiny_calls_are_repeated_inside_a_sample_and_divided_back():
     samples, inner = take_samples(sample, plan, warm_call_s=1e-5)
     assert inner == 1000 and calls == [1000] * 3
     assert samples == pytest.approx([1e-5] * 3)
+
+
+def test_rounds_share_the_plan_and_together_keep_its_minimum():
+    plan = SamplingPlan(min_sample_s=0.02, target_s=1.0, min_samples=5, max_samples=100)
+    share = plan.per_round(3)
+    assert share.target_s == pytest.approx(1.0 / 3)
+    assert 3 * share.min_samples >= 5 and 3 * share.max_samples <= 100
+    assert share.min_sample_s == 0.02  # the same inner repeats in every round
+    assert plan.per_round(1) == plan
