@@ -71,6 +71,21 @@ def peak_extra_bytes(run) -> int | None:
     return max(0, peak - before)
 
 
+def settle(limit_s: float = 0.5, step_s: float = 0.01) -> float:
+    """Wait until this process's threads stop using the CPU; returns the seconds waited.
+
+    OpenBLAS's pool spins for about 0.1 s after each call (so do OpenMP pools, for less), which
+    measured 1.5-2x slow samples at the start of the next timing, in this worker or the next.
+    """
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        busy = time.process_time()  # CPU time of all the process's threads
+        time.sleep(step_s)
+        if time.process_time() - busy < 0.1 * step_s:
+            break
+    return time.perf_counter() - start
+
+
 def whole_call(impl: impls.Implementation, args: impls.AttentionArgs) -> None:
     """prepare, run and fetch: workspace allocated in prepare counts as the call's memory."""
     call = impl.prepare_checked(args)
@@ -151,6 +166,7 @@ def measure_case(
             else:  # a disagreement stays the finding
                 row["note"] += f"; not timed: {over}"
             return row
+        settle()  # the reference check's BLAS threads, before the samples
         samples, inner = take_samples(sample, plan.per_round(rounds), warm_call_s)
         for _ in range(rounds - 1):
             yield

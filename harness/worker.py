@@ -31,7 +31,7 @@ def serve(conn, threads: int) -> None:
 
     A case measured in rounds stays prepared between them; `next_round` continues it.
     """
-    from harness.measure import gemm_gflops, measure_case, set_threads, threading_report
+    from harness.measure import gemm_gflops, measure_case, set_threads, settle, threading_report
 
     # Ctrl-C reaches the whole process group: the main process decides, workers just end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -58,7 +58,9 @@ def serve(conn, threads: int) -> None:
             )
         try:
             next(measuring)
+            settle()  # quiet before the next worker's samples start
         except StopIteration as finished:
+            settle()
             measuring = None
             row = finished.value
             row["threading"] = threading_report()

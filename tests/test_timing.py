@@ -1,7 +1,11 @@
 """Statistics and sampling, checked against numbers worked by hand."""
 
+import threading
+import time
+
 import pytest
 
+from harness.measure import settle
 from harness.timing import SamplingPlan, inner_repeats, summarize, take_samples
 
 
@@ -88,3 +92,19 @@ def test_rounds_share_the_plan_and_together_keep_its_minimum():
     assert 3 * share.min_samples >= 5 and 3 * share.max_samples <= 100
     assert share.min_sample_s == 0.02  # the same inner repeats in every round
     assert plan.per_round(1) == plan
+
+
+def test_settle_waits_while_a_thread_of_the_process_is_still_busy():
+    """A BLAS pool spinning after its last call would share the cores with the next samples."""
+    until = time.perf_counter() + 0.2
+
+    def spin():
+        while time.perf_counter() < until:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    waited = settle(limit_s=5.0)
+    spinner.join()
+    assert waited >= 0.15
+    assert settle(limit_s=5.0) < 1.0  # nothing busy: it returns at the first quiet step
