@@ -122,6 +122,27 @@ def test_explicit_scale_and_non_contiguous_inputs(dtype):
     assert_matches(q, q, q[..., :20], causal=True, scale=0.3)
 
 
+def test_query_blocks_are_large_for_long_sequences_and_keep_every_thread_busy():
+    rows = kernel.query_block_rows
+    assert rows("float32", 1, 8192, 2) == kernel.MAX_BLOCK_QUERIES
+    assert rows("float32", 1, 2048, 2) == 128  # 16 tasks for 2 threads
+    assert rows("float32", 1, 256, 2) == kernel.BLOCK_QUERIES["float32"]  # never smaller
+    assert rows("float64", 1, 256, 2) == kernel.BLOCK_QUERIES["float64"]
+    assert rows("float32", 32, 1024, 2) == kernel.MAX_BLOCK_QUERIES  # batch x heads count too
+    assert rows("float32", 1, 8192, 16) == 64
+    for n in (1, 100, 1000, 5000, 20000):
+        assert rows("float32", 1, n, 2) % kernel.ROWS == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_tails_around_the_largest_query_block(dtype, causal, monkeypatch):
+    monkeypatch.setattr(kernel, "TASKS_PER_THREAD", 0)  # the largest block whatever n is
+    rng = np.random.default_rng(8)
+    for n in (*around(kernel.MAX_BLOCK_QUERIES), 2 * kernel.MAX_BLOCK_QUERIES + 5):
+        assert_matches(*random_inputs(rng, (2,), n, n, 7, 9, dtype), causal)
+
+
 def test_query_block_larger_than_key_block(monkeypatch):
     """block_queries is a runtime argument: with it larger than the key block, some rows of a
     causal block see no key of a tile, the path that must keep their running state."""
