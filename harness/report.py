@@ -260,8 +260,9 @@ def machine_table(meta: dict) -> pd.DataFrame:
         "sizes": f"n {settings.get('n')}, d {settings.get('d')}, dtype {settings.get('dtype')}",
         "shape": f"batch {settings.get('batch')}, heads {settings.get('heads')}, "
         f"causal {settings.get('causal')}",
-        "timing": f"target {settings.get('target_s')} s per case, "
-        f"budget {settings.get('budget_s')} s per call, "
+        "timing": f"target {settings.get('target_s')} s per case"
+        + (f" in {settings['rounds']} interleaved rounds" if "rounds" in settings else "")
+        + f", budget {settings.get('budget_s')} s per call, "
         f"at least {settings.get('min_samples')} samples",
         "versions": versions,
         "git": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}",

@@ -112,6 +112,16 @@ def test_declares_its_interface(impl):
     assert impl.device in ("cpu", "cuda")
 
 
+def test_numpy_row_blocks_bound_the_memory_and_keep_every_thread_busy():
+    from impls.numpy_vectorized import MIN_ROWS, SCORE_BLOCK_BYTES, block_rows
+
+    assert block_rows(8192, 8192, 4, 2) * 8192 * 4 <= SCORE_BLOCK_BYTES  # memory bound
+    assert block_rows(1024, 1024, 4, 2) == 256  # 2 blocks for each of 2 threads
+    assert block_rows(1 << 20, 1 << 20, 8, 2) == MIN_ROWS  # never fewer rows than BLAS needs
+    assert block_rows(40, 40, 4, 2) == MIN_ROWS  # balance yields to BLAS's minimum
+    assert block_rows(10, 10, 4, 2) == 10  # a short sequence is one block
+
+
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_numpy_row_blocks_and_threads_cover_every_row(monkeypatch, causal):
     """Tiny blocks: many blocks per head, blocks off the diagonal, shared among threads."""
