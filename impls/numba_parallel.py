@@ -56,7 +56,8 @@ ROWS = 4  # rows per microkernel: fixed by the hand-written microkernels below
 STRIP = {"float32": 16, "float64": 8}  # columns per microkernel (two AVX2 registers): likewise
 BLOCK_KEYS = 64  # keys per key block (a multiple of both strips)
 # Query rows per parallel task (multiples of ROWS): the largest of MAX_BLOCK_QUERIES, its
-# halves, down to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks.
+# halves, down to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks
+# (BLOCK_QUERIES itself with the causal mask).
 BLOCK_QUERIES = {"float32": 64, "float64": 32}
 MAX_BLOCK_QUERIES = 256
 TASKS_PER_THREAD = 8
@@ -590,10 +591,13 @@ def pack_values(v: np.ndarray, strip: int) -> np.ndarray:
     return np.ascontiguousarray(strips.transpose(0, 1, 3, 2, 4))
 
 
-def query_block_rows(dtype: str, batch: int, n_q: int, threads: int) -> int:
+def query_block_rows(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -> int:
     """Rows per parallel task. Larger blocks read k and v fewer times: 256 rows instead of 64
     measured +9-10% at n = 8192 (float32, 2 threads), +2% at 4096; smaller blocks keep enough
-    tasks to balance the threads on short sequences."""
+    tasks to balance the threads on short sequences. With the causal mask a block computes its
+    diagonal band in full (about rows / n of the work, wasted), so it keeps the smallest."""
+    if causal:
+        return BLOCK_QUERIES[dtype]
     rows = MAX_BLOCK_QUERIES
     while rows > BLOCK_QUERIES[dtype] and batch * -(-n_q // rows) < TASKS_PER_THREAD * threads:
         rows //= 2
@@ -617,7 +621,9 @@ def prepare(args):
         "n_k": n_k,
         "d_v": d_v,
         "causal": bool(args.causal),
-        "block_queries": query_block_rows(dtype.name, batch, n_q, numba.get_num_threads()),
+        "block_queries": query_block_rows(
+            dtype.name, batch, n_q, numba.get_num_threads(), bool(args.causal)
+        ),
     }
     with _slp_vectorizer_on():
         run(state)  # compiles on first use of this dtype, or loads it from the cache

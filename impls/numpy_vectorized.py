@@ -27,6 +27,8 @@ DEVICE = "cpu"
 SCORE_BLOCK_BYTES = 4 << 20
 MIN_ROWS = 16  # fewer rows per product and BLAS loses its efficiency
 BLOCKS_PER_THREAD = 2  # at least, where n allows: causal blocks late in a head cost more
+ONE_BLOCK_BYTES = 1 << 20  # scores up to this size: one block, no threads (their overhead,
+# about 0.4 ms a call, was 8x the whole call at n = 64)
 
 
 def unavailable_reason() -> str | None:
@@ -36,6 +38,8 @@ def unavailable_reason() -> str | None:
 def block_rows(n_q: int, n_k: int, itemsize: int, threads: int) -> int:
     """Rows per block: enough for BLAS to be efficient, few enough to bound the memory and to
     give every thread BLOCKS_PER_THREAD blocks."""
+    if n_q * n_k * itemsize <= ONE_BLOCK_BYTES:
+        return n_q
     balanced = -(-n_q // (BLOCKS_PER_THREAD * threads))
     return int(min(n_q, max(MIN_ROWS, min(SCORE_BLOCK_BYTES // (n_k * itemsize), balanced))))
 

@@ -118,8 +118,9 @@ def test_numpy_row_blocks_bound_the_memory_and_keep_every_thread_busy():
     assert block_rows(8192, 8192, 4, 2) * 8192 * 4 <= SCORE_BLOCK_BYTES  # memory bound
     assert block_rows(1024, 1024, 4, 2) == 256  # 2 blocks for each of 2 threads
     assert block_rows(1 << 20, 1 << 20, 8, 2) == MIN_ROWS  # never fewer rows than BLAS needs
-    assert block_rows(40, 40, 4, 2) == MIN_ROWS  # balance yields to BLAS's minimum
-    assert block_rows(10, 10, 4, 2) == 10  # a short sequence is one block
+    assert block_rows(600, 600, 4, 2) == 150  # 2 blocks for each of 2 threads
+    assert block_rows(40, 4000, 8, 2) == MIN_ROWS  # balance yields to BLAS's minimum
+    assert block_rows(512, 512, 4, 2) == 512  # small scores: one block, no thread overhead
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -128,6 +129,7 @@ def test_numpy_row_blocks_and_threads_cover_every_row(monkeypatch, causal):
     import impls.numpy_vectorized as blocked
 
     monkeypatch.setattr(blocked, "SCORE_BLOCK_BYTES", 1)  # MIN_ROWS (16) rows per block
+    monkeypatch.setattr(blocked, "ONE_BLOCK_BYTES", 0)  # even for these small scores
     q, k, v = make_qkv(53, 45, 8, 6, lead=(3,), dtype="float64", seed=5)
     call = impls.get("numpy").prepare(q, k, v, causal=causal)
     assert call.state["block"] == blocked.MIN_ROWS

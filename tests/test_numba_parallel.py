@@ -123,13 +123,16 @@ def test_explicit_scale_and_non_contiguous_inputs(dtype):
 
 
 def test_query_blocks_are_large_for_long_sequences_and_keep_every_thread_busy():
-    rows = kernel.query_block_rows
+    def rows(dtype, batch, n, threads, causal=False):
+        return kernel.query_block_rows(dtype, batch, n, threads, causal)
+
     assert rows("float32", 1, 8192, 2) == kernel.MAX_BLOCK_QUERIES
     assert rows("float32", 1, 2048, 2) == 128  # 16 tasks for 2 threads
     assert rows("float32", 1, 256, 2) == kernel.BLOCK_QUERIES["float32"]  # never smaller
     assert rows("float64", 1, 256, 2) == kernel.BLOCK_QUERIES["float64"]
     assert rows("float32", 32, 1024, 2) == kernel.MAX_BLOCK_QUERIES  # batch x heads count too
     assert rows("float32", 1, 8192, 16) == 64
+    assert rows("float32", 1, 8192, 2, causal=True) == kernel.BLOCK_QUERIES["float32"]
     for n in (1, 100, 1000, 5000, 20000):
         assert rows("float32", 1, n, 2) % kernel.ROWS == 0
 
@@ -138,6 +141,7 @@ def test_query_blocks_are_large_for_long_sequences_and_keep_every_thread_busy():
 @pytest.mark.parametrize("causal", [False, True])
 def test_tails_around_the_largest_query_block(dtype, causal, monkeypatch):
     monkeypatch.setattr(kernel, "TASKS_PER_THREAD", 0)  # the largest block whatever n is
+    monkeypatch.setitem(kernel.BLOCK_QUERIES, dtype, kernel.MAX_BLOCK_QUERIES)  # causal too
     rng = np.random.default_rng(8)
     for n in (*around(kernel.MAX_BLOCK_QUERIES), 2 * kernel.MAX_BLOCK_QUERIES + 5):
         assert_matches(*random_inputs(rng, (2,), n, n, 7, 9, dtype), causal)
