@@ -54,7 +54,7 @@ DEVICE = "cpu"
 
 ROWS = 4  # rows per microkernel: fixed by the hand-written microkernels below
 STRIP = {"float32": 16, "float64": 8}  # columns per microkernel (two AVX2 registers): likewise
-BLOCK_KEYS = 128  # keys per key block (a multiple of both strips); 64 measured 1.5-4.5% slower
+BLOCK_KEYS = 256  # keys per key block (a multiple of both strips); 128 and 64 measured slower
 # Query rows per parallel task (multiples of ROWS): the largest of MAX_BLOCK_QUERIES, its
 # halves, down to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks
 # (BLOCK_QUERIES itself with the causal mask).
