@@ -219,6 +219,17 @@ def _series(runs: Runs, frame: pd.DataFrame):
             yield impl, machine, style, runs.label(impl, machine), rows
 
 
+def _valid_series(runs: Runs, frame: pd.DataFrame, missing: list):
+    """(style, label, valid rows) of each line of a panel that has valid rows; a line without
+    any gets its legend entry appended to `missing` instead."""
+    for _, _, style, label, rows in _series(runs, frame):
+        ok = valid_rows(rows)
+        if ok.empty:
+            missing.append(_missing_handle(label, style))
+            continue
+        yield style, label, ok
+
+
 def _mark_unmeasured(
     ax, runs: Runs, frame: pd.DataFrame, x: str = "n", bottom_strips: int = 0
 ) -> set[str]:
@@ -329,11 +340,7 @@ def time_vs_n_figure(runs: Runs, dtype: str):
     fig, panels = _per_d_panels(runs, dtype, "Time per call vs sequence length")
     for d, ax, frame in panels:
         missing = []
-        for _, _, style, label, rows in _series(runs, frame):
-            ok = valid_rows(rows)
-            if ok.empty:
-                missing.append(_missing_handle(label, style))
-                continue
+        for style, label, ok in _valid_series(runs, frame, missing):
             exponent = fit_exponent(ok["n"], ok["median_s"])
             slope = "" if exponent is None else rf"  $\propto n^{{{exponent:.2f}}}$"
             ax.plot(ok["n"], ok["median_s"], label=f"{label}{slope}", **style)
@@ -357,11 +364,7 @@ def throughput_figure(runs: Runs, dtype: str):
     fig, panels = _per_d_panels(runs, dtype, "Throughput vs sequence length")
     for d, ax, frame in panels:
         missing = []
-        for _, _, style, label, rows in _series(runs, frame):
-            ok = valid_rows(rows)
-            if ok.empty:
-                missing.append(_missing_handle(label, style))
-                continue
+        for style, label, ok in _valid_series(runs, frame, missing):
             ax.plot(ok["n"], ok["flops"] / ok["median_s"] / 1e9, label=label, **style)
         for machine, meta in runs.metas.items():
             peak = meta.get("gemm_peak_gflops", {}).get(dtype)
@@ -452,11 +455,8 @@ def time_vs_d_figure(runs: Runs, dtype: str, n: int | None = None):
     fig, axes = _new_figure(1, title, lines=_legend_lines(runs))
     ax = axes[0]
     missing = []
-    for _, _, style, label, rows in _series(runs, frame):
-        ok = valid_rows(rows).sort_values("d")
-        if ok.empty:
-            missing.append(_missing_handle(label, style))
-            continue
+    for style, label, ok in _valid_series(runs, frame, missing):
+        ok = ok.sort_values("d")
         exponent = fit_exponent(ok["d"], ok["median_s"], points=len(ok))
         slope = "" if exponent is None else rf"  $\propto d^{{{exponent:.2f}}}$"
         ax.plot(ok["d"], ok["median_s"], label=f"{label}{slope}", **style)
