@@ -1,0 +1,211 @@
+"""Tile variants of numba_cuda against torch's SDPA on one GPU: how docs/PERFORMANCE.md chose them.
+
+    python tests/benchmarks/tune_numba_cuda.py --ptxas     # here: registers and spills per variant
+    python tests/benchmarks/tune_numba_cuda.py --out DIR   # on a GPU: CUDA-event medians, CSV
+
+Every variant is checked against a float64 reference before it is timed (a fast wrong kernel is
+not a result). Each time is the median of `--repeats` single launches, each queued behind an
+untimed one (`event_time_s`), after a warm-up launch. TFLOP/s counts 4 n^2 d per head (2 n^2 d
+when causal), the convention of FlashAttention's papers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from impls import numba_cuda as mod
+from impls._inputs import AttentionArgs
+
+# (rows, split, keys per thread, v_width or None for the default, blocks per SM)
+VARIANTS = {
+    32: [(32, 8, 8, None, 1), (32, 4, 8, None, 2), (32, 4, 16, None, 2), (32, 2, 16, None, 4)],
+    64: [
+        (32, 8, 8, None, 1),
+        (32, 8, 8, None, 2),
+        (32, 4, 8, None, 2),
+        (32, 4, 8, None, 3),
+        (32, 4, 16, None, 2),
+        (32, 2, 16, None, 4),
+        (32, 2, 8, None, 4),
+        (64, 4, 8, None, 1),
+    ],
+    128: [
+        (32, 8, 4, None, 1),
+        (32, 4, 4, None, 2),
+        (32, 4, 8, None, 2),
+        (32, 4, 4, 128, 1),
+        (32, 2, 8, 128, 2),
+    ],
+}
+
+
+def configs(dtype: str, width: int) -> list[mod.TileConfig]:
+    out = []
+    for rows, split, kpt, v_width, min_blocks in VARIANTS[width]:
+        cfg = mod.TileConfig(dtype, width, v_width or min(width, 64), rows, split, kpt, min_blocks)
+        if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT:
+            out.append(cfg)
+    default = mod.tile_config(dtype, width)
+    return [default, *(c for c in out if c != default)]
+
+
+def label(cfg: mod.TileConfig) -> str:
+    return (
+        f"r{cfg.rows}xs{cfg.split}xk{cfg.keys_per_thread}"
+        f"/v{cfg.v_width}/t{cfg.threads}/b{cfg.min_blocks}"
+    )
+
+
+def ptxas_report(dtype: str) -> None:
+    """Compile every variant to sm_90 PTX and let ptxas say registers, spills and shared bytes."""
+    from numba import cuda
+
+    for width in VARIANTS:
+        for cfg in configs(dtype, width):
+            ptx, _ = cuda.compile_ptx(
+                mod._kernel_function(cfg), mod._signature(dtype), cc=(9, 0), **mod._jit_options(cfg)
+            )
+            with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+                f.write(ptx)
+            res = subprocess.run(
+                ["ptxas", "-arch=sm_90", "-v", f.name, "-o", os.devnull],
+                capture_output=True,
+                text=True,
+            )
+            regs = re.search(r"Used (\d+) registers", res.stderr)
+            spill = re.search(r"(\d+) bytes spill stores", res.stderr)
+            print(
+                f"{dtype} w{width:<4} {label(cfg):<28} regs {regs and regs.group(1)} "
+                f"spill {spill and spill.group(1)} shared {cfg.shared_bytes}"
+            )
+
+
+def reference(q, k, v, causal):
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    s = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+def inputs(batch, n, d, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((batch, n, d)).astype(dtype) for _ in range(3)]
+
+
+def median_event_s(timer, state, repeats: int) -> float:
+    timer(state)  # warm-up
+    return statistics.median(timer(state) for _ in range(repeats))
+
+
+def torch_time_s(q, k, v, causal, repeats):
+    import torch
+
+    from impls import torch_sdpa_cuda as peer
+
+    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=1 / math.sqrt(q.shape[-1]), lead=())
+    state = peer.prepare(args)
+    seconds = median_event_s(peer.event_time_s, state, repeats)
+    out = peer.fetch(state)
+    del state
+    torch.cuda.empty_cache()
+    return seconds, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ptxas", action="store_true", help="register report only (no GPU)")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--shapes", default="1x8192x64,1x8192x32,1x8192x128,1x2048x64,8x4096x64")
+    parser.add_argument("--causal", action="store_true")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--check-n", type=int, default=1024, help="n of the correctness check")
+    parser.add_argument("--out", type=Path, default=None)
+    opts = parser.parse_args()
+    if opts.ptxas:
+        ptxas_report(opts.dtype)
+        return
+    have_torch = True
+    try:
+        from impls import torch_sdpa_cuda as peer
+
+        have_torch = peer.unavailable_reason() is None
+    except ImportError:
+        have_torch = False
+    rows = []
+    for shape in opts.shapes.split(","):
+        batch, n, d = (int(x) for x in shape.split("x"))
+        q, k, v = inputs(batch, n, d, opts.dtype)
+        flop = 4 * batch * n * n * d / (2 if opts.causal else 1)
+        scale = 1 / math.sqrt(d)
+        cq, ck, cv = (x[:1, : opts.check_n] for x in (q, k, v))
+        expected = reference(cq, ck, cv, opts.causal)
+        if have_torch:
+            t_torch, _ = torch_time_s(q, k, v, opts.causal, opts.repeats)
+            rows.append(dict(shape=shape, variant="torch_sdpa", time_s=t_torch))
+        else:
+            t_torch = float("nan")
+        for cfg in configs(opts.dtype, mod.width_for(d, d)):
+            start = time.perf_counter()
+            try:
+                check = AttentionArgs(q=cq, k=ck, v=cv, causal=opts.causal, scale=scale, lead=())
+                state = mod.prepare(check, cfg)
+                mod.run(state)
+                err = float(np.abs(mod.fetch(state) - expected).max())
+                args = AttentionArgs(q=q, k=k, v=v, causal=opts.causal, scale=scale, lead=())
+                state = mod.prepare(args, cfg)
+                seconds = median_event_s(mod.event_time_s, state, opts.repeats)
+                del state
+            except Exception as exc:  # noqa: BLE001 - one broken variant must not end the run
+                print(f"{shape} {label(cfg)}: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            rows.append(
+                dict(
+                    shape=shape,
+                    variant=label(cfg),
+                    time_s=seconds,
+                    max_abs_err=err,
+                    **{f"cfg_{k}": v for k, v in asdict(cfg).items()},
+                )
+            )
+            print(
+                f"{shape:<12} {label(cfg):<28} {seconds * 1e3:8.3f} ms "
+                f"{flop / seconds / 1e12:6.2f} TFLOP/s  x{t_torch / seconds:5.2f} torch  "
+                f"err {err:.1e}{'' if err < 1e-4 else ' WRONG'}  "
+                f"(compile+check {time.perf_counter() - start:.1f} s)",
+                flush=True,
+            )
+        if have_torch:
+            print(
+                f"{shape:<12} {'torch_sdpa':<28} {t_torch * 1e3:8.3f} ms "
+                f"{flop / t_torch / 1e12:6.2f} TFLOP/s",
+                flush=True,
+            )
+    if opts.out:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        name = f"tune_{opts.dtype}{'_causal' if opts.causal else ''}.csv"
+        keys = sorted({k for r in rows for k in r})
+        with open(opts.out / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
