@@ -40,6 +40,8 @@ SPLIT = 8  # threads per query row: more threads in flight when there are few ro
 # spills out of the 255 registers (float64 still spills about 100 bytes at d = 33..64).
 MAX_SCORE_BYTES = 32
 MAX_V_BYTES = 256
+UNROLLED_PRODUCTS = 256  # keys per thread x output columns that NVVM still unrolls fully
+PREFETCH_MAX_WIDTH = 64  # float32 at width 128 would spill with the prefetch registers
 STATIC_SHARED_LIMIT = 48 * 1024  # what a kernel may declare statically (cuda.shared.array)
 Q_PAD = 4  # keeps the rows of Q 16-byte aligned but off the same shared-memory banks
 LOG2E = 1.0 / math.log(2.0)
@@ -56,6 +58,13 @@ class TileConfig:
     split: int  # threads per row
     keys_per_thread: int  # keys per thread per K/V tile
     min_blocks: int = 1  # blocks per multiprocessor promised to ptxas (caps registers per thread)
+    prefetch: bool = False  # next K/V tile into registers during this one (needs spare registers)
+
+    def __post_init__(self):
+        if self.prefetch and (
+            self.keys * self.width % self.threads or self.keys * self.v_width % self.threads
+        ):
+            raise ValueError(f"prefetch needs tiles that split evenly over the threads: {self}")
 
     @property
     def threads(self) -> int:
@@ -75,15 +84,26 @@ class TileConfig:
 
 
 def tile_config(dtype: str, width: int) -> TileConfig:
-    """The largest tiles that fit the static shared-memory limit: 32 rows, else 16."""
+    """The largest tiles that fit the static shared-memory limit: 32 rows, else 16.
+
+    Keys per thread stop where keys x output columns would pass UNROLLED_PRODUCTS: beyond it
+    NVVM leaves the P @ V loop rolled, and the scores move from registers to the stack
+    (measured on an H200: see docs/PERFORMANCE.md). float32 prefetches where ptxas keeps it
+    within the registers.
+    """
     itemsize = np.dtype(dtype).itemsize
     v_width = min(width, MAX_V_BYTES // itemsize)
     for rows in (32, 16):
         fixed = (rows * (width + Q_PAD) + 2 * SPLIT * rows) * itemsize
         per_key = SPLIT * (width + v_width) * itemsize
-        kpt = min(MAX_SCORE_BYTES // itemsize, (STATIC_SHARED_LIMIT - fixed) // per_key)
+        kpt = min(
+            MAX_SCORE_BYTES // itemsize,
+            UNROLLED_PRODUCTS // v_width,
+            (STATIC_SHARED_LIMIT - fixed) // per_key,
+        )
         if kpt >= 1:
-            return TileConfig(dtype, width, v_width, rows, SPLIT, int(kpt))
+            prefetch = dtype == "float32" and width <= PREFETCH_MAX_WIDTH
+            return TileConfig(dtype, width, v_width, rows, SPLIT, int(kpt), prefetch=prefetch)
     raise ValueError(f"no tile of width {width} fits {STATIC_SHARED_LIMIT} bytes for {dtype}")
 
 
@@ -144,6 +164,31 @@ def _kernel_function(cfg: TileConfig, simulated: bool = False):
     U3 = np.uint64(3)
     U4 = np.uint64(4)
 
+    PF = cfg.prefetch
+    KL = BN * W // NT if PF else 1  # elements of the K tile each thread prefetches
+    VL = BN * WV // NT if PF else 1
+
+    @cuda.jit(device=True, inline="always")
+    def load_tile(k, v, kr, vr, b, k0, c0, tid):
+        """Global -> registers: element tid + it * NT of the K and V tiles starting at key k0."""
+        n_k = k.shape[1]
+        for it in range(KL):
+            idx = tid + it * NT
+            j = idx // W
+            c = idx % W
+            x = ftype(0.0)
+            if k0 + j < n_k and c < k.shape[2]:
+                x = k[b, k0 + j, c]
+            kr[it] = x
+        for it in range(VL):
+            idx = tid + it * NT
+            j = idx // WV
+            c = idx % WV
+            x = ftype(0.0)  # zeros, not stale memory: 0 * NaN would poison the sum
+            if k0 + j < n_k and c0 + c < v.shape[2]:
+                x = v[b, k0 + j, c0 + c]
+            vr[it] = x
+
     def attention_tile_kernel(q, k, v, out, scale_log2, causal):
         tid = cuda.threadIdx.x
         r = tid % BM  # a warp holds consecutive rows of one key group: broadcast K/V reads
@@ -169,6 +214,8 @@ def _kernel_function(cfg: TileConfig, simulated: bool = False):
         ls = cuda.shared.array((G, BM), ftype)
         s = cuda.local.array(KPT, ftype)
         o = cuda.local.array(WV, ftype)
+        kr = cuda.local.array(KL, ftype)
+        vr = cuda.local.array(VL, ftype)
 
         for c in range(WV):
             o[c] = zero
@@ -177,6 +224,11 @@ def _kernel_function(cfg: TileConfig, simulated: bool = False):
         key_end = min(n_k, r0 + BM) if causal else n_k
         n_tiles = (key_end + BN - 1) // BN
         n_chunks = (d_k + W - 1) // W
+        # Prefetch (one feature chunk only): tile t + 1 travels from global memory into
+        # registers while tile t is computed, so the loads' latency is hidden.
+        prefetch = PF and n_chunks == 1
+        if prefetch:
+            load_tile(k, v, kr, vr, b, 0, c0, tid)
         for t in range(n_tiles):
             k0 = t * BN
             for jj in range(KPT):
@@ -192,22 +244,32 @@ def _kernel_function(cfg: TileConfig, simulated: bool = False):
                         if r0 + i < n_q and kc0 + c < d_k:
                             x = q[b, r0 + i, kc0 + c] * scale_log2
                         qs[i, c] = x
-                for idx in range(tid, BN * W, NT):
-                    j = idx // W
-                    c = idx % W
-                    x = zero
-                    if k0 + j < n_k and kc0 + c < d_k:
-                        x = k[b, k0 + j, kc0 + c]
-                    ks[j, c] = x
-                if ch == 0:
-                    for idx in range(tid, BN * WV, NT):
-                        j = idx // WV
-                        c = idx % WV
-                        x = zero  # zeros, not stale memory: 0 * NaN would poison the sum
-                        if k0 + j < n_k and c0 + c < d_v:
-                            x = v[b, k0 + j, c0 + c]
-                        vs[j, c] = x
+                if prefetch:
+                    for it in range(KL):
+                        idx = tid + it * NT
+                        ks[idx // W, idx % W] = kr[it]
+                    for it in range(VL):
+                        idx = tid + it * NT
+                        vs[idx // WV, idx % WV] = vr[it]
+                else:
+                    for idx in range(tid, BN * W, NT):
+                        j = idx // W
+                        c = idx % W
+                        x = zero
+                        if k0 + j < n_k and kc0 + c < d_k:
+                            x = k[b, k0 + j, kc0 + c]
+                        ks[j, c] = x
+                    if ch == 0:
+                        for idx in range(tid, BN * WV, NT):
+                            j = idx // WV
+                            c = idx % WV
+                            x = zero  # zeros, not stale memory: 0 * NaN would poison the sum
+                            if k0 + j < n_k and c0 + c < d_v:
+                                x = v[b, k0 + j, c0 + c]
+                            vs[j, c] = x
                 cuda.syncthreads()
+                if prefetch and t + 1 < n_tiles:
+                    load_tile(k, v, kr, vr, b, k0 + BN, c0, tid)
                 for c4 in range(W // 4):
                     c = uint64(c4) * U4
                     q0 = qs[ru, c]

@@ -31,33 +31,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from impls import numba_cuda as mod
 from impls._inputs import AttentionArgs
 
-# (rows, split, keys per thread, v_width or None for the default, blocks per SM)
+# (rows, split, keys per thread, v_width or None for the default, blocks per SM, prefetch)
 VARIANTS = {
-    32: [(32, 8, 8, None, 1), (32, 4, 8, None, 2), (32, 4, 16, None, 2), (32, 2, 16, None, 4)],
+    32: [(32, 8, 8, None, 1, False), (32, 8, 8, None, 1, True), (64, 4, 8, None, 1, True)],
     64: [
-        (32, 8, 8, None, 1),
-        (32, 8, 8, None, 2),
-        (32, 4, 8, None, 2),
-        (32, 4, 8, None, 3),
-        (32, 4, 16, None, 2),
-        (32, 2, 16, None, 4),
-        (32, 2, 8, None, 4),
-        (64, 4, 8, None, 1),
+        (32, 8, 8, None, 1, False),
+        (32, 8, 4, None, 1, False),
+        (32, 8, 4, None, 1, True),
+        (64, 4, 8, None, 1, False),
+        (64, 4, 8, None, 1, True),
+        (64, 4, 4, None, 1, True),
     ],
     128: [
-        (32, 8, 4, None, 1),
-        (32, 4, 4, None, 2),
-        (32, 4, 8, None, 2),
-        (32, 4, 4, 128, 1),
-        (32, 2, 8, 128, 2),
+        (32, 8, 4, None, 1, False),
+        (32, 8, 2, None, 1, True),
+        (64, 4, 2, None, 1, True),
     ],
 }
 
 
 def configs(dtype: str, width: int) -> list[mod.TileConfig]:
     out = []
-    for rows, split, kpt, v_width, min_blocks in VARIANTS[width]:
-        cfg = mod.TileConfig(dtype, width, v_width or min(width, 64), rows, split, kpt, min_blocks)
+    for rows, split, kpt, v_width, min_blocks, prefetch in VARIANTS[width]:
+        v_width = v_width or min(width, 64)
+        cfg = mod.TileConfig(dtype, width, v_width, rows, split, kpt, min_blocks, prefetch)
         if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT:
             out.append(cfg)
     default = mod.tile_config(dtype, width)
@@ -67,7 +64,7 @@ def configs(dtype: str, width: int) -> list[mod.TileConfig]:
 def label(cfg: mod.TileConfig) -> str:
     return (
         f"r{cfg.rows}xs{cfg.split}xk{cfg.keys_per_thread}"
-        f"/v{cfg.v_width}/t{cfg.threads}/b{cfg.min_blocks}"
+        f"/v{cfg.v_width}/t{cfg.threads}/b{cfg.min_blocks}{'/pf' if cfg.prefetch else ''}"
     )
 
 
@@ -88,10 +85,12 @@ def ptxas_report(dtype: str) -> None:
                 text=True,
             )
             regs = re.search(r"Used (\d+) registers", res.stderr)
+            stack = re.search(r"(\d+) bytes stack frame", res.stderr)
             spill = re.search(r"(\d+) bytes spill stores", res.stderr)
             print(
                 f"{dtype} w{width:<4} {label(cfg):<28} regs {regs and regs.group(1)} "
-                f"spill {spill and spill.group(1)} shared {cfg.shared_bytes}"
+                f"spill {spill and spill.group(1)} stack {stack and stack.group(1)} "
+                f"shared {cfg.shared_bytes}"
             )
 
 
