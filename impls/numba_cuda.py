@@ -40,8 +40,12 @@ SPLIT = 8  # threads per query row: more threads in flight when there are few ro
 # spills out of the 255 registers (float64 still spills about 100 bytes at d = 33..64).
 MAX_SCORE_BYTES = 32
 MAX_V_BYTES = 256
-UNROLLED_PRODUCTS = 256  # keys per thread x output columns that NVVM still unrolls fully
-PREFETCH_MAX_WIDTH = 64  # float32 at width 128 would spill with the prefetch registers
+THREADS = 256  # float32 block size
+ROW_CHOICES = (32, 64)  # float32 block heights; block_rows picks one per shape
+GRID_FILL = 0.9  # share of the multiprocessors' block slots a 64-row grid must fill
+# float32 words per thread of output row, scores and prefetched K/V: 84-88 compiled to 242-254
+# registers without spills (ptxas, sm_90), 92 and more spilled.
+REGISTER_WORDS = 88
 STATIC_SHARED_LIMIT = 48 * 1024  # what a kernel may declare statically (cuda.shared.array)
 Q_PAD = 4  # keeps the rows of Q 16-byte aligned but off the same shared-memory banks
 LOG2E = 1.0 / math.log(2.0)
@@ -67,6 +71,12 @@ class TileConfig:
             raise ValueError(f"prefetch needs tiles that split evenly over the threads: {self}")
 
     @property
+    def register_words(self) -> int:
+        """Words per thread held in registers: output row, scores and the prefetched tiles."""
+        prefetched = self.keys * (self.width + self.v_width) // self.threads if self.prefetch else 0
+        return self.v_width + self.keys_per_thread + prefetched
+
+    @property
     def threads(self) -> int:
         return self.rows * self.split
 
@@ -83,28 +93,43 @@ class TileConfig:
         return (q_tile + kv_tiles + merge) * np.dtype(self.dtype).itemsize
 
 
-def tile_config(dtype: str, width: int) -> TileConfig:
-    """The largest tiles that fit the static shared-memory limit: 32 rows, else 16.
+def tile_config(dtype: str, width: int, rows: int = 32) -> TileConfig:
+    """The tiles for one dtype, feature width and block height (ROW_CHOICES for float32).
 
-    Keys per thread stop where keys x output columns would pass UNROLLED_PRODUCTS: beyond it
-    NVVM leaves the P @ V loop rolled, and the scores move from registers to the stack
-    (measured on an H200: see docs/PERFORMANCE.md). float32 prefetches where ptxas keeps it
-    within the registers.
+    float32 blocks are 256 threads (rows x split) that prefetch the next K/V tile into
+    registers; keys per thread is the largest power of two up to 8 that fits the static shared
+    memory and REGISTER_WORDS. float64 keeps 32 rows (else 16) of SPLIT threads and no prefetch:
+    its registers are full without it.
     """
     itemsize = np.dtype(dtype).itemsize
     v_width = min(width, MAX_V_BYTES // itemsize)
-    for rows in (32, 16):
-        fixed = (rows * (width + Q_PAD) + 2 * SPLIT * rows) * itemsize
-        per_key = SPLIT * (width + v_width) * itemsize
-        kpt = min(
-            MAX_SCORE_BYTES // itemsize,
-            UNROLLED_PRODUCTS // v_width,
-            (STATIC_SHARED_LIMIT - fixed) // per_key,
-        )
-        if kpt >= 1:
-            prefetch = dtype == "float32" and width <= PREFETCH_MAX_WIDTH
-            return TileConfig(dtype, width, v_width, rows, SPLIT, int(kpt), prefetch=prefetch)
+    if dtype == "float32":
+        split = THREADS // rows
+        for kpt in (8, 4, 2, 1):
+            cfg = TileConfig(dtype, width, v_width, rows, split, kpt, prefetch=True)
+            if cfg.shared_bytes <= STATIC_SHARED_LIMIT and cfg.register_words <= REGISTER_WORDS:
+                return cfg
+    else:
+        for rows in (32, 16):
+            fixed = (rows * (width + Q_PAD) + 2 * SPLIT * rows) * itemsize
+            per_key = SPLIT * (width + v_width) * itemsize
+            kpt = min(MAX_SCORE_BYTES // itemsize, (STATIC_SHARED_LIMIT - fixed) // per_key)
+            if kpt >= 1:
+                return TileConfig(dtype, width, v_width, rows, SPLIT, int(kpt))
     raise ValueError(f"no tile of width {width} fits {STATIC_SHARED_LIMIT} bytes for {dtype}")
+
+
+def block_rows(dtype: str, blocks_at_64_rows: int, multiprocessors: int) -> int:
+    """64 rows per block where that grid still fills 90% of its waves' block slots, else 32.
+
+    Taller blocks share each K/V tile among more rows (1.18 ms against 1.57 ms at n = 8192,
+    d = 64 on an H200), but halve the blocks: at n = 4096 and one head, 64 blocks would leave
+    half of its 132 multiprocessors idle. One 256-thread block runs per multiprocessor.
+    """
+    if dtype != "float32":
+        return 32
+    waves = -(-blocks_at_64_rows // multiprocessors)
+    return 64 if blocks_at_64_rows >= GRID_FILL * waves * multiprocessors else 32
 
 
 def width_for(d_k: int, d_v: int) -> int:
@@ -354,8 +379,9 @@ def ptx_targets() -> list[tuple[TileConfig, object, object, dict]]:
     targets = []
     for dtype in DTYPES:
         for width in WIDTHS:
-            cfg = tile_config(dtype, width)
-            targets.append((cfg, _kernel_function(cfg), _signature(dtype), _jit_options(cfg)))
+            for rows in ROW_CHOICES if dtype == "float32" else (32,):
+                cfg = tile_config(dtype, width, rows)
+                targets.append((cfg, _kernel_function(cfg), _signature(dtype), _jit_options(cfg)))
     return targets
 
 
@@ -382,7 +408,12 @@ def prepare(args, config: TileConfig | None = None):
 
     batch, n_q, d_k = args.q.shape
     d_v = args.v.shape[2]
-    cfg = config or tile_config(args.dtype.name, width_for(d_k, d_v))
+    cfg = config
+    if cfg is None:
+        dtype, width = args.dtype.name, width_for(d_k, d_v)
+        col_blocks = -(-d_v // tile_config(dtype, width).v_width)
+        blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
+        cfg = tile_config(dtype, width, block_rows(dtype, blocks_at_64_rows, _multiprocessors()))
     kernel = _kernel(cfg)
     start = time.perf_counter()
     dq, dk, dv = (cuda.to_device(np.ascontiguousarray(x)) for x in (args.q, args.k, args.v))
@@ -402,6 +433,15 @@ def prepare(args, config: TileConfig | None = None):
     if not is_simulated():
         run(state)  # loads the module onto the GPU, so the first timed run is a warm one
     return state
+
+
+def _multiprocessors() -> int:
+    """The GPU's multiprocessor count; the simulator runs blocks one at a time, so 1."""
+    from numba import cuda
+
+    if is_simulated():
+        return 1
+    return cuda.get_current_device().MULTIPROCESSOR_COUNT
 
 
 def _launch(state) -> None:

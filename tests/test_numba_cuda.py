@@ -95,13 +95,39 @@ def test_module_surface_imports_without_compiling():
     assert isinstance(mod.SIMULATOR_MAX_N, int) and mod.SIMULATOR_MAX_N > 0
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+ROWS = [(dtype, rows) for dtype in mod.DTYPES for rows in mod.ROW_CHOICES][:-1]  # float64: 32
+
+
+@pytest.mark.parametrize("dtype, rows", ROWS)
 @pytest.mark.parametrize("width", [16, 32, 64, 128])
-def test_tiles_fit_static_shared_memory(dtype, width):
-    cfg = mod.tile_config(dtype, width)
+def test_tiles_fit_static_shared_memory_and_the_registers(dtype, rows, width):
+    cfg = mod.tile_config(dtype, width, rows)
     assert cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT
     assert cfg.keys_per_thread >= 1 and cfg.threads <= 1024
     assert cfg.width % 4 == 0 and cfg.v_width % 4 == 0
+    if dtype == "float32":
+        assert cfg.prefetch and cfg.threads == mod.THREADS and cfg.rows == rows
+        assert cfg.register_words <= mod.REGISTER_WORDS
+
+
+def test_prefetch_needs_tiles_that_split_evenly_over_the_threads():
+    with pytest.raises(ValueError, match="prefetch needs tiles that split evenly"):
+        mod.TileConfig("float32", 16, 16, rows=32, split=8, keys_per_thread=1, prefetch=True)
+
+
+@pytest.mark.parametrize(
+    "blocks_at_64_rows, expected",
+    [
+        (128, 64),  # n = 8192, one head: 128 of 132 multiprocessors busy
+        (64, 32),  # n = 4096: 64 tall blocks would leave half of them idle
+        (256, 64),  # n = 16384: two waves, the second 124 of 132
+        (140, 32),  # a second wave of 8 blocks: 53% of the slots
+        (512, 64),  # batch 8 x n = 4096
+    ],
+)
+def test_tall_blocks_only_where_the_grid_fills_the_gpu(blocks_at_64_rows, expected):
+    assert mod.block_rows("float32", blocks_at_64_rows, multiprocessors=132) == expected
+    assert mod.block_rows("float64", blocks_at_64_rows, multiprocessors=132) == 32
 
 
 @needs_numba_cuda
@@ -110,8 +136,8 @@ def test_tiles_fit_static_shared_memory(dtype, width):
 )
 def test_every_launched_variant_is_a_ptx_target(d_k, d_v):
     compiled = {cfg for cfg, *_ in mod.ptx_targets()}
-    for dtype in mod.DTYPES:
-        assert mod.tile_config(dtype, mod.width_for(d_k, d_v)) in compiled
+    for dtype, rows in ROWS:
+        assert mod.tile_config(dtype, mod.width_for(d_k, d_v), rows) in compiled
 
 
 # --- numba-cuda and PTX ---------------------------------------------------------------------
@@ -212,6 +238,22 @@ def test_matches_float64_reference(impl, lead, n_q, n_k, d_k, d_v, causal, dtype
     out = impl.attention(q, k, v, causal=causal)
     assert out.shape == (*lead, n_q, d_v) and out.dtype == np.dtype(dtype)
     np.testing.assert_allclose(out, reference(q, k, v, causal), **TOL[dtype])
+
+
+@pytest.mark.parametrize("rows", mod.ROW_CHOICES)
+@pytest.mark.parametrize(
+    "n_q, n_k, d, causal",
+    [(33, 65, 32, False), (65, 70, 64, True), (70, 40, 16, True), (3, 17, 128, False)],
+)
+def test_both_block_heights_match_the_reference(impl, rows, n_q, n_k, d, causal):
+    """Row tails of 32- and 64-row blocks, key tails of their prefetched tiles."""
+    q, k, v = _inputs((1,), n_q, n_k, d, d, "float32", seed=rows + n_q)
+    cfg = mod.tile_config("float32", mod.width_for(d, d), rows)
+    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=1 / np.sqrt(d), lead=(1,))
+    state = mod.prepare(args, cfg)
+    mod.run(state)
+    assert state["config"] == cfg
+    np.testing.assert_allclose(mod.fetch(state), reference(q, k, v, causal), **TOL["float32"])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

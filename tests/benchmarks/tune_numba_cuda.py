@@ -31,22 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from impls import numba_cuda as mod
 from impls._inputs import AttentionArgs
 
-# (rows, split, keys per thread, v_width or None for the default, blocks per SM, prefetch)
+# Alternatives to the defaults: (rows, split, keys per thread, v_width or None, blocks per SM,
+# prefetch). Earlier rounds' variants and their times are in docs/PERFORMANCE.md.
 VARIANTS = {
-    32: [(32, 8, 8, None, 1, False), (32, 8, 8, None, 1, True), (64, 4, 8, None, 1, True)],
-    64: [
-        (32, 8, 8, None, 1, False),
-        (32, 8, 4, None, 1, False),
-        (32, 8, 4, None, 1, True),
-        (64, 4, 8, None, 1, False),
-        (64, 4, 8, None, 1, True),
-        (64, 4, 4, None, 1, True),
-    ],
-    128: [
-        (32, 8, 4, None, 1, False),
-        (32, 8, 2, None, 1, True),
-        (64, 4, 2, None, 1, True),
-    ],
+    32: [],
+    64: [(64, 4, 4, None, 1, True), (32, 8, 8, None, 1, False)],
+    128: [(32, 8, 4, None, 1, False)],
 }
 
 
@@ -57,8 +47,8 @@ def configs(dtype: str, width: int) -> list[mod.TileConfig]:
         cfg = mod.TileConfig(dtype, width, v_width, rows, split, kpt, min_blocks, prefetch)
         if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT:
             out.append(cfg)
-    default = mod.tile_config(dtype, width)
-    return [default, *(c for c in out if c != default)]
+    defaults = [mod.tile_config(dtype, width, rows) for rows in mod.ROW_CHOICES]
+    return [*defaults, *(c for c in out if c not in defaults)]
 
 
 def label(cfg: mod.TileConfig) -> str:
