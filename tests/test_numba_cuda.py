@@ -126,8 +126,9 @@ def test_prefetch_needs_tiles_that_split_evenly_over_the_threads():
     ],
 )
 def test_tall_blocks_only_where_the_grid_fills_the_gpu(blocks_at_64_rows, expected):
-    assert mod.block_rows("float32", blocks_at_64_rows, multiprocessors=132) == expected
-    assert mod.block_rows("float64", blocks_at_64_rows, multiprocessors=132) == 32
+    assert mod.block_rows("float32", blocks_at_64_rows, 132, causal=False) == expected
+    assert mod.block_rows("float32", blocks_at_64_rows, 132, causal=True) == 32
+    assert mod.block_rows("float64", blocks_at_64_rows, 132, causal=False) == 32
 
 
 @needs_numba_cuda
