@@ -14,6 +14,7 @@ import numpy as np
 import impls
 from harness import checking
 from harness.cases import Case, case_inputs
+from harness.results import CUDA_TIMER
 from harness.timing import SamplingPlan, cpu_sampler, summarize, take_samples
 
 CHECKED_ROWS = 64  # large cases are checked on this many evenly spread query rows
@@ -186,7 +187,7 @@ def measure_case(
             samples_s=samples,
             compile_s=max(0.0, first_prepare_s - warm_prepare_s)
             + max(0.0, first_run_s - stats.median_s),
-            timer="cuda events" if event_timer is not None else "perf_counter",
+            timer=CUDA_TIMER if event_timer is not None else "perf_counter",
         )
         if hasattr(module, "transfer_s"):
             call.fetch()  # the device-to-host copy is part of the transfers, never of the samples

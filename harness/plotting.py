@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness.options import UsageError
-from harness.results import RunDirError, load_run
+from harness.results import CUDA_TIMER, RunDirError, load_run
 
 # One style per implementation, the same in every figure and every run: known names are fixed,
 # others get a colour and marker from a hash of the name (stable across runs and processes).
@@ -103,12 +103,17 @@ class Runs:
         return sorted(self.frame["dtype"].unique())
 
     def describe(self) -> str:
-        """Machine, CPU and threads of every run, for figure titles."""
+        """Machine, CPU and threads of every run (and the GPU, where rows ran on one): titles."""
         parts = []
         for label, meta in self.metas.items():
             cpu = meta.get("machine", {}).get("cpu", "unknown CPU")
             threads = meta.get("threads", "?")
-            parts.append(f"{label}: {cpu}, {threads} thread{'' if threads == 1 else 's'}")
+            host = f"{cpu}, {threads} thread{'' if threads == 1 else 's'}"
+            gpus = [gpu.get("name", "GPU") for gpu in meta.get("machine", {}).get("gpus") or []]
+            rows = self.frame[self.frame["machine"] == label]
+            if gpus and (rows["timer"] == CUDA_TIMER).any():
+                host = f"{', '.join(gpus)} (host: {host})"
+            parts.append(f"{label}: {host}")
         return "; ".join(parts)
 
 
@@ -192,6 +197,19 @@ def _log2_axis(ax, values, label: str) -> None:
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(label)
+
+
+def _label_narrow_log_y(ax, formatter) -> None:
+    """Under a decade and a half of range, label the 2x and 5x ticks too (more under a decade):
+    else a log axis shows one label or none. Call it once the data are drawn."""
+    from matplotlib.ticker import LogLocator
+
+    low, high = ax.get_ylim()
+    if high / low < 30:
+        subs = (2.0, 5.0) if high / low >= 10 else (2.0, 3.0, 5.0) if high / low >= 3 else None
+        subs = subs or tuple(float(i) for i in range(2, 10))
+        ax.yaxis.set_minor_locator(LogLocator(subs=subs))
+        ax.yaxis.set_minor_formatter(formatter)
 
 
 def _eng_y(ax, unit: str) -> None:
@@ -358,7 +376,7 @@ def time_vs_n_figure(runs: Runs, dtype: str):
 
 
 def throughput_figure(runs: Runs, dtype: str):
-    """GFLOP/s against n, with each machine's measured matrix-product peak as a ceiling."""
+    """GFLOP/s against n, with each machine's measured CPU matrix-product peak as a ceiling."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, panels = _per_d_panels(runs, dtype, "Throughput vs sequence length")
@@ -366,16 +384,17 @@ def throughput_figure(runs: Runs, dtype: str):
         missing = []
         for style, label, ok in _valid_series(runs, frame, missing):
             ax.plot(ok["n"], ok["flops"] / ok["median_s"] / 1e9, label=label, **style)
+        on_cpu = (frame["timer"] != CUDA_TIMER).any()  # the peak is the CPU's
         for machine, meta in runs.metas.items():
             peak = meta.get("gemm_peak_gflops", {}).get(dtype)
-            if peak:
+            if peak and on_cpu:
                 where = f" @ {machine}" if runs.several else ""
                 ax.axhline(
                     peak,
                     color="black",
                     linestyle=runs.linestyle(machine),
                     linewidth=1.2,
-                    label=f"matrix-product peak{where}: {peak:.3g} GFLOP/s (measured)",
+                    label=f"CPU matrix-product peak{where}: {peak:.3g} GFLOP/s (measured)",
                 )
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -385,6 +404,7 @@ def throughput_figure(runs: Runs, dtype: str):
         ax.set_title(f"d = {d}", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         statuses = _mark_unmeasured(ax, runs, frame)
+        _label_narrow_log_y(ax, FuncFormatter(lambda value, _: f"{value:g}"))
         _legend(ax, runs, statuses, missing)
     return fig
 
@@ -425,6 +445,7 @@ def speedup_figure(runs: Runs, dtype: str, baseline: str):
         ax.set_title(f"d = {d}", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         statuses = _mark_unmeasured(ax, runs, frame)
+        _label_narrow_log_y(ax, FuncFormatter(lambda value, _: f"{value:g}×"))
         _legend(ax, runs, statuses, missing)
     return fig
 
@@ -446,7 +467,7 @@ def fixed_n(frame: pd.DataFrame) -> int:
 
 def time_vs_d_figure(runs: Runs, dtype: str, n: int | None = None):
     """Time per call against the head dimension, at one n (largest where most are ok)."""
-    from matplotlib.ticker import EngFormatter, LogLocator
+    from matplotlib.ticker import EngFormatter
 
     frame = runs.frame[runs.frame["dtype"] == dtype]
     n = fixed_n(frame) if n is None else n
@@ -466,10 +487,7 @@ def time_vs_d_figure(runs: Runs, dtype: str, n: int | None = None):
     ax.set_ylabel("time per call (s), median")
     ax.grid(True, which="major", alpha=0.3)
     statuses = _mark_unmeasured(ax, runs, frame, x="d")
-    low, high = ax.get_ylim()
-    if high / low < 30:  # less than a decade and a half: label 2x and 5x ticks too
-        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-        ax.yaxis.set_minor_formatter(EngFormatter(unit="s"))
+    _label_narrow_log_y(ax, EngFormatter(unit="s"))
     _legend(ax, runs, statuses, missing)
     return fig
 
@@ -527,7 +545,11 @@ def memory_figure(runs: Runs, dtype: str):
         ax.set_yscale("log")
         _eng_y(ax, "B")
         _log2_axis(ax, frame["n"], "sequence length n (tokens)")
-        ax.set_ylabel("peak extra resident memory (bytes)")
+        gpu = (frame["timer"] == CUDA_TIMER).any()
+        ax.set_ylabel(
+            "peak extra resident memory (bytes)"
+            + ("\nGPU rows: device memory, inputs included" if gpu else "")
+        )
         ax.set_title(f"d = {d}  (slope 2: scores materialised; 1: fused)", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         statuses = _mark_unmeasured(ax, runs, frame, bottom_strips=len(zero))

@@ -19,6 +19,7 @@ import pandas as pd
 
 from harness import plotting
 from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds, valid_rows
+from harness.results import CUDA_TIMER
 
 PANEL = ["machine", "dtype", "d", "batch", "heads", "causal"]  # cases that differ only in n, impl
 FIGURE_CAPTIONS = {
@@ -109,6 +110,7 @@ def exponents(frame: pd.DataFrame) -> pd.DataFrame:
 def best_peak_fraction(frame: pd.DataFrame) -> pd.DataFrame:
     """Per machine, implementation and dtype: the case closest to the matrix-product peak."""
     ok = valid_rows(frame).dropna(subset=["peak_fraction"])
+    ok = ok[ok["timer"] != CUDA_TIMER]  # runs written before GPU rows went without a fraction
     best = ok.loc[ok.groupby(["machine", "impl", "dtype"])["peak_fraction"].idxmax()]
     best = best.sort_values("peak_fraction", ascending=False)
     return best[["machine", "impl", "dtype", "n", "d", "gflops", "peak_fraction"]].reset_index(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 SCHEMA_VERSION = 1
+CUDA_TIMER = "cuda events"  # the timer of GPU rows: the peak fraction (a CPU's) does not apply
 CASE_COLUMNS = ["impl", "n", "d", "dtype", "batch", "heads", "causal"]
 COLUMNS = [
     *CASE_COLUMNS,
@@ -27,14 +28,14 @@ COLUMNS = [
     "inner_repeats",
     "rounds",  # the samples came in this many rounds, interleaved with the other implementations
     "unstable",
-    "timer",
+    "timer",  # perf_counter, or CUDA_TIMER for GPU rows
     "first_call_s",
     "compile_s",
     "compile_source",  # compiled, disk cache, none
     "transfer_s",
     "flops",
     "gflops",
-    "peak_fraction",
+    "peak_fraction",  # of the CPU's measured matrix-product peak; CPU rows only
     "peak_mem_bytes",
     "score_matrix_bytes",
     "max_abs_err",

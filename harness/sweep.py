@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import impls
 from harness.cases import Case
 from harness.config import SweepConfig
-from harness.results import CASE_COLUMNS, RunDir
+from harness.results import CASE_COLUMNS, CUDA_TIMER, RunDir
 from harness.timing import SamplingPlan
 from harness.worker import ROUND_DONE, Worker, WorkerLost
 
@@ -125,11 +125,12 @@ def skip_reason(
 
 
 def derived(case: Case, row: dict, gemm_gflops: dict[str, float]) -> dict:
+    """FLOP rate, and its fraction of the measured peak: a CPU's, so only for CPU rows."""
     out = {"flops": case.flops, "score_matrix_bytes": case.score_matrix_bytes}
     if row.get("median_s"):
         out["gflops"] = case.flops / row["median_s"] / 1e9
         peak = gemm_gflops.get(case.dtype)
-        if peak:
+        if peak and row.get("timer") != CUDA_TIMER:
             out["peak_fraction"] = out["gflops"] / peak
     return out
 

@@ -43,6 +43,7 @@ MAX_V_BYTES = 256
 THREADS = 256  # float32 block size
 ROW_CHOICES = (32, 64)  # float32 block heights; block_rows picks one per shape
 GRID_FILL = 0.9  # share of the multiprocessors' block slots a 64-row grid must fill
+CAUSAL_WAVES = 2  # waves of 64-row blocks a causal grid needs to balance its unequal blocks
 # float32 words per thread of output row, scores and prefetched K/V: 84-88 compiled to 242-254
 # registers without spills (ptxas, sm_90), 92 and more spilled.
 REGISTER_WORDS = 88
@@ -125,10 +126,14 @@ def block_rows(dtype: str, blocks_at_64_rows: int, multiprocessors: int, causal:
     Taller blocks share each K/V tile among more rows (1.18 ms against 1.57 ms at n = 8192,
     d = 64 on an H200), but halve the blocks: at n = 4096 and one head, 64 blocks would leave
     half of its 132 multiprocessors idle. One 256-thread block runs per multiprocessor.
-    Causal grids keep 32 rows: their longest block bounds the time, and at n = 8192 a
-    64-row grid of one wave took as long as without the mask (1.18 ms).
+    Causal blocks differ in length (the kernel starts the longest first), and the longest
+    bounds the time unless there are two waves of blocks to balance it: at n = 8192, one wave
+    of 64-row blocks took 1.18 ms, as long as without the mask, and 32-row blocks 0.79 ms; at
+    n = 16384 64 rows took 2.34 ms and 32 rows 3.07 ms.
     """
-    if dtype != "float32" or causal:
+    if dtype != "float32":
+        return 32
+    if causal and blocks_at_64_rows < CAUSAL_WAVES * GRID_FILL * multiprocessors:
         return 32
     waves = -(-blocks_at_64_rows // multiprocessors)
     return 64 if blocks_at_64_rows >= GRID_FILL * waves * multiprocessors else 32

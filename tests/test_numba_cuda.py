@@ -127,8 +127,19 @@ def test_prefetch_needs_tiles_that_split_evenly_over_the_threads():
 )
 def test_tall_blocks_only_where_the_grid_fills_the_gpu(blocks_at_64_rows, expected):
     assert mod.block_rows("float32", blocks_at_64_rows, 132, causal=False) == expected
-    assert mod.block_rows("float32", blocks_at_64_rows, 132, causal=True) == 32
     assert mod.block_rows("float64", blocks_at_64_rows, 132, causal=False) == 32
+
+
+@pytest.mark.parametrize(
+    "blocks_at_64_rows, expected",
+    [
+        (128, 32),  # n = 8192: one wave, and the longest block would set the time
+        (256, 64),  # n = 16384: two waves balance the short blocks against the long ones
+        (64, 32),
+    ],
+)
+def test_causal_grids_take_tall_blocks_only_with_two_waves(blocks_at_64_rows, expected):
+    assert mod.block_rows("float32", blocks_at_64_rows, 132, causal=True) == expected
 
 
 @needs_numba_cuda

@@ -29,7 +29,7 @@ from harness.plotting import (
     time_vs_d_figure,
     time_vs_n_figure,
 )
-from harness.results import RunDir
+from harness.results import CUDA_TIMER, RunDir
 
 PEAKS = {"float32": 100.0, "float64": 50.0}
 NOISE = (0.98, 0.99, 1.0, 1.01, 1.02)  # samples around the median: the median is exact
@@ -48,6 +48,7 @@ def case_row(
     samples_s=None,
     compile_s=0.0,
     compile_source="none",
+    timer="perf_counter",
 ):
     """One results.jsonl record, as the sweep writes it."""
     case = Case(impl, n, d, dtype)
@@ -76,6 +77,7 @@ def case_row(
             first_call_s=median + compile_s,
             compile_s=compile_s,
             compile_source=compile_source,
+            timer=timer,
             peak_mem_bytes=mem,
             gflops=case.flops / median / 1e9,
             peak_fraction=case.flops / median / 1e9 / PEAKS[dtype],
@@ -249,6 +251,12 @@ def test_throughput_has_the_measured_peak_as_a_line(runs):
         4 * np.array(NS) * 32 / (1e-9 * 32) / 1e9 / np.array(NS)
     )
     assert "GFLOP/s" in ax.get_ylabel() and ax.get_yscale() == "log"
+
+
+def test_a_gpu_only_run_draws_no_cpu_peak(tmp_path):
+    rows = [case_row("gpu", n, 32, 1e-12 * n * n, timer=CUDA_TIMER) for n in NS]
+    ax = throughput_figure(load_runs([write_run(tmp_path / "gpu", rows)]), "float32").axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["gpu"]
 
 
 def test_speedup_is_the_baseline_time_over_each_time(runs):

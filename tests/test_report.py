@@ -18,6 +18,7 @@ from harness.report import (
     findings,
     problem_cases,
 )
+from harness.results import CUDA_TIMER
 
 
 @pytest.fixture
@@ -92,6 +93,13 @@ def test_best_fraction_of_the_peak(frame):
     # numpy: 4 / 1e-9 flop/s = 4 GFLOP/s everywhere
     assert best.loc["numpy", "peak_fraction"] == pytest.approx(0.04)
     assert list(best.index) == ["fused", "numpy", "naive"]  # closest to the peak first
+
+
+def test_gpu_rows_have_no_fraction_of_the_cpu_peak(tmp_path):
+    rows = [*standard_rows(), case_row("gpu", 512, 32, 1e-6, timer=CUDA_TIMER)]
+    assert rows[-1]["peak_fraction"] > 1  # as a run written before GPU rows went without one
+    best = best_peak_fraction(load_runs([write_run(tmp_path / "run", rows)]).frame)
+    assert "gpu" not in set(best["impl"])
 
 
 def test_problem_cases_keep_their_notes(frame):

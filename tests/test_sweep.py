@@ -12,7 +12,7 @@ from harness import sweep
 from harness.cases import Case
 from harness.cli import main
 from harness.config import SweepConfig
-from harness.results import COLUMNS, RunDir
+from harness.results import COLUMNS, CUDA_TIMER, RunDir
 from harness.sweep import Progress, predict_seconds
 from harness.worker import ROUND_DONE, WorkerLost
 
@@ -251,3 +251,11 @@ def test_a_worker_lost_in_a_later_round_fails_only_its_case(tmp_path, monkeypatc
     assert ("numpy", 64, 3) in log and ("naive", 64, 3) not in log
     # after a crash, the larger cases of that implementation are skipped, the others measured
     assert statuses[("naive", 128)][0] == "skipped" and statuses[("numpy", 128)][0] == "ok"
+
+
+def test_the_cpu_peak_fraction_is_for_cpu_rows_only():
+    case = Case("any", 1024, 64, "float32")
+    cpu = sweep.derived(case, {"median_s": 0.01, "timer": "perf_counter"}, {"float32": 100.0})
+    gpu = sweep.derived(case, {"median_s": 0.01, "timer": CUDA_TIMER}, {"float32": 100.0})
+    assert cpu["peak_fraction"] == pytest.approx(case.flops / 0.01 / 1e9 / 100.0)
+    assert "peak_fraction" not in gpu and gpu["gflops"] == cpu["gflops"]

@@ -4,7 +4,7 @@
 #   bash tests/benchmarks/gpu_check.sh [tests] [tune] [sweep] [sweep_causal] [sweep_f64]
 set -uo pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-OUT=${OUT:-results/gpu}
+OUT=${OUT:-results/gpu-check}
 mkdir -p "$OUT"
 steps=${*:-tests tune sweep sweep_causal sweep_f64}
 status=0
