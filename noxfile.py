@@ -1,6 +1,7 @@
 """nox sessions: `tests` (the default suite: CUDA simulator and PTX included), `lint`, and the
 benchmark sessions `benchmark` (the default sweep, then its report, then the pytest-benchmark
-suite) and `benchmark_peers` (the same with torch, for the torch_sdpa yardstick).
+suite), `benchmark_peers` (the same with torch, for the torch_sdpa yardstick) and
+`benchmark_gpu` (numba_cuda against torch on a CUDA GPU).
 
 Options after `--` go to `attnbench run`, e.g. `nox -s benchmark -- --quick`.
 """
@@ -40,6 +41,19 @@ def benchmark_peers(session: nox.Session) -> None:
     """The default sweep with torch installed, so torch_sdpa is measured beside the others."""
     session.install("-e", ".[dev]", TORCH)
     sweep_and_report(session)
+
+
+@nox.session
+def benchmark_gpu(session: nox.Session) -> None:
+    """numba_cuda against torch_sdpa_cuda on this machine's GPU, as in results/gpu-h200/.
+
+    Needs an NVIDIA GPU and a torch built with CUDA (PyPI's Linux wheels are); without them
+    both cases are recorded as skipped, with the reason.
+    """
+    session.install("-e", ".[dev,cuda,peers]")
+    grid = ["--n", "1024,2048,4096,8192,16384", "--d", "32,64,128", "--target", "0.3"]
+    session.run("attnbench", "run", "--impl", "numba_cuda,torch_sdpa_cuda", *grid, *session.posargs)
+    session.run("attnbench", "report", "results/latest", "--baseline", "torch_sdpa_cuda")
 
 
 def sweep_and_report(session: nox.Session) -> None:
