@@ -6,8 +6,10 @@ g*kpt .. g*kpt+kpt-1 of every K/V tile, so no thread waits on another inside the
 keeps its own running max, running sum and a `width`-wide output row in registers; the `split`
 partial results of a row are merged once, through shared memory, at the end. The whole warp
 reads the same K and V entries (broadcast loads) and its own row of the pre-scaled Q tile. Causal
-blocks stop at their last visible key, so fully masked K tiles are never loaded. Extra device
-memory is the output only: no n x n buffer.
+blocks stop at their last visible key, so fully masked K tiles are never loaded, and start
+longest first. float32 blocks prefetch the next K/V tile into registers while they compute the
+current one, and are 64 rows tall where the grid still fills the GPU (`block_rows`). Extra
+device memory is the output only: no n x n buffer. Measured on an H200: docs/PERFORMANCE.md.
 
 `numba.cuda` must be NVIDIA's numba-cuda package, not numba's deprecated built-in target: with
 numba-cuda installed, numba's import redirector makes `numba.cuda` that package, and it says so
@@ -35,9 +37,9 @@ DEVICE = "cuda"
 SIMULATOR_MAX_N = 64
 
 WIDTHS = (16, 32, 64, 128)  # feature widths compiled; d > 128 runs in chunks of 128
-SPLIT = 8  # threads per query row: more threads in flight when there are few rows (one head)
-# Bytes per thread of scores (8 float32) and of output row (64 float32): with more, ptxas
-# spills out of the 255 registers (float64 still spills about 100 bytes at d = 33..64).
+SPLIT = 8  # float64 threads per query row: more threads in flight when there are few rows
+# Bytes per thread of scores (8 float32) and of output row (64 float32, 32 float64): with more,
+# ptxas spills out of the 255 registers (float64 uses 240-254 of them at these sizes).
 MAX_SCORE_BYTES = 32
 MAX_V_BYTES = 256
 THREADS = 256  # float32 block size
@@ -379,8 +381,8 @@ def _signature(dtype: str):
 
 def _jit_options(cfg: TileConfig) -> dict:
     # fastmath (float32 only): exp2 becomes the hardware ex2.approx, ample for a softmax.
-    # launch_bounds (threads, 2) would fit two blocks per SM but caps registers at 128, and
-    # ptxas then spills (float32 d = 64: 64 bytes); one block of 8 warps per SM spills nothing.
+    # launch_bounds (threads, min_blocks): two 256-thread blocks per SM cap registers at 128,
+    # and ptxas then spills (float32 d = 64: 60 bytes); the defaults promise one block per SM.
     return {"fastmath": cfg.dtype == "float32", "launch_bounds": (cfg.threads, cfg.min_blocks)}
 
 
