@@ -100,12 +100,15 @@ def tile_config(dtype: str, width: int, rows: int = 32) -> TileConfig:
     """The tiles for one dtype, feature width and block height (ROW_CHOICES for float32).
 
     float32 blocks are 256 threads (rows x split) that prefetch the next K/V tile into
-    registers; keys per thread is the largest power of two up to 8 that fits the static shared
-    memory and REGISTER_WORDS. float64 keeps 32 rows (else 16) of SPLIT threads and no prefetch:
-    its registers are full without it.
+    registers (where d fits one width; d > 128 runs in chunks, unprefetched, with the same
+    tiles); keys per thread is the largest power of two up to 8 that fits the static shared
+    memory and REGISTER_WORDS. float64 keeps 32 rows (16 if 32 do not fit) of SPLIT threads
+    and no prefetch: its registers are full without it.
     """
     itemsize = np.dtype(dtype).itemsize
     v_width = min(width, MAX_V_BYTES // itemsize)
+    if dtype != "float32" and rows != 32:
+        raise ValueError(f"{dtype} tiles have 32 rows (64 are float32 only), not {rows}")
     if dtype == "float32":
         split = THREADS // rows
         for kpt in (8, 4, 2, 1):
@@ -113,12 +116,12 @@ def tile_config(dtype: str, width: int, rows: int = 32) -> TileConfig:
             if cfg.shared_bytes <= STATIC_SHARED_LIMIT and cfg.register_words <= REGISTER_WORDS:
                 return cfg
     else:
-        for rows in (32, 16):
-            fixed = (rows * (width + Q_PAD) + 2 * SPLIT * rows) * itemsize
+        for height in (32, 16):
+            fixed = (height * (width + Q_PAD) + 2 * SPLIT * height) * itemsize
             per_key = SPLIT * (width + v_width) * itemsize
             kpt = min(MAX_SCORE_BYTES // itemsize, (STATIC_SHARED_LIMIT - fixed) // per_key)
             if kpt >= 1:
-                return TileConfig(dtype, width, v_width, rows, SPLIT, int(kpt))
+                return TileConfig(dtype, width, v_width, height, SPLIT, int(kpt))
     raise ValueError(f"no tile of width {width} fits {STATIC_SHARED_LIMIT} bytes for {dtype}")
 
 
@@ -127,7 +130,8 @@ def block_rows(dtype: str, blocks_at_64_rows: int, multiprocessors: int, causal:
 
     Taller blocks share each K/V tile among more rows (1.18 ms against 1.57 ms at n = 8192,
     d = 64 on an H200), but halve the blocks: at n = 4096 and one head, 64 blocks would leave
-    half of its 132 multiprocessors idle. One 256-thread block runs per multiprocessor.
+    half of its 132 multiprocessors idle. At d = 64 (242-254 registers per thread) one
+    256-thread block runs per multiprocessor; smaller widths were not measured apart.
     Causal blocks differ in length (the kernel starts the longest first), and the longest
     bounds the time unless there are two waves of blocks to balance it: at n = 8192, one wave
     of 64-row blocks took 1.18 ms, as long as without the mask, and 32-row blocks 0.79 ms; at
@@ -483,7 +487,9 @@ def event_time_s(state) -> float:
 
     An untimed launch goes first, so the GPU is still busy with it while the host queues the
     timed one: the start event fires when that kernel can begin, and the host's launch
-    overhead (tens of microseconds in numba) stays out of the figure. The simulator's events
+    overhead (tens of microseconds in numba) stays out of the figure, as long as one kernel
+    outlasts one launch on the host (marginal below ~50 us per call). Each sample costs two
+    kernels of GPU time. The simulator's events
     record nothing, so there it is the wall-clock time of the (synchronous) simulated launch.
     """
     from numba import cuda

@@ -1,8 +1,9 @@
 """torch.nn.functional.scaled_dot_product_attention on a CUDA GPU: numba_cuda's yardstick.
 
 Optional: needs the `peers` extra (torch built with CUDA) and a GPU. For float32 torch picks its
-memory-efficient kernel, float64 its unfused math path. Timed like numba_cuda, with CUDA events
-around one launch queued behind another, and copies reported apart.
+memory-efficient kernel, whose products run on the tensor cores in 3xTF32 (CUTLASS's
+OpMultiplyAddFastF32, float32 accuracy); for float64 its unfused math path. Timed like
+numba_cuda, with CUDA events around one launch queued behind another; copies reported apart.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def test_module_surface_imports_without_compiling():
     assert isinstance(mod.SIMULATOR_MAX_N, int) and mod.SIMULATOR_MAX_N > 0
 
 
-ROWS = [(dtype, rows) for dtype in mod.DTYPES for rows in mod.ROW_CHOICES][:-1]  # float64: 32
+ROWS = [("float32", 32), ("float32", 64), ("float64", 32)]  # the block heights of each dtype
 
 
 @pytest.mark.parametrize("dtype, rows", ROWS)
@@ -108,6 +108,11 @@ def test_tiles_fit_static_shared_memory_and_the_registers(dtype, rows, width):
     if dtype == "float32":
         assert cfg.prefetch and cfg.threads == mod.THREADS and cfg.rows == rows
         assert cfg.register_words <= mod.REGISTER_WORDS
+
+
+def test_float64_tiles_are_32_rows():
+    with pytest.raises(ValueError, match="float64 tiles have 32 rows"):
+        mod.tile_config("float64", 64, rows=64)
 
 
 def test_prefetch_needs_tiles_that_split_evenly_over_the_threads():
@@ -175,7 +180,7 @@ def test_ptx_for_sm90_for_every_kernel_variant():
         for cfg, fn, sig, options in mod.ptx_targets():
             ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0), **options)
             rows.append({
-                "dtype": cfg.dtype, "width": cfg.width,
+                "dtype": cfg.dtype, "width": cfg.width, "rows": cfg.rows,
                 "sm_90": bool(re.search(r"^\\.target sm_90\\b", ptx, re.M)),
                 "entry": ".entry" in ptx,
                 "f64": len(re.findall(r"\\.f64\\b", ptx)),
@@ -185,8 +190,8 @@ def test_ptx_for_sm90_for_every_kernel_variant():
         """
     )
     rows = json.loads(out.strip().splitlines()[-1])
-    assert {(r["dtype"], r["width"]) for r in rows} == {
-        (d, w) for d in mod.DTYPES for w in mod.WIDTHS
+    assert {(r["dtype"], r["width"], r["rows"]) for r in rows} == {
+        (d, w, h) for d, h in ROWS for w in mod.WIDTHS
     }
     for r in rows:
         assert r["sm_90"] and r["entry"], r
@@ -229,15 +234,17 @@ CASES = [
     ((1,), 1, 1, 1, 1, False, "float32"),
     ((1,), 9, 9, 1, 1, True, "float32"),
     ((1,), 13, 13, 7, 7, True, "float32"),
-    ((1,), 33, 65, 32, 32, False, "float32"),  # row tile 32 + 1, key tile 64 + 1
+    ((1,), 33, 65, 32, 32, False, "float32"),  # 32 rows + 1; key tiles of 32 or 64, + 1
     ((1,), 31, 63, 64, 64, True, "float32"),  # one short of both tiles
-    ((1,), 6, 33, 128, 128, False, "float32"),  # key tile of 32 at width 128: 32 + 1
+    ((1,), 6, 33, 128, 128, False, "float32"),  # key tiles of 16 at width 128: 2 x 16 + 1
     ((1,), 40, 20, 16, 16, True, "float32"),  # causal, n_q > n_k: late rows see every key
     ((1,), 20, 70, 8, 8, True, "float32"),  # causal, n_q < n_k: later keys never seen
     ((1,), 5, 9, 5, 9, True, "float32"),  # d_k != d_v
     ((1,), 3, 11, 130, 3, False, "float32"),  # d_k in two chunks of 128
     ((1,), 4, 6, 3, 70, True, "float32"),  # d_v over two blocks of 64 columns
     ((2, 2), 9, 9, 4, 4, True, "float32"),  # leading dims flattened to the batch
+    ((2,), 70, 70, 16, 16, True, "float32"),  # causal: reversed row tiles, within each batch
+    ((1,), 40, 40, 130, 130, True, "float32"),  # causal, d in two chunks (no prefetch)
     ((1,), 13, 13, 7, 7, True, "float64"),
     ((1,), 33, 33, 64, 64, False, "float64"),  # key tile of 32 at width 64: 32 + 1
     ((1,), 3, 10, 128, 128, True, "float64"),  # key tile of 8 at width 128: 8 + 2
@@ -250,6 +257,25 @@ def test_matches_float64_reference(impl, lead, n_q, n_k, d_k, d_v, causal, dtype
     out = impl.attention(q, k, v, causal=causal)
     assert out.shape == (*lead, n_q, d_v) and out.dtype == np.dtype(dtype)
     np.testing.assert_allclose(out, reference(q, k, v, causal), **TOL[dtype])
+
+
+@pytest.mark.parametrize(
+    "batch, n, dtype, causal, rows",
+    [
+        (1, 8192, "float32", False, 64),  # 128 tall blocks fill 132 multiprocessors
+        (1, 4096, "float32", False, 32),  # 64 would leave half of them idle
+        (1, 8192, "float32", True, 32),  # causal, one wave: the longest block decides
+        (2, 8192, "float32", True, 64),  # causal, two waves
+        (1, 8192, "float64", False, 32),
+    ],
+)
+def test_prepare_picks_the_block_height_for_the_gpu(
+    impl, monkeypatch, batch, n, dtype, causal, rows
+):
+    monkeypatch.setattr(mod, "_multiprocessors", lambda: 132)
+    q = np.zeros((batch, n, 64), dtype)
+    args = AttentionArgs(q=q, k=q, v=q, causal=causal, scale=0.125, lead=(batch,))
+    assert mod.prepare(args)["config"] == mod.tile_config(dtype, 64, rows)
 
 
 @pytest.mark.parametrize("rows", mod.ROW_CHOICES)

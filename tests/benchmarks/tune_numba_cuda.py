@@ -41,14 +41,18 @@ VARIANTS = {
 
 
 def configs(dtype: str, width: int) -> list[mod.TileConfig]:
+    """The defaults of every block height, then the float32 alternatives that fit."""
+    heights = mod.ROW_CHOICES if dtype == "float32" else (32,)
+    defaults = [mod.tile_config(dtype, width, rows) for rows in heights]
     out = []
-    for rows, split, kpt, v_width, min_blocks, prefetch in VARIANTS[width]:
-        v_width = v_width or min(width, 64)
+    for rows, split, kpt, v_width, min_blocks, prefetch in VARIANTS.get(width, []):
+        if dtype != "float32":
+            break
+        v_width = v_width or min(width, mod.MAX_V_BYTES // 4)
         cfg = mod.TileConfig(dtype, width, v_width, rows, split, kpt, min_blocks, prefetch)
-        if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT:
+        if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT and cfg not in defaults:
             out.append(cfg)
-    defaults = [mod.tile_config(dtype, width, rows) for rows in mod.ROW_CHOICES]
-    return [*defaults, *(c for c in out if c not in defaults)]
+    return [*defaults, *out]
 
 
 def label(cfg: mod.TileConfig) -> str:
@@ -62,7 +66,7 @@ def ptxas_report(dtype: str) -> None:
     """Compile every variant to sm_90 PTX and let ptxas say registers, spills and shared bytes."""
     from numba import cuda
 
-    for width in VARIANTS:
+    for width in mod.WIDTHS:
         for cfg in configs(dtype, width):
             ptx, _ = cuda.compile_ptx(
                 mod._kernel_function(cfg), mod._signature(dtype), cc=(9, 0), **mod._jit_options(cfg)
