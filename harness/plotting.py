@@ -384,10 +384,10 @@ def throughput_figure(runs: Runs, dtype: str):
         missing = []
         for style, label, ok in _valid_series(runs, frame, missing):
             ax.plot(ok["n"], ok["flops"] / ok["median_s"] / 1e9, label=label, **style)
-        on_cpu = (frame["timer"] != CUDA_TIMER).any()  # the peak is the CPU's
         for machine, meta in runs.metas.items():
             peak = meta.get("gemm_peak_gflops", {}).get(dtype)
-            if peak and on_cpu:
+            rows = frame[frame["machine"] == machine]
+            if peak and (rows["timer"] != CUDA_TIMER).any():  # the peak is the CPU's
                 where = f" @ {machine}" if runs.several else ""
                 ax.axhline(
                     peak,

@@ -253,10 +253,15 @@ def test_throughput_has_the_measured_peak_as_a_line(runs):
     assert "GFLOP/s" in ax.get_ylabel() and ax.get_yscale() == "log"
 
 
-def test_a_gpu_only_run_draws_no_cpu_peak(tmp_path):
+def test_a_gpu_run_draws_no_cpu_peak(tmp_path):
     rows = [case_row("gpu", n, 32, 1e-12 * n * n, timer=CUDA_TIMER) for n in NS]
-    ax = throughput_figure(load_runs([write_run(tmp_path / "gpu", rows)]), "float32").axes[0]
+    gpu = write_run(tmp_path / "gpu", rows, machine="gpubox")
+    ax = throughput_figure(load_runs([gpu]), "float32").axes[0]
     assert [line.get_label() for line in ax.get_lines()] == ["gpu"]
+    cpu = write_run(tmp_path / "cpu", standard_rows(), machine="box")
+    ax = throughput_figure(load_runs([cpu, gpu]), "float32").axes[0]
+    peaks = [line.get_label() for line in ax.get_lines() if "peak" in line.get_label()]
+    assert len(peaks) == 1 and "@ box" in peaks[0]  # the CPU run's peak only
 
 
 def test_speedup_is_the_baseline_time_over_each_time(runs):
