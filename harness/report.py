@@ -25,7 +25,7 @@ PANEL = ["machine", "dtype", "d", "batch", "heads", "causal"]  # cases that diff
 FIGURE_CAPTIONS = {
     "time_vs_n": "Time per call against n (log-log); the band is the interquartile range of the "
     "samples and each label carries the fitted exponent (2 means O(n²)).",
-    "throughput": "Throughput against n, with the machine's measured matrix-product peak.",
+    "throughput": "Throughput against n, with the machine's measured CPU matrix-product peak.",
     "speedup": "Speedup over the baseline (its time divided by each implementation's).",
     "time_vs_d": "Time per call against the head dimension d at one n.",
     "memory": "Peak extra resident memory of one call against n, with the n×n score matrix.",
@@ -258,7 +258,7 @@ def machine_table(meta: dict) -> pd.DataFrame:
         "OS": machine.get("os"),
         "threads": meta.get("threads"),
         "BLAS": blas,
-        "matrix-product peak (measured)": peaks,
+        "CPU matrix-product peak (measured)": peaks,
         "sizes": f"n {settings.get('n')}, d {settings.get('d')}, dtype {settings.get('dtype')}",
         "shape": f"batch {settings.get('batch')}, heads {settings.get('heads')}, "
         f"causal {settings.get('causal')}",
@@ -318,7 +318,8 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
     )
     if not several:
         peak = peak.drop(columns="machine")
-    blocks += [("h", 3, "Best fraction of the matrix-product peak"), ("table", peak)]
+    if not peak.empty:  # CPU rows only: a GPU-only run has none
+        blocks += [("h", 3, "Best fraction of the CPU matrix-product peak"), ("table", peak)]
     for dtype in runs.dtypes():
         for d in sorted(frame.loc[frame["dtype"] == dtype, "d"].unique()):
             blocks += [

@@ -102,6 +102,14 @@ def test_gpu_rows_have_no_fraction_of_the_cpu_peak(tmp_path):
     assert "gpu" not in set(best["impl"])
 
 
+def test_a_gpu_only_report_has_no_peak_section(tmp_path):
+    rows = [case_row("gpu", n, 32, 1e-12 * n * n, timer=CUDA_TIMER) for n in NS]
+    run = write_run(tmp_path / "gpu", rows)
+    assert main(["report", str(run), "--baseline", "gpu"]) == 0
+    md = (run / "report.md").read_text()
+    assert "Best fraction" not in md and "Closest to the" not in md
+
+
 def test_problem_cases_keep_their_notes(frame):
     problems = problem_cases(frame)
     skipped = problems[problems["status"] == "skipped"]
@@ -122,7 +130,7 @@ def test_report_writes_markdown_and_self_contained_html(tmp_path, capsys):
         "### Fastest implementation at each n",
         "### Crossovers",
         "### Scaling exponents",
-        "### Best fraction of the matrix-product peak",
+        "### Best fraction of the CPU matrix-product peak",
         "## Plots",
         "## Skipped, failed and disagreeing cases",
     ):
