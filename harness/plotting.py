@@ -205,11 +205,17 @@ def _label_narrow_log_y(ax, formatter) -> None:
     from matplotlib.ticker import LogLocator
 
     low, high = ax.get_ylim()
-    if high / low < 30:
-        subs = (2.0, 5.0) if high / low >= 10 else (2.0, 3.0, 5.0) if high / low >= 3 else None
-        subs = subs or tuple(float(i) for i in range(2, 10))
-        ax.yaxis.set_minor_locator(LogLocator(subs=subs))
-        ax.yaxis.set_minor_formatter(formatter)
+    span = high / low
+    if span >= 30:
+        return
+    if span >= 10:
+        subs = (2.0, 5.0)
+    elif span >= 3:
+        subs = (2.0, 3.0, 5.0)
+    else:
+        subs = tuple(float(i) for i in range(2, 10))
+    ax.yaxis.set_minor_locator(LogLocator(subs=subs))
+    ax.yaxis.set_minor_formatter(formatter)
 
 
 def _eng_y(ax, unit: str) -> None:
