@@ -8,10 +8,11 @@ numba_cuda, with CUDA events around one launch queued behind another; copies rep
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import numpy as np
+
+from impls import torch_sdpa as cpu_peer  # the same call and state, on the CPU
 
 DESCRIPTION = "torch.nn.functional.scaled_dot_product_attention (optional peer, CUDA GPU)"
 DTYPES = ("float32", "float64")
@@ -20,8 +21,9 @@ DEVICE = "cuda"
 
 
 def unavailable_reason() -> str | None:
-    if importlib.util.find_spec("torch") is None:
-        return "torch is not installed (pip install 'attnbench[peers]')"
+    reason = cpu_peer.unavailable_reason()
+    if reason is not None:
+        return reason
     import torch
 
     if not torch.cuda.is_available():
@@ -34,21 +36,11 @@ def prepare(args):
     import torch
 
     start = time.perf_counter()
-    # (batch, n, d) -> (1, batch, n, d): the fused kernels want 4-D inputs.
-    q, k, v = (
-        torch.from_numpy(np.ascontiguousarray(a))[None].to("cuda") for a in (args.q, args.k, args.v)
-    )
+    state = cpu_peer.prepare(args)
+    for name in ("q", "k", "v"):
+        state[name] = state[name].to("cuda")
     torch.cuda.synchronize()
-    state = {
-        "q": q,
-        "k": k,
-        "v": v,
-        "causal": bool(args.causal),
-        "scale": args.scale,
-        "out": None,
-        "h2d_s": time.perf_counter() - start,
-        "d2h_s": 0.0,
-    }
+    state.update(h2d_s=time.perf_counter() - start, d2h_s=0.0)
     run(state)  # kernel selection and workspace happen here, not in the first timed run
     state["out"] = None
     torch.cuda.reset_peak_memory_stats()
@@ -57,20 +49,10 @@ def prepare(args):
     return state
 
 
-def _launch(state) -> None:
-    import torch
-    import torch.nn.functional as F
-
-    with torch.inference_mode():
-        state["out"] = F.scaled_dot_product_attention(
-            state["q"], state["k"], state["v"], is_causal=state["causal"], scale=state["scale"]
-        )
-
-
 def run(state) -> None:
     import torch
 
-    _launch(state)
+    cpu_peer.run(state)
     torch.cuda.synchronize()
 
 
@@ -79,9 +61,9 @@ def event_time_s(state) -> float:
     import torch
 
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    _launch(state)
+    cpu_peer.run(state)
     start.record()
-    _launch(state)
+    cpu_peer.run(state)
     end.record()
     end.synchronize()
     return start.elapsed_time(end) / 1e3
