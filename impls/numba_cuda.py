@@ -145,6 +145,61 @@ def block_rows(dtype: str, blocks_at_64_rows: int, multiprocessors: int, causal:
     return 64 if blocks_at_64_rows >= GRID_FILL * waves * multiprocessors else 32
 
 
+GRID_SIDE = 16  # thread-tiled blocks: 16 x 16 threads, 16 row groups by 16 key (column) groups
+THREAD_TILE_WIDTHS = (32, 64)  # feature widths of the thread-tiled kernel (float32)
+
+
+@dataclass(frozen=True)
+class ThreadTileConfig:
+    """A float32 block of 16 x 16 threads, each owning a rows_per_thread x keys_per_thread tile.
+
+    The outer-product layout of CUDA-core matrix products: a thread reads rows_per_thread
+    query chunks and keys_per_thread key chunks from shared memory for each 4 features and
+    does rows_per_thread x keys_per_thread x 4 FMAs with them, where the row-per-thread kernel
+    did 4 FMAs per shared load; the same for P V. Rows of the tile are shared by 16 threads,
+    which agree on the running row maximum through shared memory (the simulator has no
+    warp shuffles).
+    """
+
+    dtype: str
+    width: int  # features of Q, K and V held in shared memory (d_k, d_v <= width)
+    rows_per_thread: int
+    keys_per_thread: int
+    min_blocks: int = 1
+
+    @property
+    def v_width(self) -> int:
+        return self.width
+
+    @property
+    def rows(self) -> int:
+        return GRID_SIDE * self.rows_per_thread
+
+    @property
+    def keys(self) -> int:
+        return GRID_SIDE * self.keys_per_thread
+
+    @property
+    def threads(self) -> int:
+        return GRID_SIDE * GRID_SIDE
+
+    @property
+    def shared_bytes(self) -> int:
+        tiles = (self.rows + 2 * self.keys) * self.width  # Q, K, V
+        scores = self.rows * self.keys
+        row_maxima = self.rows * GRID_SIDE
+        return (tiles + scores + row_maxima) * np.dtype(self.dtype).itemsize
+
+
+def thread_tile_config(width: int, rows: int) -> ThreadTileConfig:
+    """The thread-tiled float32 variant for a width and block height: the most keys that fit."""
+    for keys_per_thread in (4, 2):
+        cfg = ThreadTileConfig("float32", width, rows // GRID_SIDE, keys_per_thread)
+        if cfg.shared_bytes <= STATIC_SHARED_LIMIT:
+            return cfg
+    raise ValueError(f"no thread tile of width {width} and {rows} rows fits shared memory")
+
+
 def width_for(d_k: int, d_v: int) -> int:
     """Smallest compiled width holding both feature dimensions; the widest, in chunks, beyond."""
     d = max(d_k, d_v)
@@ -174,8 +229,15 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _kernel_function(cfg: TileConfig, simulated: bool = False):
-    """The kernel as a plain Python function; the tile sizes are closure constants.
+def _kernel_function(cfg, simulated: bool = False):
+    """The kernel of a TileConfig or ThreadTileConfig as a plain Python function."""
+    if isinstance(cfg, ThreadTileConfig):
+        return _thread_tile_kernel_function(cfg, simulated)
+    return _row_kernel_function(cfg, simulated)
+
+
+def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
+    """The row-per-thread kernel as a plain Python function; tile sizes are closure constants.
 
     Hot-loop indices are unsigned: numba adds a negative-index wrap-around to every signed
     index, which costs integer instructions and stops NVVM from merging four neighbouring
@@ -373,6 +435,225 @@ def _kernel_function(cfg: TileConfig, simulated: bool = False):
                 out[b, r0 + i, c0 + c] = qs[i, c]
 
     return attention_tile_kernel
+
+
+def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
+    """The thread-tiled kernel as a plain Python function (see ThreadTileConfig).
+
+    Thread (ty, tx) owns rows ty + 16 i of the block and keys tx * TN + j of each K/V tile,
+    and, in P V, output columns tx * CPT .. tx * CPT + CPT - 1. Shared tiles hold chunks of 4
+    features (one 16-byte load); Q, K and P chunks are XOR-swizzled by row so that the 16
+    rows or keys a warp reads at once fall on distinct banks. The next K/V tile travels from
+    global memory into registers while this one is computed. Indices are unsigned, as in
+    the row-per-thread kernel.
+    """
+    global cuda
+    from numba import cuda, float32, uint64
+
+    TM = cfg.rows_per_thread
+    TN = cfg.keys_per_thread
+    W = cfg.width
+    BM = cfg.rows
+    BN = cfg.keys
+    NT = cfg.threads
+    SIDE = GRID_SIDE
+    W4 = W // 4
+    CPT = W // SIDE  # output columns per thread
+    CHUNKS = BN * W4 // NT  # 4-feature chunks of the K (and V) tile each thread moves
+    Q_SIZE, KV_SIZE, P_SIZE, RED_SIZE = BM * W, BN * W, BM * BN, BM * SIDE  # shapes: literals
+    PREFETCHED = CHUNKS * 4
+    ALIGN = None if simulated else 16
+    UW, UBN, UW4, UTN, UCPT = (np.uint64(x) for x in (W, BN, W4, TN, CPT))
+    UBM, USIDE, UNT = np.uint64(BM), np.uint64(SIDE), np.uint64(NT)
+    U0, U1, U2, U3, U4, U7, U15 = (np.uint64(x) for x in (0, 1, 2, 3, 4, 7, 15))
+
+    @cuda.jit(device=True, inline="always")
+    def load_kv(k, v, kr, vr, b, k0, tid):
+        """Global -> registers: this thread's chunks of the K and V tiles starting at key k0."""
+        n_k = uint64(k.shape[1])
+        d_k = uint64(k.shape[2])
+        d_v = uint64(v.shape[2])
+        for it in range(CHUNKS):
+            f = tid + uint64(it) * UNT
+            key = k0 + f // UW4
+            c = (f % UW4) << U2
+            for e in range(4):
+                col = c + uint64(e)
+                x = float32(0.0)
+                if key < n_k and col < d_k:
+                    x = k[b, key, col]
+                kr[it * 4 + e] = x
+                y = float32(0.0)  # zeros, not stale memory: 0 * NaN would poison the sum
+                if key < n_k and col < d_v:
+                    y = v[b, key, col]
+                vr[it * 4 + e] = y
+
+    def attention_thread_tile_kernel(q, k, v, out, scale_log2, causal):
+        tid = uint64(cuda.threadIdx.x)
+        ty = tid >> U4
+        tx = tid & U15
+        swz_row = ty & U7  # rows ty + 16 i all have this low part: Q and P chunk swizzle
+        swz_key = tx & U7  # keys tx * TN + j: K chunk swizzle (key // TN) & 7
+        n_q = uint64(q.shape[1])
+        n_k = uint64(k.shape[1])
+        d_k = uint64(q.shape[2])
+        d_v = uint64(v.shape[2])
+        row_tiles = (n_q + UBM - U1) // UBM
+        bid = uint64(cuda.blockIdx.x)
+        b = bid // row_tiles
+        tile = bid % row_tiles
+        if causal:  # longest blocks first: blocks start in index order, the short ones fill in
+            tile = row_tiles - U1 - tile
+        r0 = tile * UBM
+        neg_inf = float32(-math.inf)
+        zero = float32(0.0)
+
+        qs = cuda.shared.array(Q_SIZE, float32, ALIGN)
+        ks = cuda.shared.array(KV_SIZE, float32, ALIGN)
+        vs = cuda.shared.array(KV_SIZE, float32, ALIGN)
+        ps = cuda.shared.array(P_SIZE, float32, ALIGN)
+        red = cuda.shared.array(RED_SIZE, float32, ALIGN)
+        s = cuda.local.array((TM, TN), float32)
+        o = cuda.local.array((TM, CPT), float32)
+        m = cuda.local.array(TM, float32)
+        l_sum = cuda.local.array(TM, float32)
+        kf = cuda.local.array((TN, 4), float32)
+        vf = cuda.local.array((4, CPT), float32)
+        kr = cuda.local.array(PREFETCHED, float32)
+        vr = cuda.local.array(PREFETCHED, float32)
+
+        for i in range(TM):
+            m[i] = neg_inf
+            l_sum[i] = zero
+            for cc in range(CPT):
+                o[i, cc] = zero
+        for it in range(BM * W4 // NT):  # Q, pre-scaled by scale * log2(e), swizzled
+            f = tid + uint64(it) * UNT
+            rl = f // UW4
+            c4 = f % UW4
+            base = rl * UW + ((c4 ^ (rl & U7)) << U2)
+            for e in range(4):
+                col = (c4 << U2) + uint64(e)
+                x = zero
+                if r0 + rl < n_q and col < d_k:
+                    x = q[b, r0 + rl, col] * scale_log2
+                qs[base + uint64(e)] = x
+        key_end = min(n_k, r0 + UBM) if causal else n_k
+        n_tiles = (key_end + UBN - U1) // UBN
+        load_kv(k, v, kr, vr, b, U0, tid)
+        for t in range(n_tiles):
+            k0 = uint64(t) * UBN
+            cuda.syncthreads()  # everyone is done with the previous K, V and P tiles
+            for it in range(CHUNKS):
+                f = tid + uint64(it) * UNT
+                kl = f // UW4
+                c4 = f % UW4
+                kbase = kl * UW + ((c4 ^ ((kl // UTN) & U7)) << U2)
+                vbase = kl * UW + (c4 << U2)
+                for e in range(4):
+                    ks[kbase + uint64(e)] = kr[it * 4 + e]
+                    vs[vbase + uint64(e)] = vr[it * 4 + e]
+            cuda.syncthreads()
+            if uint64(t) + U1 < n_tiles:
+                load_kv(k, v, kr, vr, b, k0 + UBN, tid)
+
+            for i in range(TM):
+                for j in range(TN):
+                    s[i, j] = zero
+            for c4 in range(W4):
+                cu = uint64(c4)
+                kc = (cu ^ swz_key) << U2
+                for j in range(TN):
+                    kb = (tx * UTN + uint64(j)) * UW + kc
+                    kf[j, 0] = ks[kb]
+                    kf[j, 1] = ks[kb + U1]
+                    kf[j, 2] = ks[kb + U2]
+                    kf[j, 3] = ks[kb + U3]
+                qc = (cu ^ swz_row) << U2
+                for i in range(TM):
+                    qb = (ty + uint64(i * SIDE)) * UW + qc
+                    q0 = qs[qb]
+                    q1 = qs[qb + U1]
+                    q2 = qs[qb + U2]
+                    q3 = qs[qb + U3]
+                    for j in range(TN):
+                        acc = s[i, j]
+                        acc += q0 * kf[j, 0]
+                        acc += q1 * kf[j, 1]
+                        acc += q2 * kf[j, 2]
+                        acc += q3 * kf[j, 3]
+                        s[i, j] = acc
+
+            for i in range(TM):
+                rl = ty + uint64(i * SIDE)
+                row = r0 + rl
+                part = neg_inf
+                for j in range(TN):
+                    key = k0 + tx * UTN + uint64(j)
+                    if key >= n_k or (causal and key > row):
+                        s[i, j] = neg_inf
+                    part = max(part, s[i, j])
+                red[rl * USIDE + tx] = part
+            cuda.syncthreads()  # row maxima posted; every thread is done reading K
+
+            for i in range(TM):
+                rl = ty + uint64(i * SIDE)
+                tile_max = neg_inf
+                for h in range(SIDE):
+                    tile_max = max(tile_max, red[rl * USIDE + uint64(h)])
+                m_new = max(m[i], tile_max)
+                m_safe = m_new if m_new > neg_inf else zero  # rows with every key masked so far
+                alpha = math.exp2(m[i] - m_safe)
+                m[i] = m_new
+                total = l_sum[i] * alpha
+                for cc in range(CPT):
+                    o[i, cc] *= alpha
+                for j in range(TN):
+                    p = math.exp2(s[i, j] - m_safe)
+                    total += p
+                    key = tx * UTN + uint64(j)
+                    ps[rl * UBN + ((((key >> U2) ^ swz_row)) << U2) + (key & U3)] = p
+                l_sum[i] = total
+            cuda.syncthreads()  # P posted
+
+            for j4 in range(BN // 4):
+                ju = uint64(j4)
+                for e in range(4):
+                    vb = (ju * U4 + uint64(e)) * UW + tx * UCPT
+                    for cc in range(CPT):
+                        vf[e, cc] = vs[vb + uint64(cc)]
+                pc = (ju ^ swz_row) << U2
+                for i in range(TM):
+                    pb = (ty + uint64(i * SIDE)) * UBN + pc
+                    p0 = ps[pb]
+                    p1 = ps[pb + U1]
+                    p2 = ps[pb + U2]
+                    p3 = ps[pb + U3]
+                    for cc in range(CPT):
+                        acc = o[i, cc]
+                        acc += p0 * vf[0, cc]
+                        acc += p1 * vf[1, cc]
+                        acc += p2 * vf[2, cc]
+                        acc += p3 * vf[3, cc]
+                        o[i, cc] = acc
+
+        # Each thread summed the weights of its own keys: the row's sum, through shared memory.
+        for i in range(TM):
+            red[(ty + uint64(i * SIDE)) * USIDE + tx] = l_sum[i]
+        cuda.syncthreads()
+        for i in range(TM):
+            rl = ty + uint64(i * SIDE)
+            total = zero
+            for h in range(SIDE):
+                total += red[rl * USIDE + uint64(h)]
+            inv = float32(1.0) / total
+            if r0 + rl < n_q:
+                for cc in range(CPT):
+                    col = tx * UCPT + uint64(cc)
+                    if col < d_v:
+                        out[b, r0 + rl, col] = o[i, cc] * inv
+
+    return attention_thread_tile_kernel
 
 
 def _signature(dtype: str):

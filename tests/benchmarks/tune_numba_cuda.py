@@ -53,10 +53,18 @@ def configs(dtype: str, width: int) -> list[mod.TileConfig]:
         cfg = mod.TileConfig(dtype, width, v_width, rows, split, kpt, min_blocks, prefetch)
         if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT and cfg not in defaults:
             out.append(cfg)
+    if dtype == "float32" and width in mod.THREAD_TILE_WIDTHS:
+        for rows in mod.ROW_CHOICES:
+            for keys_per_thread in (4, 2):
+                cfg = mod.ThreadTileConfig(dtype, width, rows // mod.GRID_SIDE, keys_per_thread)
+                if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT and cfg not in defaults:
+                    out.append(cfg)
     return [*defaults, *out]
 
 
-def label(cfg: mod.TileConfig) -> str:
+def label(cfg) -> str:
+    if isinstance(cfg, mod.ThreadTileConfig):
+        return f"tt r{cfg.rows}xk{cfg.keys} ({cfg.rows_per_thread}x{cfg.keys_per_thread})"
     return (
         f"r{cfg.rows}xs{cfg.split}xk{cfg.keys_per_thread}"
         f"/v{cfg.v_width}/t{cfg.threads}/b{cfg.min_blocks}{'/pf' if cfg.prefetch else ''}"
