@@ -1,15 +1,22 @@
 """Fused attention on the GPU with numba-cuda: K/V tiles in shared memory and an online softmax.
 
 FlashAttention-style, for the FP32 CUDA cores (numba-cuda exposes no tensor-core instructions).
-A block owns `rows` query rows; `split` threads share each row, thread g taking keys
-g*kpt .. g*kpt+kpt-1 of every K/V tile, so no thread waits on another inside the loop. Each thread
-keeps its own running max, running sum and a `width`-wide output row in registers; the `split`
-partial results of a row are merged once, through shared memory, at the end. The whole warp
-reads the same K and V entries (broadcast loads) and its own row of the pre-scaled Q tile. Causal
-blocks stop at their last visible key, so fully masked K tiles are never loaded, and start
-longest first. float32 blocks prefetch the next K/V tile into registers while they compute the
-current one, and are 64 rows tall where the grid still fills the GPU (`block_rows`). Extra
-device memory is the output only: no n x n buffer. Measured on an H200: docs/PERFORMANCE.md.
+Two kernels, both with no n x n buffer in global memory:
+
+- thread-tiled (float32, 16 < d <= 64; ThreadTileConfig): 16 x 16 threads, each computing a
+  rows x keys tile of the scores (4 x 2 at d = 64, 4 x 4 at d = 32; 2 rows in 32-row blocks)
+  and a rows x d/16 tile of the output as outer products, the way CUDA-core matrix products
+  do: each value a thread loads from shared memory feeds 2-4 FMAs, where the row-per-thread
+  kernel used each key value once. The 16 threads of a row agree on its running maximum
+  through shared memory. Where one block per 64-row tile
+  would leave the GPU half idle, `key_splits` blocks share a row tile's keys and a small
+  kernel merges their partial outputs (flash-decoding).
+- row per thread group (float64, and float32 at d <= 16 or > 64; TileConfig): `split`
+  threads share each query row, each taking its own keys of every tile, merged once at the end.
+
+Causal blocks stop at their last visible key, so fully masked K tiles are never loaded, and
+start longest first. The next K/V tile travels into registers while the current one is
+computed. Measured on an H200: docs/PERFORMANCE.md.
 
 `numba.cuda` must be NVIDIA's numba-cuda package, not numba's deprecated built-in target: with
 numba-cuda installed, numba's import redirector makes `numba.cuda` that package, and it says so
@@ -146,7 +153,16 @@ def block_rows(dtype: str, blocks_at_64_rows: int, multiprocessors: int, causal:
 
 
 GRID_SIDE = 16  # thread-tiled blocks: 16 x 16 threads, 16 row groups by 16 key (column) groups
-THREAD_TILE_WIDTHS = (32, 64)  # feature widths of the thread-tiled kernel (float32)
+THREAD_TILE_WIDTHS = (32, 64)  # float32 widths of the thread-tiled kernel; others: row per thread
+# Feature (and key) steps per loop iteration: at d = 64, 2 ran 1-2% ahead at n >= 8192 on an
+# H200, at d = 32 1-3% behind.
+UNROLL = {32: 1, 64: 2}
+# A thread-tiled block uses <= 128 registers (launch bound of 2 blocks) and <= 45 KB of
+# shared memory: two fit on a multiprocessor.
+BLOCKS_PER_MULTIPROCESSOR = 2
+MAX_SPLITS = 8  # key splits per row tile
+MIN_SPLIT_KEYS = 512  # shorter splits spend more on loading Q and merging than they gain
+MERGE_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,7 @@ class ThreadTileConfig:
     rows_per_thread: int
     keys_per_thread: int
     min_blocks: int = 1
+    unroll: int = 1  # 4-feature (and 4-key) steps per loop iteration: fewer loop instructions
 
     @property
     def v_width(self) -> int:
@@ -192,12 +209,59 @@ class ThreadTileConfig:
 
 
 def thread_tile_config(width: int, rows: int) -> ThreadTileConfig:
-    """The thread-tiled float32 variant for a width and block height: the most keys that fit."""
+    """The thread-tiled float32 variant for a width and block height: the most keys that fit.
+
+    Two blocks per multiprocessor (min_blocks = 2 caps registers at 128; ptxas: 120-128, no
+    spills), so a grid of 2 x the multiprocessors' count runs in one wave.
+    """
     for keys_per_thread in (4, 2):
-        cfg = ThreadTileConfig("float32", width, rows // GRID_SIDE, keys_per_thread)
+        cfg = ThreadTileConfig(
+            "float32",
+            width,
+            rows // GRID_SIDE,
+            keys_per_thread,
+            BLOCKS_PER_MULTIPROCESSOR,
+            UNROLL[width],
+        )
         if cfg.shared_bytes <= STATIC_SHARED_LIMIT:
             return cfg
     raise ValueError(f"no thread tile of width {width} and {rows} rows fits shared memory")
+
+
+def key_splits(row_blocks: int, keys: int, slots: int, causal: bool) -> int:
+    """How many blocks share each row tile's keys, so that the grid fills the GPU.
+
+    One head at n = 8192 is 128 row tiles of 64: a block each leaves half of an H200's 264
+    block slots empty (0.956 ms; two splits 0.829 ms, then a merge). Causal blocks differ in
+    length, and the longest sets the time unless there are twice as many blocks as slots
+    (n = 8192 causal: 4 splits 0.449 ms, 1 split 0.955 ms).
+    """
+    wanted = (2 if causal else 1) * slots // row_blocks
+    return max(1, min(MAX_SPLITS, keys // MIN_SPLIT_KEYS, wanted))
+
+
+def thread_tile_rows(batch: int, n_q: int, keys: int, slots: int, causal: bool) -> int:
+    """64 rows per block (4 per thread) unless 32-row blocks fill more of the GPU's slots.
+
+    4 rows per thread do twice the FMAs per shared load of 2 (n = 8192 with two blocks per
+    multiprocessor: 21.2 against 16.4 TFLOP/s); key splits fill the GPU with them down to
+    n = 4096 for one head. Below that splits get too short, and 32-row blocks fill more
+    (n = 2048: 0.094 ms against 0.114 ms).
+    """
+
+    def filled(rows: int) -> float:
+        row_blocks = batch * -(-n_q // rows)
+        return min(1.0, row_blocks * key_splits(row_blocks, keys, slots, causal) / slots)
+
+    return 64 if filled(64) >= min(GRID_FILL, filled(32)) else 32
+
+
+def kernel_config(dtype: str, width: int, rows: int):
+    """The variant prepare() launches: thread-tiled for float32 widths 32 and 64, else a row
+    per thread group."""
+    if dtype == "float32" and width in THREAD_TILE_WIDTHS:
+        return thread_tile_config(width, rows)
+    return tile_config(dtype, width, rows)
 
 
 def width_for(d_k: int, d_v: int) -> int:
@@ -467,6 +531,55 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
     UBM, USIDE, UNT = np.uint64(BM), np.uint64(SIDE), np.uint64(NT)
     U0, U1, U2, U3, U4, U7, U15 = (np.uint64(x) for x in (0, 1, 2, 3, 4, 7, 15))
 
+    UNROLL = cfg.unroll
+
+    @cuda.jit(device=True, inline="always")
+    def qk_step(qs, ks, s, kf, cu, ty, tx, swz_row, swz_key):
+        """Scores += the 4 features at chunk cu of this thread's rows and keys."""
+        kc = (cu ^ swz_key) << U2
+        for j in range(TN):
+            kb = (tx * UTN + uint64(j)) * UW + kc
+            kf[j, 0] = ks[kb]
+            kf[j, 1] = ks[kb + U1]
+            kf[j, 2] = ks[kb + U2]
+            kf[j, 3] = ks[kb + U3]
+        qc = (cu ^ swz_row) << U2
+        for i in range(TM):
+            qb = (ty + uint64(i * SIDE)) * UW + qc
+            q0 = qs[qb]
+            q1 = qs[qb + U1]
+            q2 = qs[qb + U2]
+            q3 = qs[qb + U3]
+            for j in range(TN):
+                acc = s[i, j]
+                acc += q0 * kf[j, 0]
+                acc += q1 * kf[j, 1]
+                acc += q2 * kf[j, 2]
+                acc += q3 * kf[j, 3]
+                s[i, j] = acc
+
+    @cuda.jit(device=True, inline="always")
+    def pv_step(ps, vs, o, vf, ju, ty, tx, swz_row):
+        """Output += the weights of keys 4 ju .. 4 ju + 3 times their values."""
+        for e in range(4):
+            vb = (ju * U4 + uint64(e)) * UW + tx * UCPT
+            for cc in range(CPT):
+                vf[e, cc] = vs[vb + uint64(cc)]
+        pc = (ju ^ swz_row) << U2
+        for i in range(TM):
+            pb = (ty + uint64(i * SIDE)) * UBN + pc
+            p0 = ps[pb]
+            p1 = ps[pb + U1]
+            p2 = ps[pb + U2]
+            p3 = ps[pb + U3]
+            for cc in range(CPT):
+                acc = o[i, cc]
+                acc += p0 * vf[0, cc]
+                acc += p1 * vf[1, cc]
+                acc += p2 * vf[2, cc]
+                acc += p3 * vf[3, cc]
+                o[i, cc] = acc
+
     @cuda.jit(device=True, inline="always")
     def load_kv(k, v, kr, vr, b, k0, tid):
         """Global -> registers: this thread's chunks of the K and V tiles starting at key k0."""
@@ -488,7 +601,7 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
                     y = v[b, key, col]
                 vr[it * 4 + e] = y
 
-    def attention_thread_tile_kernel(q, k, v, out, scale_log2, causal):
+    def attention_thread_tile_kernel(q, k, v, out, o_part, ml_part, scale_log2, causal, splits):
         tid = uint64(cuda.threadIdx.x)
         ty = tid >> U4
         tx = tid & U15
@@ -499,9 +612,11 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
         d_k = uint64(q.shape[2])
         d_v = uint64(v.shape[2])
         row_tiles = (n_q + UBM - U1) // UBM
+        n_splits = uint64(splits)
         bid = uint64(cuda.blockIdx.x)
-        b = bid // row_tiles
-        tile = bid % row_tiles
+        split = bid % n_splits  # the key splits of one row tile are neighbours in the grid
+        b = bid // n_splits // row_tiles
+        tile = bid // n_splits % row_tiles
         if causal:  # longest blocks first: blocks start in index order, the short ones fill in
             tile = row_tiles - U1 - tile
         r0 = tile * UBM
@@ -539,10 +654,14 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
                     x = q[b, r0 + rl, col] * scale_log2
                 qs[base + uint64(e)] = x
         key_end = min(n_k, r0 + UBM) if causal else n_k
-        n_tiles = (key_end + UBN - U1) // UBN
-        load_kv(k, v, kr, vr, b, U0, tid)
-        for t in range(n_tiles):
-            k0 = uint64(t) * UBN
+        all_tiles = (key_end + UBN - U1) // UBN
+        per_split = (all_tiles + n_splits - U1) // n_splits
+        t_begin = min(all_tiles, split * per_split)
+        t_end = min(all_tiles, t_begin + per_split)
+        load_kv(k, v, kr, vr, b, t_begin * UBN, tid)
+        for step in range(t_end - t_begin):
+            t = t_begin + uint64(step)
+            k0 = t * UBN
             cuda.syncthreads()  # everyone is done with the previous K, V and P tiles
             for it in range(CHUNKS):
                 f = tid + uint64(it) * UNT
@@ -554,35 +673,16 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
                     ks[kbase + uint64(e)] = kr[it * 4 + e]
                     vs[vbase + uint64(e)] = vr[it * 4 + e]
             cuda.syncthreads()
-            if uint64(t) + U1 < n_tiles:
+            if t + U1 < t_end:
                 load_kv(k, v, kr, vr, b, k0 + UBN, tid)
 
             for i in range(TM):
                 for j in range(TN):
                     s[i, j] = zero
-            for c4 in range(W4):
-                cu = uint64(c4)
-                kc = (cu ^ swz_key) << U2
-                for j in range(TN):
-                    kb = (tx * UTN + uint64(j)) * UW + kc
-                    kf[j, 0] = ks[kb]
-                    kf[j, 1] = ks[kb + U1]
-                    kf[j, 2] = ks[kb + U2]
-                    kf[j, 3] = ks[kb + U3]
-                qc = (cu ^ swz_row) << U2
-                for i in range(TM):
-                    qb = (ty + uint64(i * SIDE)) * UW + qc
-                    q0 = qs[qb]
-                    q1 = qs[qb + U1]
-                    q2 = qs[qb + U2]
-                    q3 = qs[qb + U3]
-                    for j in range(TN):
-                        acc = s[i, j]
-                        acc += q0 * kf[j, 0]
-                        acc += q1 * kf[j, 1]
-                        acc += q2 * kf[j, 2]
-                        acc += q3 * kf[j, 3]
-                        s[i, j] = acc
+            for c in range(W4 // UNROLL):
+                for u in range(UNROLL):
+                    cu = uint64(c * UNROLL + u)
+                    qk_step(qs, ks, s, kf, cu, ty, tx, swz_row, swz_key)
 
             for i in range(TM):
                 rl = ty + uint64(i * SIDE)
@@ -612,30 +712,13 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
                     p = math.exp2(s[i, j] - m_safe)
                     total += p
                     key = tx * UTN + uint64(j)
-                    ps[rl * UBN + ((((key >> U2) ^ swz_row)) << U2) + (key & U3)] = p
+                    ps[rl * UBN + (((key >> U2) ^ swz_row) << U2) + (key & U3)] = p
                 l_sum[i] = total
             cuda.syncthreads()  # P posted
 
-            for j4 in range(BN // 4):
-                ju = uint64(j4)
-                for e in range(4):
-                    vb = (ju * U4 + uint64(e)) * UW + tx * UCPT
-                    for cc in range(CPT):
-                        vf[e, cc] = vs[vb + uint64(cc)]
-                pc = (ju ^ swz_row) << U2
-                for i in range(TM):
-                    pb = (ty + uint64(i * SIDE)) * UBN + pc
-                    p0 = ps[pb]
-                    p1 = ps[pb + U1]
-                    p2 = ps[pb + U2]
-                    p3 = ps[pb + U3]
-                    for cc in range(CPT):
-                        acc = o[i, cc]
-                        acc += p0 * vf[0, cc]
-                        acc += p1 * vf[1, cc]
-                        acc += p2 * vf[2, cc]
-                        acc += p3 * vf[3, cc]
-                        o[i, cc] = acc
+            for j in range(BN // 4 // UNROLL):
+                for u in range(UNROLL):
+                    pv_step(ps, vs, o, vf, uint64(j * UNROLL + u), ty, tx, swz_row)
 
         # Each thread summed the weights of its own keys: the row's sum, through shared memory.
         for i in range(TM):
@@ -646,22 +729,69 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
             total = zero
             for h in range(SIDE):
                 total += red[rl * USIDE + uint64(h)]
-            inv = float32(1.0) / total
-            if r0 + rl < n_q:
+            if r0 + rl >= n_q:
+                continue
+            if n_splits == U1:
+                inv = float32(1.0) / total
                 for cc in range(CPT):
                     col = tx * UCPT + uint64(cc)
                     if col < d_v:
                         out[b, r0 + rl, col] = o[i, cc] * inv
+            else:  # unnormalised, with the row's max and sum: merge_splits combines them
+                part = b * n_splits + split
+                for cc in range(CPT):
+                    col = tx * UCPT + uint64(cc)
+                    if col < d_v:
+                        o_part[part, r0 + rl, col] = o[i, cc]
+                if tx == U0:
+                    ml_part[part, r0 + rl, 0] = m[i]
+                    ml_part[part, r0 + rl, 1] = total
 
     return attention_thread_tile_kernel
 
 
-def _signature(dtype: str):
+def _merge_splits_function():
+    """out = the key splits' partial outputs, each weighted by exp2(its max - the row's max)."""
+    global cuda
+    from numba import cuda, float32
+
+    def merge_splits_kernel(o_part, ml_part, out, splits):
+        idx = cuda.grid(1)
+        batch, n, d_v = out.shape
+        if idx >= batch * n * d_v:
+            return
+        b = idx // (n * d_v)
+        row = idx // d_v % n
+        col = idx % d_v
+        m_row = float32(-math.inf)
+        for h in range(splits):
+            m_row = max(m_row, ml_part[b * splits + h, row, 0])
+        total = float32(0.0)
+        acc = float32(0.0)
+        for h in range(splits):
+            weight = math.exp2(ml_part[b * splits + h, row, 0] - m_row)
+            total += weight * ml_part[b * splits + h, row, 1]
+            acc += weight * o_part[b * splits + h, row, col]
+        out[b, row, col] = acc / total
+
+    return merge_splits_kernel
+
+
+def _signature(cfg):
     from numba import types
 
-    f = getattr(types, dtype)
+    f = getattr(types, cfg.dtype)
     arr = f[:, :, ::1]
+    if isinstance(cfg, ThreadTileConfig):
+        return types.void(arr, arr, arr, arr, arr, arr, f, types.boolean, types.int64)
     return types.void(arr, arr, arr, arr, f, types.boolean)
+
+
+def _merge_signature():
+    from numba import types
+
+    arr = types.float32[:, :, ::1]
+    return types.void(arr, arr, arr, types.int64)
 
 
 def _jit_options(cfg: TileConfig) -> dict:
@@ -671,18 +801,19 @@ def _jit_options(cfg: TileConfig) -> dict:
     return {"fastmath": cfg.dtype == "float32", "launch_bounds": (cfg.threads, cfg.min_blocks)}
 
 
-def ptx_targets() -> list[tuple[TileConfig, object, object, dict]]:
-    """Every variant prepare() may launch: (config, python function, signature, jit options)."""
-    targets = []
+def ptx_targets() -> list[tuple[object, object, object, dict]]:
+    """Every kernel prepare() may launch: (config, python function, signature, jit options);
+    the key splits' merge is the config "merge"."""
+    targets = [("merge", _merge_splits_function(), _merge_signature(), {"fastmath": True})]
     for dtype in DTYPES:
         for width in WIDTHS:
             for rows in ROW_CHOICES if dtype == "float32" else (32,):
-                cfg = tile_config(dtype, width, rows)
-                targets.append((cfg, _kernel_function(cfg), _signature(dtype), _jit_options(cfg)))
+                cfg = kernel_config(dtype, width, rows)
+                targets.append((cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)))
     return targets
 
 
-_KERNELS: dict[TileConfig, object] = {}
+_KERNELS: dict[object, object] = {}
 
 
 def _kernel(cfg: TileConfig):
@@ -693,38 +824,72 @@ def _kernel(cfg: TileConfig):
         if is_simulated():
             _KERNELS[cfg] = cuda.jit(_kernel_function(cfg, simulated=True))
         else:
-            _KERNELS[cfg] = cuda.jit(_signature(cfg.dtype), **_jit_options(cfg))(
-                _kernel_function(cfg)
-            )
+            _KERNELS[cfg] = cuda.jit(_signature(cfg), **_jit_options(cfg))(_kernel_function(cfg))
     return _KERNELS[cfg]
 
 
-def prepare(args, config: TileConfig | None = None):
-    """Copies the inputs to the GPU and compiles; `config` overrides the tiles (for tuning)."""
+def _merge_kernel():
+    if "merge" not in _KERNELS:
+        from numba import cuda
+
+        if is_simulated():
+            _KERNELS["merge"] = cuda.jit(_merge_splits_function())
+        else:
+            _KERNELS["merge"] = cuda.jit(_merge_signature(), fastmath=True)(
+                _merge_splits_function()
+            )
+    return _KERNELS["merge"]
+
+
+def prepare(args, config=None, splits: int | None = None):
+    """Copies the inputs to the GPU and compiles; `config` and `splits` override (for tuning)."""
     from numba import cuda
 
     batch, n_q, d_k = args.q.shape
     d_v = args.v.shape[2]
+    causal = bool(args.causal)
+    keys = min(args.k.shape[1], n_q) if causal else args.k.shape[1]  # the longest row tile's
+    slots = BLOCKS_PER_MULTIPROCESSOR * _multiprocessors()
     cfg = config
     if cfg is None:
         dtype, width = args.dtype.name, width_for(d_k, d_v)
-        col_blocks = -(-d_v // tile_config(dtype, width).v_width)
-        blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
-        rows = block_rows(dtype, blocks_at_64_rows, _multiprocessors(), bool(args.causal))
-        cfg = tile_config(dtype, width, rows)
+        if dtype == "float32" and width in THREAD_TILE_WIDTHS:
+            rows = thread_tile_rows(batch, n_q, keys, slots, causal)
+        else:
+            col_blocks = -(-d_v // tile_config(dtype, width).v_width)
+            blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
+            rows = block_rows(dtype, blocks_at_64_rows, _multiprocessors(), causal)
+        cfg = kernel_config(dtype, width, rows)
     kernel = _kernel(cfg)
     start = time.perf_counter()
     dq, dk, dv = (cuda.to_device(np.ascontiguousarray(x)) for x in (args.q, args.k, args.v))
     cuda.synchronize()
     h2d_s = time.perf_counter() - start
     out = cuda.device_array((batch, n_q, d_v), args.dtype)
-    grid = (batch * -(-n_q // cfg.rows), -(-d_v // cfg.v_width))
+    row_blocks = batch * -(-n_q // cfg.rows)
+    scale_log2 = args.scale * LOG2E
+    if isinstance(cfg, ThreadTileConfig):
+        if splits is None:
+            splits = key_splits(row_blocks, keys, slots, causal)
+        part_shape = (batch * splits, n_q, d_v) if splits > 1 else (1, 1, 1)
+        o_part = cuda.device_array(part_shape, np.float32)
+        ml_part = cuda.device_array((*part_shape[:2], 2), np.float32)
+        arrays = (dq, dk, dv, out, o_part, ml_part) if splits > 1 else (dq, dk, dv, out)
+        launch = kernel[row_blocks * splits, cfg.threads]
+        launches = [(launch, (dq, dk, dv, out, o_part, ml_part, scale_log2, causal, splits))]
+        if splits > 1:
+            merge = _merge_kernel()[-(-out.size // MERGE_THREADS), MERGE_THREADS]
+            launches.append((merge, (o_part, ml_part, out, splits)))
+    else:
+        splits = 1
+        arrays = (dq, dk, dv, out)
+        grid = (row_blocks, -(-d_v // cfg.v_width))
+        launches = [(kernel[grid, cfg.threads], (*arrays, scale_log2, causal))]
     state = {
         "config": cfg,
-        "launch": kernel[grid, cfg.threads],
-        "arrays": (dq, dk, dv, out),
-        "scale_log2": args.scale * LOG2E,
-        "causal": bool(args.causal),
+        "splits": splits,
+        "launches": launches,
+        "arrays": arrays,
         "h2d_s": h2d_s,
         "d2h_s": 0.0,
     }
@@ -743,7 +908,8 @@ def _multiprocessors() -> int:
 
 
 def _launch(state) -> None:
-    state["launch"](*state["arrays"], state["scale_log2"], state["causal"])
+    for launch, arguments in state["launches"]:
+        launch(*arguments)
 
 
 def run(state):
@@ -794,5 +960,5 @@ def transfer_s(state) -> float:
 
 
 def device_memory_bytes(state) -> int:
-    """Q, K, V and the output: the kernel allocates nothing else in global memory."""
+    """Q, K, V, the output and the key splits' partial outputs: no n x n buffer."""
     return int(sum(a.nbytes for a in state["arrays"]))

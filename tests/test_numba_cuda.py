@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,64 @@ def test_tiles_fit_static_shared_memory_and_the_registers(dtype, rows, width):
         assert cfg.register_words <= mod.REGISTER_WORDS
 
 
+@pytest.mark.parametrize("rows", mod.ROW_CHOICES)
+@pytest.mark.parametrize("width", mod.THREAD_TILE_WIDTHS)
+def test_thread_tiles_fit_twice_on_a_multiprocessor(rows, width):
+    cfg = mod.kernel_config("float32", width, rows)
+    assert isinstance(cfg, mod.ThreadTileConfig)
+    assert cfg.rows == rows and cfg.threads == 256
+    assert cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT
+    assert cfg.min_blocks * cfg.shared_bytes <= 228 * 1024  # an H100's shared memory per SM
+    assert cfg.keys >= 32  # 8 chunks of 4 per row of P: room for the 8-way bank swizzle
+    assert cfg.width % mod.GRID_SIDE == 0  # output columns split evenly over 16 threads
+
+
+@pytest.mark.parametrize(
+    "dtype, width, kind",
+    [
+        ("float32", 16, mod.TileConfig),
+        ("float32", 32, mod.ThreadTileConfig),
+        ("float32", 64, mod.ThreadTileConfig),
+        ("float32", 128, mod.TileConfig),
+        ("float64", 64, mod.TileConfig),
+    ],
+)
+def test_thread_tiles_for_float32_widths_32_and_64(dtype, width, kind):
+    assert type(mod.kernel_config(dtype, width, 32)) is kind
+
+
+@pytest.mark.parametrize(
+    "row_blocks, keys, causal, expected",
+    [
+        (128, 8192, False, 2),  # n = 8192, 64-row tiles: 256 blocks for 264 slots
+        (256, 16384, False, 1),  # n = 16384: the row tiles alone fill the GPU
+        (64, 4096, False, 4),
+        (128, 8192, True, 4),  # causal: twice the blocks, so the longest is a quarter
+        (64, 4096, True, 8),
+        (16, 1024, False, 2),  # no split shorter than MIN_SPLIT_KEYS
+        (1, 1 << 20, True, 8),  # never more than MAX_SPLITS
+        (512, 4096, False, 1),
+    ],
+)
+def test_key_splits_fill_the_block_slots(row_blocks, keys, causal, expected):
+    assert mod.key_splits(row_blocks, keys, 264, causal) == expected
+
+
+@pytest.mark.parametrize(
+    "batch, n, causal, rows",
+    [
+        (1, 8192, False, 64),
+        (1, 4096, False, 64),  # 64 tiles x 4 splits fill the slots
+        (1, 2048, False, 32),  # splits of 512 keys: 64-row tiles fill half, 32-row tiles all
+        (1, 1024, False, 32),
+        (8, 4096, False, 64),
+        (1, 8192, True, 64),
+    ],
+)
+def test_thread_tiles_are_64_rows_unless_32_fill_more_of_the_gpu(batch, n, causal, rows):
+    assert mod.thread_tile_rows(batch, n, n, 264, causal) == rows
+
+
 def test_float64_tiles_are_32_rows():
     with pytest.raises(ValueError, match="float64 tiles have 32 rows"):
         mod.tile_config("float64", 64, rows=64)
@@ -153,8 +212,9 @@ def test_causal_grids_take_tall_blocks_only_with_two_waves(blocks_at_64_rows, ex
 )
 def test_every_launched_variant_is_a_ptx_target(d_k, d_v):
     compiled = {cfg for cfg, *_ in mod.ptx_targets()}
+    assert "merge" in compiled
     for dtype, rows in ROWS:
-        assert mod.tile_config(dtype, mod.width_for(d_k, d_v), rows) in compiled
+        assert mod.kernel_config(dtype, mod.width_for(d_k, d_v), rows) in compiled
 
 
 # --- numba-cuda and PTX ---------------------------------------------------------------------
@@ -180,7 +240,7 @@ def test_ptx_for_sm90_for_every_kernel_variant():
         for cfg, fn, sig, options in mod.ptx_targets():
             ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0), **options)
             rows.append({
-                "dtype": cfg.dtype, "width": cfg.width, "rows": cfg.rows,
+                "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows],
                 "sm_90": bool(re.search(r"^\\.target sm_90\\b", ptx, re.M)),
                 "entry": ".entry" in ptx,
                 "f64": len(re.findall(r"\\.f64\\b", ptx)),
@@ -190,13 +250,15 @@ def test_ptx_for_sm90_for_every_kernel_variant():
         """
     )
     rows = json.loads(out.strip().splitlines()[-1])
-    assert {(r["dtype"], r["width"], r["rows"]) for r in rows} == {
-        (d, w, h) for d, h in ROWS for w in mod.WIDTHS
-    }
+    kernels = [r["kernel"] for r in rows]
+    assert sorted(map(str, kernels)) == sorted(
+        ["merge", *(str([d, w, h]) for d, h in ROWS for w in mod.WIDTHS)]
+    )
     for r in rows:
         assert r["sm_90"] and r["entry"], r
-        assert r["vector_loads"] > 0, f"shared loads not vectorised: {r}"
-        if r["dtype"] == "float32":
+        if r["kernel"] != "merge":  # the merge reads each value once: nothing to vectorise
+            assert r["vector_loads"] > 0, f"shared loads not vectorised: {r}"
+        if r["kernel"] == "merge" or r["kernel"][0] == "float32":
             assert r["f64"] == 0, f"float64 arithmetic in a float32 kernel: {r}"
 
 
@@ -260,22 +322,27 @@ def test_matches_float64_reference(impl, lead, n_q, n_k, d_k, d_v, causal, dtype
 
 
 @pytest.mark.parametrize(
-    "batch, n, dtype, causal, rows",
+    "batch, n, d, dtype, causal, rows, splits",
     [
-        (1, 8192, "float32", False, 64),  # 128 tall blocks fill 132 multiprocessors
-        (1, 4096, "float32", False, 32),  # 64 would leave half of them idle
-        (1, 8192, "float32", True, 32),  # causal, one wave: the longest block decides
-        (2, 8192, "float32", True, 64),  # causal, two waves
-        (1, 8192, "float64", False, 32),
+        (1, 8192, 64, "float32", False, 64, 2),  # 128 tiles of 64 rows, 2 blocks per SM
+        (1, 4096, 64, "float32", False, 64, 4),
+        (1, 2048, 64, "float32", False, 32, 4),  # splits no shorter than 512 keys
+        (1, 8192, 64, "float32", True, 64, 4),  # causal: twice the blocks of the slots
+        (2, 8192, 64, "float32", True, 64, 2),
+        (1, 8192, 128, "float32", False, 64, 1),  # row per thread: 128 x 2 column blocks
+        (1, 2048, 128, "float32", False, 32, 1),  # 32 x 2 tall blocks: half the GPU
+        (1, 8192, 64, "float64", False, 32, 1),
     ],
 )
-def test_prepare_picks_the_block_height_for_the_gpu(
-    impl, monkeypatch, batch, n, dtype, causal, rows
+def test_prepare_picks_the_tiles_and_splits_for_the_gpu(
+    impl, monkeypatch, batch, n, d, dtype, causal, rows, splits
 ):
     monkeypatch.setattr(mod, "_multiprocessors", lambda: 132)
-    q = np.zeros((batch, n, 64), dtype)
+    q = np.zeros((batch, n, d), dtype)
     args = AttentionArgs(q=q, k=q, v=q, causal=causal, scale=0.125, lead=(batch,))
-    assert mod.prepare(args)["config"] == mod.tile_config(dtype, 64, rows)
+    state = mod.prepare(args)
+    assert state["config"] == mod.kernel_config(dtype, d, rows)
+    assert state["splits"] == splits
 
 
 @pytest.mark.parametrize("rows", mod.ROW_CHOICES)
@@ -286,7 +353,7 @@ def test_prepare_picks_the_block_height_for_the_gpu(
 def test_both_block_heights_match_the_reference(impl, rows, n_q, n_k, d, causal):
     """Row tails of 32- and 64-row blocks, key tails of their prefetched tiles."""
     q, k, v = _inputs((1,), n_q, n_k, d, d, "float32", seed=rows + n_q)
-    cfg = mod.tile_config("float32", mod.width_for(d, d), rows)
+    cfg = mod.kernel_config("float32", mod.width_for(d, d), rows)
     args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=1 / np.sqrt(d), lead=(1,))
     state = mod.prepare(args, cfg)
     mod.run(state)
@@ -294,22 +361,45 @@ def test_both_block_heights_match_the_reference(impl, rows, n_q, n_k, d, causal)
     np.testing.assert_allclose(mod.fetch(state), reference(q, k, v, causal), **TOL["float32"])
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_large_scores_stay_finite_and_correct(impl, dtype):
-    q, k, v = _inputs((1,), 21, 21, 16, 16, dtype, seed=7, mult=1e3)
+@pytest.mark.parametrize(
+    "batch, n_q, n_k, d, causal, splits, unroll",
+    [
+        (2, 70, 100, 64, True, 3, 1),  # causal splits of unequal row tiles, in each batch
+        (1, 65, 130, 60, False, 2, 2),  # d_k short of the width; a row and a key tail
+        (1, 40, 20, 17, True, 2, 2),  # one key tile: the second split is empty
+        (1, 20, 170, 30, False, 4, 1),
+    ],
+)
+def test_key_splits_merge_to_the_reference(impl, batch, n_q, n_k, d, causal, splits, unroll):
+    q, k, v = _inputs((batch,), n_q, n_k, d, d, "float32", seed=splits + n_k)
+    cfg = replace(mod.kernel_config("float32", mod.width_for(d, d), 64), unroll=unroll)
+    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=1 / np.sqrt(d), lead=(batch,))
+    state = mod.prepare(args, cfg, splits)
+    mod.run(state)
+    assert state["splits"] == splits
+    partials = batch * splits * n_q * (d + 2) * 4  # outputs, maxima and sums of the splits
+    out_bytes = batch * n_q * d * 4
+    assert mod.device_memory_bytes(state) == q.nbytes + k.nbytes + v.nbytes + out_bytes + partials
+    np.testing.assert_allclose(mod.fetch(state), reference(q, k, v, causal), **TOL["float32"])
+
+
+@pytest.mark.parametrize("dtype, d", [("float32", 16), ("float32", 64), ("float64", 16)])
+def test_large_scores_stay_finite_and_correct(impl, dtype, d):
+    q, k, v = _inputs((1,), 21, 21, d, d, dtype, seed=7, mult=1e3)
     for causal in (False, True):
         out = impl.attention(q, k, v, causal=causal, scale=1.0)
         assert np.isfinite(out).all()
         np.testing.assert_allclose(out, reference(q, k, v, causal, scale=1.0), **TOL[dtype])
 
 
-def test_fully_masked_key_tiles_are_never_read(impl):
+@pytest.mark.parametrize("d", [8, 32])  # row-per-thread and thread-tiled kernels
+def test_fully_masked_key_tiles_are_never_read(impl, d):
     """Rows 0..63 see keys 0..63 only: NaN in keys 64..69 (the second key tile) must not leak."""
-    q, k, v = _inputs((1,), 64, 70, 8, 8, "float32", seed=3)
+    q, k, v = _inputs((1,), 64, 70, d, d, "float32", seed=3)
     expected = reference(q, k[:, :64], v[:, :64], causal=True)
     k[:, 64:] = np.nan
     v[:, 64:] = np.nan
-    args = AttentionArgs(q=q, k=k, v=v, causal=True, scale=1 / np.sqrt(8), lead=(1,))
+    args = AttentionArgs(q=q, k=k, v=v, causal=True, scale=1 / np.sqrt(d), lead=(1,))
     state = mod.prepare(args)
     mod.run(state)
     np.testing.assert_allclose(mod.fetch(state), expected, **TOL["float32"])

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +33,19 @@ from impls import numba_cuda as mod
 from impls import torch_sdpa_cuda as peer
 from impls._inputs import AttentionArgs
 
-# Alternatives to the defaults: (rows, split, keys per thread, v_width or None, blocks per SM,
-# prefetch). Earlier rounds' variants and their times are in docs/PERFORMANCE.md.
+# Alternatives to the defaults of the row-per-thread kernel: (rows, split, keys per thread,
+# v_width or None, blocks per SM, prefetch). Earlier rounds' variants and their times are in
+# docs/PERFORMANCE.md.
 VARIANTS = {
-    64: [(64, 4, 4, None, 1, True), (32, 8, 8, None, 1, False)],
     128: [(32, 8, 4, None, 1, False)],
 }
 
 
-def configs(dtype: str, width: int) -> list[mod.TileConfig]:
-    """The defaults of every block height, then the float32 alternatives that fit."""
+def configs(dtype: str, width: int) -> list:
+    """The defaults of every block height, then the alternatives: at the thread-tiled widths
+    the row-per-thread kernel (what it replaced) and the other loop unrolling."""
     heights = mod.ROW_CHOICES if dtype == "float32" else (32,)
-    defaults = [mod.tile_config(dtype, width, rows) for rows in heights]
+    defaults = [mod.kernel_config(dtype, width, rows) for rows in heights]
     out = []
     for rows, split, kpt, v_width, min_blocks, prefetch in VARIANTS.get(width, []):
         if dtype != "float32":
@@ -54,17 +55,27 @@ def configs(dtype: str, width: int) -> list[mod.TileConfig]:
         if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT and cfg not in defaults:
             out.append(cfg)
     if dtype == "float32" and width in mod.THREAD_TILE_WIDTHS:
-        for rows in mod.ROW_CHOICES:
-            for keys_per_thread in (4, 2):
-                cfg = mod.ThreadTileConfig(dtype, width, rows // mod.GRID_SIDE, keys_per_thread)
-                if cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT and cfg not in defaults:
-                    out.append(cfg)
+        for cfg in defaults:
+            out.append(mod.tile_config(dtype, width, cfg.rows))
+            out.append(replace(cfg, unroll=3 - cfg.unroll))
     return [*defaults, *out]
+
+
+def split_choices(cfg, batch: int, n: int, causal: bool) -> list[int | None]:
+    """The automatic key splits, and one split where that differs (thread-tiled only)."""
+    if not isinstance(cfg, mod.ThreadTileConfig):
+        return [None]
+    slots = mod.BLOCKS_PER_MULTIPROCESSOR * mod._multiprocessors()
+    auto = mod.key_splits(batch * -(-n // cfg.rows), n, slots, causal)
+    return [auto, 1] if auto > 1 else [1]
 
 
 def label(cfg) -> str:
     if isinstance(cfg, mod.ThreadTileConfig):
-        return f"tt r{cfg.rows}xk{cfg.keys} ({cfg.rows_per_thread}x{cfg.keys_per_thread})"
+        return (
+            f"tt r{cfg.rows}xk{cfg.keys} ({cfg.rows_per_thread}x{cfg.keys_per_thread})"
+            f"/b{cfg.min_blocks}/u{cfg.unroll}"
+        )
     return (
         f"r{cfg.rows}xs{cfg.split}xk{cfg.keys_per_thread}"
         f"/v{cfg.v_width}/t{cfg.threads}/b{cfg.min_blocks}{'/pf' if cfg.prefetch else ''}"
@@ -78,7 +89,7 @@ def ptxas_report(dtype: str) -> None:
     for width in mod.WIDTHS:
         for cfg in configs(dtype, width):
             ptx, _ = cuda.compile_ptx(
-                mod._kernel_function(cfg), mod._signature(dtype), cc=(9, 0), **mod._jit_options(cfg)
+                mod._kernel_function(cfg), mod._signature(cfg), cc=(9, 0), **mod._jit_options(cfg)
             )
             with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
                 f.write(ptx)
@@ -145,31 +156,38 @@ def main() -> None:
             rows.append(dict(shape=shape, variant="torch_sdpa", time_s=t_torch))
         else:
             t_torch = float("nan")
-        for cfg in configs(opts.dtype, mod.width_for(d, d)):
+        variants = [
+            (cfg, splits)
+            for cfg in configs(opts.dtype, mod.width_for(d, d))
+            for splits in split_choices(cfg, batch, n, opts.causal)
+        ]
+        for cfg, splits in variants:
+            name = label(cfg) + (f"/s{splits}" if splits else "")
             start = time.perf_counter()
             try:
                 check = AttentionArgs(q=cq, k=ck, v=cv, causal=opts.causal, scale=scale, lead=())
-                state = mod.prepare(check, cfg)
+                state = mod.prepare(check, cfg, splits)
                 mod.run(state)
                 err = float(np.abs(mod.fetch(state) - expected).max())
                 args = AttentionArgs(q=q, k=k, v=v, causal=opts.causal, scale=scale, lead=())
-                state = mod.prepare(args, cfg)
+                state = mod.prepare(args, cfg, splits)
                 seconds = median_event_s(mod.event_time_s, state, opts.repeats)
                 del state
             except Exception as exc:  # noqa: BLE001 - one broken variant must not end the run
-                print(f"{shape} {label(cfg)}: {type(exc).__name__}: {exc}", flush=True)
+                print(f"{shape} {name}: {type(exc).__name__}: {exc}", flush=True)
                 continue
             rows.append(
                 dict(
                     shape=shape,
-                    variant=label(cfg),
+                    variant=name,
                     time_s=seconds,
                     max_abs_err=err,
+                    splits=splits,
                     **{f"cfg_{k}": v for k, v in asdict(cfg).items()},
                 )
             )
             print(
-                f"{shape:<12} {label(cfg):<28} {seconds * 1e3:8.3f} ms "
+                f"{shape:<12} {name:<34} {seconds * 1e3:8.3f} ms "
                 f"{flop / seconds / 1e12:6.2f} TFLOP/s  x{t_torch / seconds:5.2f} torch  "
                 f"err {err:.1e}{'' if err < 1e-4 else ' WRONG'}  "
                 f"(compile+check {time.perf_counter() - start:.1f} s)",
@@ -177,7 +195,7 @@ def main() -> None:
             )
         if have_torch:
             print(
-                f"{shape:<12} {'torch_sdpa':<28} {t_torch * 1e3:8.3f} ms "
+                f"{shape:<12} {'torch_sdpa':<34} {t_torch * 1e3:8.3f} ms "
                 f"{flop / t_torch / 1e12:6.2f} TFLOP/s",
                 flush=True,
             )
