@@ -162,6 +162,10 @@ UNROLL = {32: 1, 64: 2}
 BLOCKS_PER_MULTIPROCESSOR = 2
 MAX_SPLITS = 8  # key splits per row tile
 MIN_SPLIT_KEYS = 512  # shorter splits spend more on loading Q and merging than they gain
+# The merge is a second launch, which costs numba's host side tens of microseconds: splits pay
+# only for attention of at least this many FLOPs (0.1 ms at 20 TFLOP/s). On an H200 at
+# n = 1024, d = 64 two splits took 0.179 ms, one 0.083 ms.
+MIN_SPLIT_FLOP = 2e9
 MERGE_THREADS = 256
 
 
@@ -228,7 +232,7 @@ def thread_tile_config(width: int, rows: int) -> ThreadTileConfig:
     raise ValueError(f"no thread tile of width {width} and {rows} rows fits shared memory")
 
 
-def key_splits(row_blocks: int, keys: int, slots: int, causal: bool) -> int:
+def key_splits(row_blocks: int, keys: int, slots: int, causal: bool, flop: float) -> int:
     """How many blocks share each row tile's keys, so that the grid fills the GPU.
 
     One head at n = 8192 is 128 row tiles of 64: a block each leaves half of an H200's 264
@@ -236,11 +240,13 @@ def key_splits(row_blocks: int, keys: int, slots: int, causal: bool) -> int:
     length, and the longest sets the time unless there are twice as many blocks as slots
     (n = 8192 causal: 4 splits 0.449 ms, 1 split 0.955 ms).
     """
+    if flop < MIN_SPLIT_FLOP:
+        return 1
     wanted = (2 if causal else 1) * slots // row_blocks
     return max(1, min(MAX_SPLITS, keys // MIN_SPLIT_KEYS, wanted))
 
 
-def thread_tile_rows(batch: int, n_q: int, keys: int, slots: int, causal: bool) -> int:
+def thread_tile_rows(batch: int, n_q: int, keys: int, slots: int, causal: bool, flop: float) -> int:
     """64 rows per block (4 per thread) unless 32-row blocks fill more of the GPU's slots.
 
     4 rows per thread do twice the FMAs per shared load of 2 (n = 8192 with two blocks per
@@ -251,7 +257,8 @@ def thread_tile_rows(batch: int, n_q: int, keys: int, slots: int, causal: bool) 
 
     def filled(rows: int) -> float:
         row_blocks = batch * -(-n_q // rows)
-        return min(1.0, row_blocks * key_splits(row_blocks, keys, slots, causal) / slots)
+        splits = key_splits(row_blocks, keys, slots, causal, flop)
+        return min(1.0, row_blocks * splits / slots)
 
     return 64 if filled(64) >= min(GRID_FILL, filled(32)) else 32
 
@@ -849,12 +856,13 @@ def prepare(args, config=None, splits: int | None = None):
     d_v = args.v.shape[2]
     causal = bool(args.causal)
     keys = min(args.k.shape[1], n_q) if causal else args.k.shape[1]  # the longest row tile's
+    flop = 2 * batch * n_q * keys * (d_k + d_v)  # as if no mask: causal blocks wait on the longest
     slots = BLOCKS_PER_MULTIPROCESSOR * _multiprocessors()
     cfg = config
     if cfg is None:
         dtype, width = args.dtype.name, width_for(d_k, d_v)
         if dtype == "float32" and width in THREAD_TILE_WIDTHS:
-            rows = thread_tile_rows(batch, n_q, keys, slots, causal)
+            rows = thread_tile_rows(batch, n_q, keys, slots, causal, flop)
         else:
             col_blocks = -(-d_v // tile_config(dtype, width).v_width)
             blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
@@ -870,7 +878,7 @@ def prepare(args, config=None, splits: int | None = None):
     scale_log2 = args.scale * LOG2E
     if isinstance(cfg, ThreadTileConfig):
         if splits is None:
-            splits = key_splits(row_blocks, keys, slots, causal)
+            splits = key_splits(row_blocks, keys, slots, causal, flop)
         part_shape = (batch * splits, n_q, d_v) if splits > 1 else (1, 1, 1)
         o_part = cuda.device_array(part_shape, np.float32)
         ml_part = cuda.device_array((*part_shape[:2], 2), np.float32)

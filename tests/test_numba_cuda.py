@@ -151,7 +151,12 @@ def test_thread_tiles_for_float32_widths_32_and_64(dtype, width, kind):
     ],
 )
 def test_key_splits_fill_the_block_slots(row_blocks, keys, causal, expected):
-    assert mod.key_splits(row_blocks, keys, 264, causal) == expected
+    assert mod.key_splits(row_blocks, keys, 264, causal, flop=1e12) == expected
+
+
+def test_no_key_splits_where_the_merge_launch_would_cost_more():
+    assert mod.key_splits(32, 1024, 264, False, flop=mod.MIN_SPLIT_FLOP / 2) == 1
+    assert mod.key_splits(32, 1024, 264, False, flop=mod.MIN_SPLIT_FLOP) == 2
 
 
 @pytest.mark.parametrize(
@@ -166,7 +171,7 @@ def test_key_splits_fill_the_block_slots(row_blocks, keys, causal, expected):
     ],
 )
 def test_thread_tiles_are_64_rows_unless_32_fill_more_of_the_gpu(batch, n, causal, rows):
-    assert mod.thread_tile_rows(batch, n, n, 264, causal) == rows
+    assert mod.thread_tile_rows(batch, n, n, 264, causal, flop=1e12) == rows
 
 
 def test_float64_tiles_are_32_rows():
@@ -326,7 +331,7 @@ def test_matches_float64_reference(impl, lead, n_q, n_k, d_k, d_v, causal, dtype
     [
         (1, 8192, 64, "float32", False, 64, 2),  # 128 tiles of 64 rows, 2 blocks per SM
         (1, 4096, 64, "float32", False, 64, 4),
-        (1, 2048, 64, "float32", False, 32, 4),  # splits no shorter than 512 keys
+        (1, 2048, 64, "float32", False, 32, 1),  # 1 GFLOP: too short for the merge's launch
         (1, 8192, 64, "float32", True, 64, 4),  # causal: twice the blocks of the slots
         (2, 8192, 64, "float32", True, 64, 2),
         (1, 8192, 128, "float32", False, 64, 1),  # row per thread: 128 x 2 column blocks

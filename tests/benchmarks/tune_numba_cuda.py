@@ -61,12 +61,12 @@ def configs(dtype: str, width: int) -> list:
     return [*defaults, *out]
 
 
-def split_choices(cfg, batch: int, n: int, causal: bool) -> list[int | None]:
+def split_choices(cfg, batch: int, n: int, d: int, causal: bool) -> list[int | None]:
     """The automatic key splits, and one split where that differs (thread-tiled only)."""
     if not isinstance(cfg, mod.ThreadTileConfig):
         return [None]
     slots = mod.BLOCKS_PER_MULTIPROCESSOR * mod._multiprocessors()
-    auto = mod.key_splits(batch * -(-n // cfg.rows), n, slots, causal)
+    auto = mod.key_splits(batch * -(-n // cfg.rows), n, slots, causal, 4 * batch * n * n * d)
     return [auto, 1] if auto > 1 else [1]
 
 
@@ -159,7 +159,7 @@ def main() -> None:
         variants = [
             (cfg, splits)
             for cfg in configs(opts.dtype, mod.width_for(d, d))
-            for splits in split_choices(cfg, batch, n, opts.causal)
+            for splits in split_choices(cfg, batch, n, d, opts.causal)
         ]
         for cfg, splits in variants:
             name = label(cfg) + (f"/s{splits}" if splits else "")
