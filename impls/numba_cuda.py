@@ -157,7 +157,7 @@ THREAD_TILE_WIDTHS = (32, 64)  # float32 widths of the thread-tiled kernel; othe
 # Feature (and key) steps per loop iteration: at d = 64, 2 ran 1-2% ahead at n >= 8192 on an
 # H200, at d = 32 1-3% behind.
 UNROLL = {32: 1, 64: 2}
-# A thread-tiled block uses <= 128 registers (launch bound of 2 blocks) and <= 45 KB of
+# A thread-tiled block uses <= 128 registers (launch bound of 2 blocks) and <= 44 KiB of
 # shared memory: two fit on a multiprocessor.
 BLOCKS_PER_MULTIPROCESSOR = 2
 MAX_SPLITS = 8  # key splits per row tile
@@ -249,10 +249,10 @@ def key_splits(row_blocks: int, keys: int, slots: int, causal: bool, flop: float
 def thread_tile_rows(batch: int, n_q: int, keys: int, slots: int, causal: bool, flop: float) -> int:
     """64 rows per block (4 per thread) unless 32-row blocks fill more of the GPU's slots.
 
-    4 rows per thread do twice the FMAs per shared load of 2 (n = 8192 with two blocks per
-    multiprocessor: 21.2 against 16.4 TFLOP/s); key splits fill the GPU with them down to
-    n = 4096 for one head. Below that splits get too short, and 32-row blocks fill more
-    (n = 2048: 0.094 ms against 0.114 ms).
+    4 rows per thread get more FMAs out of each shared load than 2 (n = 16384 on an H200:
+    21.2 against 16.4 TFLOP/s); key splits fill the GPU with them down to n = 4096 for one
+    head. Below that splits are too short or too cheap to pay for the merge's launch, and
+    32-row blocks fill more (n = 2048, no splits: 0.161 ms against 0.243 ms).
     """
 
     def filled(rows: int) -> float:
