@@ -5,7 +5,7 @@ Two kernels, both with no n x n buffer in global memory:
 
 - thread-tiled (float32, 16 < d <= 64; ThreadTileConfig): 16 x 16 threads, each computing a
   rows x keys tile of the scores (4 x 2 at d = 64, 4 x 4 at d = 32; 2 rows in 32-row blocks)
-  and a rows x d/16 tile of the output as outer products, the way CUDA-core matrix products
+  and a rows x width/16 tile of the output as outer products, the way CUDA-core matrix products
   do: each value a thread loads from shared memory feeds 2-4 FMAs, where the row-per-thread
   kernel used each key value once. The 16 threads of a row agree on its running maximum
   through shared memory. Where one block per 64-row tile
@@ -49,8 +49,10 @@ SPLIT = 8  # float64 threads per query row: more threads in flight when there ar
 # ptxas spills out of the 255 registers (float64 uses 240-254 of them at these sizes).
 MAX_SCORE_BYTES = 32
 MAX_V_BYTES = 256
+# The row kernel's constants below were measured at d = 64, which it ran until the
+# thread-tiled kernel took over d = 17-64 (float32); it still runs d <= 16, d > 64 and float64.
 THREADS = 256  # float32 block size
-ROW_CHOICES = (32, 64)  # float32 block heights; block_rows picks one per shape
+ROW_CHOICES = (32, 64)  # float32 block heights; block_rows / thread_tile_rows pick one
 GRID_FILL = 0.9  # share of the multiprocessors' block slots a 64-row grid must fill
 CAUSAL_WAVES = 2  # waves of 64-row blocks a causal grid needs to balance its unequal blocks
 # float32 words per thread of output row, scores and prefetched K/V: 84-88 compiled to 242-254
@@ -133,7 +135,8 @@ def tile_config(dtype: str, width: int, rows: int = 32) -> TileConfig:
 
 
 def block_rows(dtype: str, blocks_at_64_rows: int, multiprocessors: int, causal: bool) -> int:
-    """64 rows per block where that grid still fills 90% of its waves' block slots, else 32.
+    """The row kernel's block height: 64 rows where that grid still fills 90% of its waves'
+    block slots, else 32 (measured with the row kernel at d = 64).
 
     Taller blocks share each K/V tile among more rows (1.18 ms against 1.57 ms at n = 8192,
     d = 64 on an H200), but halve the blocks: at n = 4096 and one head, 64 blocks would leave
@@ -188,9 +191,9 @@ class ThreadTileConfig:
     min_blocks: int = 1
     unroll: int = 1  # 4-feature (and 4-key) steps per loop iteration: fewer loop instructions
 
-    @property
-    def v_width(self) -> int:
-        return self.width
+    def __post_init__(self):
+        if (self.width // 4) % self.unroll or (self.keys // 4) % self.unroll:
+            raise ValueError(f"unroll must divide the 4-feature and 4-key steps: {self}")
 
     @property
     def rows(self) -> int:
@@ -665,7 +668,8 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
         per_split = (all_tiles + n_splits - U1) // n_splits
         t_begin = min(all_tiles, split * per_split)
         t_end = min(all_tiles, t_begin + per_split)
-        load_kv(k, v, kr, vr, b, t_begin * UBN, tid)
+        if t_begin < t_end:  # an empty split (a short causal row tile) loads nothing
+            load_kv(k, v, kr, vr, b, t_begin * UBN, tid)
         for step in range(t_end - t_begin):
             t = t_begin + uint64(step)
             k0 = t * UBN
@@ -801,10 +805,11 @@ def _merge_signature():
     return types.void(arr, arr, arr, types.int64)
 
 
-def _jit_options(cfg: TileConfig) -> dict:
+def _jit_options(cfg) -> dict:
     # fastmath (float32 only): exp2 becomes the hardware ex2.approx, ample for a softmax.
-    # launch_bounds (threads, min_blocks): two 256-thread blocks per SM cap registers at 128,
-    # and ptxas then spills (float32 d = 64: 60 bytes); the defaults promise one block per SM.
+    # launch_bounds (threads, min_blocks): two 256-thread blocks per SM cap registers at 128;
+    # the row kernel then spills (float32 d = 64: 60 bytes) and promises one block per SM, the
+    # thread-tiled kernel fits (120-128 registers, no spills) and promises two.
     return {"fastmath": cfg.dtype == "float32", "launch_bounds": (cfg.threads, cfg.min_blocks)}
 
 
@@ -823,7 +828,7 @@ def ptx_targets() -> list[tuple[object, object, object, dict]]:
 _KERNELS: dict[object, object] = {}
 
 
-def _kernel(cfg: TileConfig):
+def _kernel(cfg):
     """Compiled once per variant and process (eagerly, with its signature)."""
     if cfg not in _KERNELS:
         from numba import cuda
@@ -868,6 +873,10 @@ def prepare(args, config=None, splits: int | None = None):
             blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
             rows = block_rows(dtype, blocks_at_64_rows, _multiprocessors(), causal)
         cfg = kernel_config(dtype, width, rows)
+    if isinstance(cfg, ThreadTileConfig) and max(d_k, d_v) > cfg.width:
+        raise ValueError(f"d_k = {d_k} and d_v = {d_v} must fit the tile width {cfg.width}")
+    if splits is not None and splits < 1:
+        raise ValueError(f"splits must be at least 1, got {splits}")
     kernel = _kernel(cfg)
     start = time.perf_counter()
     dq, dk, dv = (cuda.to_device(np.ascontiguousarray(x)) for x in (args.q, args.k, args.v))
@@ -943,9 +952,10 @@ def event_time_s(state) -> float:
     An untimed launch goes first, so the GPU is still busy with it while the host queues the
     timed one: the start event fires when that kernel can begin, and the host's launch
     overhead (tens of microseconds in numba) stays out of the figure, as long as one kernel
-    outlasts one launch on the host (marginal below ~50 us per call). Each sample costs two
-    kernels of GPU time. The simulator's events
-    record nothing, so there it is the wall-clock time of the (synchronous) simulated launch.
+    outlasts one launch on the host (marginal below ~50 us per call; with key splits a run is
+    two launches, the kernel and the merge, which is why splits wait for 2 GFLOP of work).
+    Each sample costs two runs of GPU time. The simulator's events record nothing, so there it
+    is the wall-clock time of the (synchronous) simulated launch.
     """
     from numba import cuda
 

@@ -350,6 +350,16 @@ def test_prepare_picks_the_tiles_and_splits_for_the_gpu(
     assert state["splits"] == splits
 
 
+@pytest.mark.parametrize("causal, splits", [(True, 1), (False, 8)])
+def test_causal_work_is_the_keys_the_rows_can_see(impl, monkeypatch, causal, splits):
+    """1024 queries of 8192 keys: causal rows see 1024 of them, too little work to split."""
+    monkeypatch.setattr(mod, "_multiprocessors", lambda: 132)
+    q = np.zeros((1, 1024, 64), "float32")
+    k = np.zeros((1, 8192, 64), "float32")
+    args = AttentionArgs(q=q, k=k, v=k, causal=causal, scale=0.125, lead=(1,))
+    assert mod.prepare(args)["splits"] == splits
+
+
 @pytest.mark.parametrize("rows", mod.ROW_CHOICES)
 @pytest.mark.parametrize(
     "n_q, n_k, d, causal",
@@ -367,25 +377,51 @@ def test_both_block_heights_match_the_reference(impl, rows, n_q, n_k, d, causal)
 
 
 @pytest.mark.parametrize(
-    "batch, n_q, n_k, d, causal, splits, unroll",
+    "batch, n_q, n_k, d_k, d_v, causal, rows, splits, unroll",
     [
-        (2, 70, 100, 64, True, 3, 1),  # causal splits of unequal row tiles, in each batch
-        (1, 65, 130, 60, False, 2, 2),  # d_k short of the width; a row and a key tail
-        (1, 40, 20, 17, True, 2, 2),  # one key tile: the second split is empty
-        (1, 20, 170, 30, False, 4, 1),
+        (2, 70, 100, 64, 64, True, 64, 3, 1),  # causal splits of unequal row tiles, each batch
+        (1, 65, 130, 60, 60, False, 64, 2, 2),  # d short of the width; a row and a key tail
+        (1, 40, 20, 17, 17, True, 64, 2, 2),  # one key tile: the second split is empty
+        (1, 20, 170, 30, 30, False, 64, 4, 1),
+        (1, 33, 90, 20, 50, True, 32, 2, 1),  # d_k != d_v; 32-row blocks (2 rows per thread)
+        (1, 40, 70, 64, 64, False, 32, 3, 2),
     ],
 )
-def test_key_splits_merge_to_the_reference(impl, batch, n_q, n_k, d, causal, splits, unroll):
-    q, k, v = _inputs((batch,), n_q, n_k, d, d, "float32", seed=splits + n_k)
-    cfg = replace(mod.kernel_config("float32", mod.width_for(d, d), 64), unroll=unroll)
-    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=1 / np.sqrt(d), lead=(batch,))
+def test_key_splits_merge_to_the_reference(
+    impl, batch, n_q, n_k, d_k, d_v, causal, rows, splits, unroll
+):
+    q, k, v = _inputs((batch,), n_q, n_k, d_k, d_v, "float32", seed=splits + n_k)
+    cfg = replace(mod.kernel_config("float32", mod.width_for(d_k, d_v), rows), unroll=unroll)
+    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=1 / np.sqrt(d_k), lead=(batch,))
     state = mod.prepare(args, cfg, splits)
     mod.run(state)
     assert state["splits"] == splits
-    partials = batch * splits * n_q * (d + 2) * 4  # outputs, maxima and sums of the splits
-    out_bytes = batch * n_q * d * 4
+    partials = batch * splits * n_q * (d_v + 2) * 4  # outputs, maxima and sums of the splits
+    out_bytes = batch * n_q * d_v * 4
     assert mod.device_memory_bytes(state) == q.nbytes + k.nbytes + v.nbytes + out_bytes + partials
     np.testing.assert_allclose(mod.fetch(state), reference(q, k, v, causal), **TOL["float32"])
+
+
+def test_key_splits_merge_rows_whose_maxima_differ_by_far():
+    """Scores x 1e3: each split's weights are exp2 of a distant maximum; the merge rescales."""
+    q, k, v = _inputs((1,), 24, 100, 32, 32, "float32", seed=11, mult=1e3)
+    args = AttentionArgs(q=q, k=k, v=v, causal=True, scale=1.0, lead=(1,))
+    state = mod.prepare(args, mod.kernel_config("float32", 32, 32), splits=2)
+    mod.run(state)
+    out = mod.fetch(state)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, reference(q, k, v, True, scale=1.0), **TOL["float32"])
+
+
+def test_explicit_tiles_must_fit_the_shapes():
+    q, k, v = _inputs((1,), 10, 40, 40, 40, "float32")
+    args = AttentionArgs(q=q, k=k, v=v, causal=False, scale=0.2, lead=(1,))
+    with pytest.raises(ValueError, match="d_k = 40 and d_v = 40 must fit the tile width 32"):
+        mod.prepare(args, mod.kernel_config("float32", 32, 64))
+    with pytest.raises(ValueError, match="splits must be at least 1, got 0"):
+        mod.prepare(args, mod.kernel_config("float32", 64, 64), splits=0)
+    with pytest.raises(ValueError, match="unroll must divide"):
+        replace(mod.kernel_config("float32", 32, 64), unroll=3)
 
 
 @pytest.mark.parametrize("dtype, d", [("float32", 16), ("float32", 64), ("float64", 16)])
@@ -397,15 +433,15 @@ def test_large_scores_stay_finite_and_correct(impl, dtype, d):
         np.testing.assert_allclose(out, reference(q, k, v, causal, scale=1.0), **TOL[dtype])
 
 
-@pytest.mark.parametrize("d", [8, 32])  # row-per-thread and thread-tiled kernels
-def test_fully_masked_key_tiles_are_never_read(impl, d):
+@pytest.mark.parametrize("d, splits", [(8, None), (32, None), (32, 3)])  # both kernels
+def test_fully_masked_key_tiles_are_never_read(impl, d, splits):
     """Rows 0..63 see keys 0..63 only: NaN in keys 64..69 (the second key tile) must not leak."""
     q, k, v = _inputs((1,), 64, 70, d, d, "float32", seed=3)
     expected = reference(q, k[:, :64], v[:, :64], causal=True)
     k[:, 64:] = np.nan
     v[:, 64:] = np.nan
     args = AttentionArgs(q=q, k=k, v=v, causal=True, scale=1 / np.sqrt(d), lead=(1,))
-    state = mod.prepare(args)
+    state = mod.prepare(args, splits=splits)
     mod.run(state)
     np.testing.assert_allclose(mod.fetch(state), expected, **TOL["float32"])
 
