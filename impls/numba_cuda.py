@@ -8,9 +8,9 @@ Two kernels, both with no n x n buffer in global memory:
   and a rows x width/16 tile of the output as outer products, the way CUDA-core matrix products
   do: each value a thread loads from shared memory feeds 2-4 FMAs, where the row-per-thread
   kernel used each key value once. The 16 threads of a row agree on its running maximum
-  through shared memory. Where one block per 64-row tile
-  would leave the GPU half idle, `key_splits` blocks share a row tile's keys and a small
-  kernel merges their partial outputs (flash-decoding).
+  through shared memory. Where one block per 64-row tile would leave the GPU half idle,
+  `key_splits` blocks share a row tile's keys and a small kernel merges their partial
+  outputs (flash-decoding).
 - row per thread group (float64, and float32 at d <= 16 or > 64; TileConfig): `split`
   threads share each query row, each taking its own keys of every tile, merged once at the end.
 
@@ -536,12 +536,11 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
     CHUNKS = BN * W4 // NT  # 4-feature chunks of the K (and V) tile each thread moves
     Q_SIZE, KV_SIZE, P_SIZE, RED_SIZE = BM * W, BN * W, BM * BN, BM * SIDE  # shapes: literals
     PREFETCHED = CHUNKS * 4
+    UNROLL = cfg.unroll
     ALIGN = None if simulated else 16
     UW, UBN, UW4, UTN, UCPT = (np.uint64(x) for x in (W, BN, W4, TN, CPT))
     UBM, USIDE, UNT = np.uint64(BM), np.uint64(SIDE), np.uint64(NT)
     U0, U1, U2, U3, U4, U7, U15 = (np.uint64(x) for x in (0, 1, 2, 3, 4, 7, 15))
-
-    UNROLL = cfg.unroll
 
     @cuda.jit(device=True, inline="always")
     def qk_step(qs, ks, s, kf, cu, ty, tx, swz_row, swz_key):
