@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -233,38 +235,81 @@ def test_numba_cuda_is_the_nvidia_package():
     assert "numba_cuda" in Path(cuda.__file__).parts
 
 
-@needs_numba_cuda
-def test_ptx_for_sm90_for_every_kernel_variant():
+def _ptxas() -> str | None:
+    """ptxas of the numba-cuda cu12 extra's nvcc wheel, or one on PATH."""
+    spec = importlib.util.find_spec("nvidia.cuda_nvcc") if HAVE_NUMBA_CUDA else None
+    for folder in spec.submodule_search_locations if spec else []:
+        candidate = Path(folder) / "bin" / "ptxas"
+        if candidate.exists():
+            return str(candidate)
+    return shutil.which("ptxas")
+
+
+@pytest.fixture(scope="module")
+def compiled_ptx(tmp_path_factory):
+    """Every kernel prepare() may launch, compiled once to sm_90 PTX: a row per kernel."""
+    if not HAVE_NUMBA_CUDA:
+        pytest.skip("numba-cuda is not installed (pip install 'attnbench[cuda]')")
+    folder = tmp_path_factory.mktemp("ptx")
     out = _run_python(
-        """
+        f"""
         import json, re
         from numba import cuda
         from impls import numba_cuda as mod
         assert not mod.is_simulated()
         rows = []
-        for cfg, fn, sig, options in mod.ptx_targets():
+        for index, (cfg, fn, sig, options) in enumerate(mod.ptx_targets()):
             ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0), **options)
-            rows.append({
+            path = {str(folder)!r} + f"/kernel{{index}}.ptx"
+            open(path, "w").write(ptx)
+            rows.append({{
                 "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows],
+                "thread_tiled": isinstance(cfg, mod.ThreadTileConfig),
+                "threads": getattr(cfg, "threads", mod.MERGE_THREADS),
+                "path": path,
                 "sm_90": bool(re.search(r"^\\.target sm_90\\b", ptx, re.M)),
                 "entry": ".entry" in ptx,
                 "f64": len(re.findall(r"\\.f64\\b", ptx)),
                 "vector_loads": len(re.findall(r"ld\\.shared\\.v[24]\\.f", ptx)),
-            })
+            }})
         print(json.dumps(rows))
         """
     )
-    rows = json.loads(out.strip().splitlines()[-1])
-    kernels = [r["kernel"] for r in rows]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_ptx_for_sm90_for_every_kernel_variant(compiled_ptx):
+    kernels = [r["kernel"] for r in compiled_ptx]
     assert sorted(map(str, kernels)) == sorted(
         ["merge", *(str([d, w, h]) for d, h in ROWS for w in mod.WIDTHS)]
     )
-    for r in rows:
+    for r in compiled_ptx:
         assert r["sm_90"] and r["entry"], r
         if r["kernel"] != "merge":  # the merge reads each value once: nothing to vectorise
             assert r["vector_loads"] > 0, f"shared loads not vectorised: {r}"
         if r["kernel"] == "merge" or r["kernel"][0] == "float32":
             assert r["f64"] == 0, f"float64 arithmetic in a float32 kernel: {r}"
+
+
+def test_kernels_fit_their_registers_without_spilling(compiled_ptx):
+    """ptxas: no spills or stack in any launched kernel, and thread-tiled blocks small enough
+    that BLOCKS_PER_MULTIPROCESSOR of them share an SM's 65536 registers (key_splits counts
+    on it)."""
+    ptxas = _ptxas()
+    if ptxas is None:
+        pytest.skip("no ptxas (it comes with numba-cuda's cu12 extra)")
+    for r in compiled_ptx:
+        report = subprocess.run(
+            [ptxas, "-arch=sm_90", "-v", r["path"], "-o", os.devnull],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+        registers = int(re.search(r"Used (\d+) registers", report).group(1))
+        assert "0 bytes spill stores" in report and "0 bytes stack frame" in report, report
+        if r["thread_tiled"]:
+            per_block = registers * r["threads"]
+            assert per_block * mod.BLOCKS_PER_MULTIPROCESSOR <= 65536, (r["kernel"], registers)
 
 
 @needs_numba_cuda
