@@ -861,7 +861,8 @@ def prepare(args, config=None, splits: int | None = None):
     causal = bool(args.causal)
     keys = min(args.k.shape[1], n_q) if causal else args.k.shape[1]  # the longest row tile's
     flop = 2 * batch * n_q * keys * (d_k + d_v)  # as if no mask: causal blocks wait on the longest
-    slots = BLOCKS_PER_MULTIPROCESSOR * _multiprocessors()
+    multiprocessors = _multiprocessors()
+    slots = BLOCKS_PER_MULTIPROCESSOR * multiprocessors  # thread-tiled blocks at once
     cfg = config
     if cfg is None:
         dtype, width = args.dtype.name, width_for(d_k, d_v)
@@ -870,7 +871,7 @@ def prepare(args, config=None, splits: int | None = None):
         else:
             col_blocks = -(-d_v // tile_config(dtype, width).v_width)
             blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
-            rows = block_rows(dtype, blocks_at_64_rows, _multiprocessors(), causal)
+            rows = block_rows(dtype, blocks_at_64_rows, multiprocessors, causal)
         cfg = kernel_config(dtype, width, rows)
     if isinstance(cfg, ThreadTileConfig) and max(d_k, d_v) > cfg.width:
         raise ValueError(f"d_k = {d_k} and d_v = {d_v} must fit the tile width {cfg.width}")
