@@ -852,10 +852,11 @@ def _merge_kernel():
     return _KERNELS["merge"]
 
 
-def prepare(args, config=None, splits: int | None = None):
-    """Copies the inputs to the GPU and compiles; `config` and `splits` override (for tuning)."""
-    from numba import cuda
+def launch_plan(args, config=None, splits: int | None = None):
+    """The tiles and key splits prepare() launches for these inputs: (config, splits).
 
+    `config` and `splits` override the choice (for tuning) and are checked against the shapes.
+    """
     batch, n_q, d_k = args.q.shape
     d_v = args.v.shape[2]
     causal = bool(args.causal)
@@ -873,10 +874,27 @@ def prepare(args, config=None, splits: int | None = None):
             blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
             rows = block_rows(dtype, blocks_at_64_rows, multiprocessors, causal)
         cfg = kernel_config(dtype, width, rows)
-    if isinstance(cfg, ThreadTileConfig) and max(d_k, d_v) > cfg.width:
+    if not isinstance(cfg, ThreadTileConfig):
+        if splits not in (None, 1):
+            raise ValueError(f"splits are for thread-tiled configs, got {splits} for {cfg}")
+        return cfg, 1
+    if max(d_k, d_v) > cfg.width:
         raise ValueError(f"d_k = {d_k} and d_v = {d_v} must fit the tile width {cfg.width}")
-    if splits is not None and splits < 1:
+    if splits is None:
+        splits = key_splits(batch * -(-n_q // cfg.rows), keys, slots, causal, flop)
+    if splits < 1:
         raise ValueError(f"splits must be at least 1, got {splits}")
+    return cfg, splits
+
+
+def prepare(args, config=None, splits: int | None = None):
+    """Copies the inputs to the GPU and compiles; `config` and `splits` override (for tuning)."""
+    from numba import cuda
+
+    batch, n_q, _ = args.q.shape
+    d_v = args.v.shape[2]
+    causal = bool(args.causal)
+    cfg, splits = launch_plan(args, config, splits)
     kernel = _kernel(cfg)
     start = time.perf_counter()
     dq, dk, dv = (cuda.to_device(np.ascontiguousarray(x)) for x in (args.q, args.k, args.v))
@@ -886,8 +904,6 @@ def prepare(args, config=None, splits: int | None = None):
     row_blocks = batch * -(-n_q // cfg.rows)
     scale_log2 = args.scale * LOG2E
     if isinstance(cfg, ThreadTileConfig):
-        if splits is None:
-            splits = key_splits(row_blocks, keys, slots, causal, flop)
         part_shape = (batch * splits, n_q, d_v) if splits > 1 else (1, 1, 1)
         o_part = cuda.device_array(part_shape, np.float32)
         ml_part = cuda.device_array((*part_shape[:2], 2), np.float32)
@@ -898,7 +914,6 @@ def prepare(args, config=None, splits: int | None = None):
             merge = _merge_kernel()[-(-out.size // MERGE_THREADS), MERGE_THREADS]
             launches.append((merge, (o_part, ml_part, out, splits)))
     else:
-        splits = 1
         arrays = (dq, dk, dv, out)
         grid = (row_blocks, -(-d_v // cfg.v_width))
         launches = [(kernel[grid, cfg.threads], (*arrays, scale_log2, causal))]

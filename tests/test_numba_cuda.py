@@ -467,6 +467,8 @@ def test_explicit_tiles_must_fit_the_shapes():
         mod.prepare(args, mod.kernel_config("float32", 64, 64), splits=0)
     with pytest.raises(ValueError, match="unroll must divide"):
         replace(mod.kernel_config("float32", 32, 64), unroll=3)
+    with pytest.raises(ValueError, match="splits are for thread-tiled configs, got 2"):
+        mod.launch_plan(args, mod.kernel_config("float32", 128, 32), splits=2)
 
 
 @pytest.mark.parametrize("dtype, d", [("float32", 16), ("float32", 64), ("float64", 16)])

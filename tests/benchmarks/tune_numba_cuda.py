@@ -61,13 +61,10 @@ def configs(dtype: str, width: int) -> list:
     return [*defaults, *out]
 
 
-def split_choices(cfg, batch: int, n: int, d: int, causal: bool) -> list[int | None]:
-    """The automatic key splits, and one split where that differs (thread-tiled only)."""
-    if not isinstance(cfg, mod.ThreadTileConfig):
-        return [None]
-    slots = mod.BLOCKS_PER_MULTIPROCESSOR * mod._multiprocessors()
-    auto = mod.key_splits(batch * -(-n // cfg.rows), n, slots, causal, 4 * batch * n * n * d)
-    return [auto, 1] if auto > 1 else [1]
+def split_choices(args: AttentionArgs, cfg) -> list[int]:
+    """prepare()'s key splits for these inputs, and one split where that differs."""
+    _, auto = mod.launch_plan(args, cfg)
+    return [auto, 1] if auto > 1 else [auto]
 
 
 def label(cfg) -> str:
@@ -156,20 +153,20 @@ def main() -> None:
             rows.append(dict(shape=shape, variant="torch_sdpa", time_s=t_torch))
         else:
             t_torch = float("nan")
+        args = AttentionArgs(q=q, k=k, v=v, causal=opts.causal, scale=scale, lead=())
+        check = AttentionArgs(q=cq, k=ck, v=cv, causal=opts.causal, scale=scale, lead=())
         variants = [
             (cfg, splits)
             for cfg in configs(opts.dtype, mod.width_for(d, d))
-            for splits in split_choices(cfg, batch, n, d, opts.causal)
+            for splits in split_choices(args, cfg)
         ]
         for cfg, splits in variants:
-            name = label(cfg) + (f"/s{splits}" if splits else "")
+            name = label(cfg) + (f"/s{splits}" if isinstance(cfg, mod.ThreadTileConfig) else "")
             start = time.perf_counter()
             try:
-                check = AttentionArgs(q=cq, k=ck, v=cv, causal=opts.causal, scale=scale, lead=())
-                state = mod.prepare(check, cfg, splits)
+                state = mod.prepare(check, cfg, splits)  # the timed splits, on fewer rows
                 mod.run(state)
                 err = float(np.abs(mod.fetch(state) - expected).max())
-                args = AttentionArgs(q=q, k=k, v=v, causal=opts.causal, scale=scale, lead=())
                 state = mod.prepare(args, cfg, splits)
                 seconds = median_event_s(mod.event_time_s, state, opts.repeats)
                 del state
