@@ -237,7 +237,10 @@ def test_numba_cuda_is_the_nvidia_package():
 
 def _ptxas() -> str | None:
     """ptxas of the numba-cuda cu12 extra's nvcc wheel, or one on PATH."""
-    spec = importlib.util.find_spec("nvidia.cuda_nvcc") if HAVE_NUMBA_CUDA else None
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_nvcc")
+    except ModuleNotFoundError:  # no nvidia namespace at all: numba-cuda without the extra
+        spec = None
     for folder in spec.submodule_search_locations if spec else []:
         candidate = Path(folder) / "bin" / "ptxas"
         if candidate.exists():
