@@ -542,30 +542,41 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
     UBM, USIDE, UNT = np.uint64(BM), np.uint64(SIDE), np.uint64(NT)
     U0, U1, U2, U3, U4, U7, U15 = (np.uint64(x) for x in (0, 1, 2, 3, 4, 7, 15))
 
+    def outer_step(columns):
+        """acc[i, j] += a[i] . b[j] over 4 terms for j < columns: a = 4 values of row
+        ty + 16 i at `offset` in a row-major shared tile of `stride`, b = (columns, 4) in
+        registers. Both products are this step: Q K^T (b = keys) and P V (b = columns of V)."""
+
+        @cuda.jit(device=True, inline="always")
+        def step(tile, stride, offset, b, acc, ty):
+            for i in range(TM):
+                base = (ty + uint64(i * SIDE)) * stride + offset
+                a0 = tile[base]
+                a1 = tile[base + U1]
+                a2 = tile[base + U2]
+                a3 = tile[base + U3]
+                for j in range(columns):
+                    total = acc[i, j]
+                    total += a0 * b[j, 0]
+                    total += a1 * b[j, 1]
+                    total += a2 * b[j, 2]
+                    total += a3 * b[j, 3]
+                    acc[i, j] = total
+
+        return step
+
+    scores_step = outer_step(TN)
+    output_step = outer_step(CPT)
+
     @cuda.jit(device=True, inline="always")
     def qk_step(qs, ks, s, kf, cu, ty, tx, swz_row, swz_key):
         """Scores += the 4 features at chunk cu of this thread's rows and keys."""
         kc = (cu ^ swz_key) << U2
         for j in range(TN):
             kb = (tx * UTN + uint64(j)) * UW + kc
-            kf[j, 0] = ks[kb]
-            kf[j, 1] = ks[kb + U1]
-            kf[j, 2] = ks[kb + U2]
-            kf[j, 3] = ks[kb + U3]
-        qc = (cu ^ swz_row) << U2
-        for i in range(TM):
-            qb = (ty + uint64(i * SIDE)) * UW + qc
-            q0 = qs[qb]
-            q1 = qs[qb + U1]
-            q2 = qs[qb + U2]
-            q3 = qs[qb + U3]
-            for j in range(TN):
-                acc = s[i, j]
-                acc += q0 * kf[j, 0]
-                acc += q1 * kf[j, 1]
-                acc += q2 * kf[j, 2]
-                acc += q3 * kf[j, 3]
-                s[i, j] = acc
+            for e in range(4):
+                kf[j, e] = ks[kb + uint64(e)]
+        scores_step(qs, UW, (cu ^ swz_row) << U2, kf, s, ty)
 
     @cuda.jit(device=True, inline="always")
     def pv_step(ps, vs, o, vf, ju, ty, tx, swz_row):
@@ -573,21 +584,8 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
         for e in range(4):
             vb = (ju * U4 + uint64(e)) * UW + tx * UCPT
             for cc in range(CPT):
-                vf[e, cc] = vs[vb + uint64(cc)]
-        pc = (ju ^ swz_row) << U2
-        for i in range(TM):
-            pb = (ty + uint64(i * SIDE)) * UBN + pc
-            p0 = ps[pb]
-            p1 = ps[pb + U1]
-            p2 = ps[pb + U2]
-            p3 = ps[pb + U3]
-            for cc in range(CPT):
-                acc = o[i, cc]
-                acc += p0 * vf[0, cc]
-                acc += p1 * vf[1, cc]
-                acc += p2 * vf[2, cc]
-                acc += p3 * vf[3, cc]
-                o[i, cc] = acc
+                vf[cc, e] = vs[vb + uint64(cc)]
+        output_step(ps, UBN, (ju ^ swz_row) << U2, vf, o, ty)
 
     @cuda.jit(device=True, inline="always")
     def load_kv(k, v, kr, vr, b, k0, tid):
@@ -642,7 +640,7 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
         m = cuda.local.array(TM, float32)
         l_sum = cuda.local.array(TM, float32)
         kf = cuda.local.array((TN, 4), float32)
-        vf = cuda.local.array((4, CPT), float32)
+        vf = cuda.local.array((CPT, 4), float32)
         kr = cuda.local.array(PREFETCHED, float32)
         vr = cuda.local.array(PREFETCHED, float32)
 
