@@ -7,7 +7,7 @@ key blocks entirely above the diagonal are skipped and masked columns are left o
 (never by -inf scores, which the fast-math flags below would not allow).
 
 What makes it fast on a CPU (measured in docs/PERFORMANCE.md):
-- Register-tiled products (4 rows x two AVX2 registers, i.e. 16 float32 or 8 float64 columns,
+- Register-tiled products (5 rows x two AVX2 registers, i.e. 16 float32 or 8 float64 columns,
   held in local scalars while looping over the reduction dimension) that LLVM's SLP vectoriser
   turns into FMA code at about the speed of OpenBLAS's GEMM. Numba switches SLP off by default;
   `_slp_vectorizer_on` switches it on for the one compilation and restores the setting.
@@ -52,14 +52,14 @@ DTYPES = ("float32", "float64")
 CAUSAL = True
 DEVICE = "cpu"
 
-ROWS = 4  # rows per microkernel: fixed by the hand-written microkernels below
+ROWS = 5  # rows per microkernel: fixed by the written-out microkernels below
 STRIP = {"float32": 16, "float64": 8}  # columns per microkernel (two AVX2 registers): likewise
 BLOCK_KEYS = 256  # keys per key block (a multiple of both strips); 128 and 64 measured slower
 # Query rows per parallel task (multiples of ROWS): the largest of MAX_BLOCK_QUERIES, its
 # halves, down to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks
 # (BLOCK_QUERIES itself with the causal mask).
-BLOCK_QUERIES = {"float32": 64, "float64": 32}
-MAX_BLOCK_QUERIES = 256
+BLOCK_QUERIES = {"float32": 60, "float64": 30}
+MAX_BLOCK_QUERIES = 240
 TASKS_PER_THREAD = 8
 
 # Fast-math flags of the microkernels: everything but `reassoc` (see the module docstring).
@@ -205,18 +205,20 @@ if numba is not None:
             return _exp2_f64
         return None
 
-    # Register-tiled products: 4 rows x two AVX2 registers (16 float32 or 8 float64 columns),
-    # 8 accumulators; a 6-row version spilled with AVX2's 16 registers. Each call does a whole
-    # tile, so the calls (not inlined: that nearly doubled compile time) cost nothing measurable.
+    # Register-tiled products: 5 rows x two AVX2 registers (16 float32 or 8 float64 columns),
+    # 10 accumulators. The SLP vectoriser keeps all the rows' broadcasts live across both column
+    # registers, so 5 rows fill AVX2's 16 registers exactly (10 + 5 + 1) and 6 rows spill;
+    # 5 rows measured 4-6% faster than 4 single-threaded. Each call does a whole tile, so the
+    # calls (not inlined: that nearly doubled compile time) cost nothing measurable.
 
     # fmt: off
     @njit(fastmath=KERNEL_FLAGS)
-    def _scores_4x16(q, k_strips, n_strips, s):
-        """s[:, :n_strips * 16] = q @ (k_strips[0] | k_strips[1] | ...), 4 x 16 at a time."""
+    def _scores_5x16(q, k_strips, n_strips, s):
+        """s[:, :n_strips * 16] = q @ (k_strips[0] | k_strips[1] | ...), 5 x 16 at a time."""
         for strip in range(n_strips):
             k_strip = k_strips[strip]
-            for r in range(0, q.shape[0], 4):
-                q0 = q[r]; q1 = q[r + 1]; q2 = q[r + 2]; q3 = q[r + 3]
+            for r in range(0, q.shape[0], 5):
+                q0 = q[r]; q1 = q[r + 1]; q2 = q[r + 2]; q3 = q[r + 3]; q4 = q[r + 4]
                 k = k_strip[0]
                 x = q0[0]
                 a0_0 = x * k[0]; a0_1 = x * k[1]; a0_2 = x * k[2]; a0_3 = x * k[3]; a0_4 = x * k[4]
@@ -238,6 +240,11 @@ if numba is not None:
                 a3_5 = x * k[5]; a3_6 = x * k[6]; a3_7 = x * k[7]; a3_8 = x * k[8]; a3_9 = x * k[9]
                 a3_10 = x * k[10]; a3_11 = x * k[11]; a3_12 = x * k[12]; a3_13 = x * k[13]
                 a3_14 = x * k[14]; a3_15 = x * k[15]
+                x = q4[0]
+                a4_0 = x * k[0]; a4_1 = x * k[1]; a4_2 = x * k[2]; a4_3 = x * k[3]; a4_4 = x * k[4]
+                a4_5 = x * k[5]; a4_6 = x * k[6]; a4_7 = x * k[7]; a4_8 = x * k[8]; a4_9 = x * k[9]
+                a4_10 = x * k[10]; a4_11 = x * k[11]; a4_12 = x * k[12]; a4_13 = x * k[13]
+                a4_14 = x * k[14]; a4_15 = x * k[15]
                 for kk in range(1, k_strip.shape[0]):
                     k = k_strip[kk]
                     x = q0[kk]
@@ -260,8 +267,14 @@ if numba is not None:
                     a3_4 += x * k[4]; a3_5 += x * k[5]; a3_6 += x * k[6]; a3_7 += x * k[7]
                     a3_8 += x * k[8]; a3_9 += x * k[9]; a3_10 += x * k[10]; a3_11 += x * k[11]
                     a3_12 += x * k[12]; a3_13 += x * k[13]; a3_14 += x * k[14]; a3_15 += x * k[15]
+                    x = q4[kk]
+                    a4_0 += x * k[0]; a4_1 += x * k[1]; a4_2 += x * k[2]; a4_3 += x * k[3]
+                    a4_4 += x * k[4]; a4_5 += x * k[5]; a4_6 += x * k[6]; a4_7 += x * k[7]
+                    a4_8 += x * k[8]; a4_9 += x * k[9]; a4_10 += x * k[10]; a4_11 += x * k[11]
+                    a4_12 += x * k[12]; a4_13 += x * k[13]; a4_14 += x * k[14]; a4_15 += x * k[15]
                 col = strip * 16
                 s0 = s[r, col:]; s1 = s[r + 1, col:]; s2 = s[r + 2, col:]; s3 = s[r + 3, col:]
+                s4 = s[r + 4, col:]
                 s0[0] = a0_0; s0[1] = a0_1; s0[2] = a0_2; s0[3] = a0_3; s0[4] = a0_4; s0[5] = a0_5
                 s0[6] = a0_6; s0[7] = a0_7; s0[8] = a0_8; s0[9] = a0_9; s0[10] = a0_10
                 s0[11] = a0_11; s0[12] = a0_12; s0[13] = a0_13; s0[14] = a0_14; s0[15] = a0_15
@@ -274,17 +287,20 @@ if numba is not None:
                 s3[0] = a3_0; s3[1] = a3_1; s3[2] = a3_2; s3[3] = a3_3; s3[4] = a3_4; s3[5] = a3_5
                 s3[6] = a3_6; s3[7] = a3_7; s3[8] = a3_8; s3[9] = a3_9; s3[10] = a3_10
                 s3[11] = a3_11; s3[12] = a3_12; s3[13] = a3_13; s3[14] = a3_14; s3[15] = a3_15
+                s4[0] = a4_0; s4[1] = a4_1; s4[2] = a4_2; s4[3] = a4_3; s4[4] = a4_4; s4[5] = a4_5
+                s4[6] = a4_6; s4[7] = a4_7; s4[8] = a4_8; s4[9] = a4_9; s4[10] = a4_10
+                s4[11] = a4_11; s4[12] = a4_12; s4[13] = a4_13; s4[14] = a4_14; s4[15] = a4_15
 
     @njit(fastmath=KERNEL_FLAGS)
-    def _accumulate_4x16(p, n_cols, v_strips, out, rescale):
-        """out = rescale[:, None] * out + p[:, :n_cols] @ v_strips[:, :n_cols], 4 x 16 at a time."""
+    def _accumulate_5x16(p, n_cols, v_strips, out, rescale):
+        """out = rescale[:, None] * out + p[:, :n_cols] @ v_strips[:, :n_cols], 5 x 16 at a time."""
         for strip in range(v_strips.shape[0]):
             v_strip = v_strips[strip]
-            for r in range(0, p.shape[0], 4):
-                p0 = p[r]; p1 = p[r + 1]; p2 = p[r + 2]; p3 = p[r + 3]
+            for r in range(0, p.shape[0], 5):
+                p0 = p[r]; p1 = p[r + 1]; p2 = p[r + 2]; p3 = p[r + 3]; p4 = p[r + 4]
                 col = strip * 16
                 o0 = out[r, col:]; o1 = out[r + 1, col:]; o2 = out[r + 2, col:]
-                o3 = out[r + 3, col:]
+                o3 = out[r + 3, col:]; o4 = out[r + 4, col:]
                 x = rescale[r]
                 a0_0 = o0[0] * x; a0_1 = o0[1] * x; a0_2 = o0[2] * x; a0_3 = o0[3] * x
                 a0_4 = o0[4] * x; a0_5 = o0[5] * x; a0_6 = o0[6] * x; a0_7 = o0[7] * x
@@ -305,6 +321,11 @@ if numba is not None:
                 a3_4 = o3[4] * x; a3_5 = o3[5] * x; a3_6 = o3[6] * x; a3_7 = o3[7] * x
                 a3_8 = o3[8] * x; a3_9 = o3[9] * x; a3_10 = o3[10] * x; a3_11 = o3[11] * x
                 a3_12 = o3[12] * x; a3_13 = o3[13] * x; a3_14 = o3[14] * x; a3_15 = o3[15] * x
+                x = rescale[r + 4]
+                a4_0 = o4[0] * x; a4_1 = o4[1] * x; a4_2 = o4[2] * x; a4_3 = o4[3] * x
+                a4_4 = o4[4] * x; a4_5 = o4[5] * x; a4_6 = o4[6] * x; a4_7 = o4[7] * x
+                a4_8 = o4[8] * x; a4_9 = o4[9] * x; a4_10 = o4[10] * x; a4_11 = o4[11] * x
+                a4_12 = o4[12] * x; a4_13 = o4[13] * x; a4_14 = o4[14] * x; a4_15 = o4[15] * x
                 for c in range(n_cols):
                     v = v_strip[c]
                     x = p0[c]
@@ -327,6 +348,11 @@ if numba is not None:
                     a3_4 += x * v[4]; a3_5 += x * v[5]; a3_6 += x * v[6]; a3_7 += x * v[7]
                     a3_8 += x * v[8]; a3_9 += x * v[9]; a3_10 += x * v[10]; a3_11 += x * v[11]
                     a3_12 += x * v[12]; a3_13 += x * v[13]; a3_14 += x * v[14]; a3_15 += x * v[15]
+                    x = p4[c]
+                    a4_0 += x * v[0]; a4_1 += x * v[1]; a4_2 += x * v[2]; a4_3 += x * v[3]
+                    a4_4 += x * v[4]; a4_5 += x * v[5]; a4_6 += x * v[6]; a4_7 += x * v[7]
+                    a4_8 += x * v[8]; a4_9 += x * v[9]; a4_10 += x * v[10]; a4_11 += x * v[11]
+                    a4_12 += x * v[12]; a4_13 += x * v[13]; a4_14 += x * v[14]; a4_15 += x * v[15]
                 o0[0] = a0_0; o0[1] = a0_1; o0[2] = a0_2; o0[3] = a0_3; o0[4] = a0_4; o0[5] = a0_5
                 o0[6] = a0_6; o0[7] = a0_7; o0[8] = a0_8; o0[9] = a0_9; o0[10] = a0_10
                 o0[11] = a0_11; o0[12] = a0_12; o0[13] = a0_13; o0[14] = a0_14; o0[15] = a0_15
@@ -339,15 +365,17 @@ if numba is not None:
                 o3[0] = a3_0; o3[1] = a3_1; o3[2] = a3_2; o3[3] = a3_3; o3[4] = a3_4; o3[5] = a3_5
                 o3[6] = a3_6; o3[7] = a3_7; o3[8] = a3_8; o3[9] = a3_9; o3[10] = a3_10
                 o3[11] = a3_11; o3[12] = a3_12; o3[13] = a3_13; o3[14] = a3_14; o3[15] = a3_15
-
+                o4[0] = a4_0; o4[1] = a4_1; o4[2] = a4_2; o4[3] = a4_3; o4[4] = a4_4; o4[5] = a4_5
+                o4[6] = a4_6; o4[7] = a4_7; o4[8] = a4_8; o4[9] = a4_9; o4[10] = a4_10
+                o4[11] = a4_11; o4[12] = a4_12; o4[13] = a4_13; o4[14] = a4_14; o4[15] = a4_15
 
     @njit(fastmath=KERNEL_FLAGS)
-    def _scores_4x8(q, k_strips, n_strips, s):
-        """s[:, :n_strips * 8] = q @ (k_strips[0] | k_strips[1] | ...), 4 x 8 at a time."""
+    def _scores_5x8(q, k_strips, n_strips, s):
+        """s[:, :n_strips * 8] = q @ (k_strips[0] | k_strips[1] | ...), 5 x 8 at a time."""
         for strip in range(n_strips):
             k_strip = k_strips[strip]
-            for r in range(0, q.shape[0], 4):
-                q0 = q[r]; q1 = q[r + 1]; q2 = q[r + 2]; q3 = q[r + 3]
+            for r in range(0, q.shape[0], 5):
+                q0 = q[r]; q1 = q[r + 1]; q2 = q[r + 2]; q3 = q[r + 3]; q4 = q[r + 4]
                 k = k_strip[0]
                 x = q0[0]
                 a0_0 = x * k[0]; a0_1 = x * k[1]; a0_2 = x * k[2]; a0_3 = x * k[3]; a0_4 = x * k[4]
@@ -361,6 +389,9 @@ if numba is not None:
                 x = q3[0]
                 a3_0 = x * k[0]; a3_1 = x * k[1]; a3_2 = x * k[2]; a3_3 = x * k[3]; a3_4 = x * k[4]
                 a3_5 = x * k[5]; a3_6 = x * k[6]; a3_7 = x * k[7]
+                x = q4[0]
+                a4_0 = x * k[0]; a4_1 = x * k[1]; a4_2 = x * k[2]; a4_3 = x * k[3]; a4_4 = x * k[4]
+                a4_5 = x * k[5]; a4_6 = x * k[6]; a4_7 = x * k[7]
                 for kk in range(1, k_strip.shape[0]):
                     k = k_strip[kk]
                     x = q0[kk]
@@ -375,8 +406,12 @@ if numba is not None:
                     x = q3[kk]
                     a3_0 += x * k[0]; a3_1 += x * k[1]; a3_2 += x * k[2]; a3_3 += x * k[3]
                     a3_4 += x * k[4]; a3_5 += x * k[5]; a3_6 += x * k[6]; a3_7 += x * k[7]
+                    x = q4[kk]
+                    a4_0 += x * k[0]; a4_1 += x * k[1]; a4_2 += x * k[2]; a4_3 += x * k[3]
+                    a4_4 += x * k[4]; a4_5 += x * k[5]; a4_6 += x * k[6]; a4_7 += x * k[7]
                 col = strip * 8
                 s0 = s[r, col:]; s1 = s[r + 1, col:]; s2 = s[r + 2, col:]; s3 = s[r + 3, col:]
+                s4 = s[r + 4, col:]
                 s0[0] = a0_0; s0[1] = a0_1; s0[2] = a0_2; s0[3] = a0_3; s0[4] = a0_4; s0[5] = a0_5
                 s0[6] = a0_6; s0[7] = a0_7
                 s1[0] = a1_0; s1[1] = a1_1; s1[2] = a1_2; s1[3] = a1_3; s1[4] = a1_4; s1[5] = a1_5
@@ -385,17 +420,19 @@ if numba is not None:
                 s2[6] = a2_6; s2[7] = a2_7
                 s3[0] = a3_0; s3[1] = a3_1; s3[2] = a3_2; s3[3] = a3_3; s3[4] = a3_4; s3[5] = a3_5
                 s3[6] = a3_6; s3[7] = a3_7
+                s4[0] = a4_0; s4[1] = a4_1; s4[2] = a4_2; s4[3] = a4_3; s4[4] = a4_4; s4[5] = a4_5
+                s4[6] = a4_6; s4[7] = a4_7
 
     @njit(fastmath=KERNEL_FLAGS)
-    def _accumulate_4x8(p, n_cols, v_strips, out, rescale):
-        """out = rescale[:, None] * out + p[:, :n_cols] @ v_strips[:, :n_cols], 4 x 8 at a time."""
+    def _accumulate_5x8(p, n_cols, v_strips, out, rescale):
+        """out = rescale[:, None] * out + p[:, :n_cols] @ v_strips[:, :n_cols], 5 x 8 at a time."""
         for strip in range(v_strips.shape[0]):
             v_strip = v_strips[strip]
-            for r in range(0, p.shape[0], 4):
-                p0 = p[r]; p1 = p[r + 1]; p2 = p[r + 2]; p3 = p[r + 3]
+            for r in range(0, p.shape[0], 5):
+                p0 = p[r]; p1 = p[r + 1]; p2 = p[r + 2]; p3 = p[r + 3]; p4 = p[r + 4]
                 col = strip * 8
                 o0 = out[r, col:]; o1 = out[r + 1, col:]; o2 = out[r + 2, col:]
-                o3 = out[r + 3, col:]
+                o3 = out[r + 3, col:]; o4 = out[r + 4, col:]
                 x = rescale[r]
                 a0_0 = o0[0] * x; a0_1 = o0[1] * x; a0_2 = o0[2] * x; a0_3 = o0[3] * x
                 a0_4 = o0[4] * x; a0_5 = o0[5] * x; a0_6 = o0[6] * x; a0_7 = o0[7] * x
@@ -408,6 +445,9 @@ if numba is not None:
                 x = rescale[r + 3]
                 a3_0 = o3[0] * x; a3_1 = o3[1] * x; a3_2 = o3[2] * x; a3_3 = o3[3] * x
                 a3_4 = o3[4] * x; a3_5 = o3[5] * x; a3_6 = o3[6] * x; a3_7 = o3[7] * x
+                x = rescale[r + 4]
+                a4_0 = o4[0] * x; a4_1 = o4[1] * x; a4_2 = o4[2] * x; a4_3 = o4[3] * x
+                a4_4 = o4[4] * x; a4_5 = o4[5] * x; a4_6 = o4[6] * x; a4_7 = o4[7] * x
                 for c in range(n_cols):
                     v = v_strip[c]
                     x = p0[c]
@@ -422,6 +462,9 @@ if numba is not None:
                     x = p3[c]
                     a3_0 += x * v[0]; a3_1 += x * v[1]; a3_2 += x * v[2]; a3_3 += x * v[3]
                     a3_4 += x * v[4]; a3_5 += x * v[5]; a3_6 += x * v[6]; a3_7 += x * v[7]
+                    x = p4[c]
+                    a4_0 += x * v[0]; a4_1 += x * v[1]; a4_2 += x * v[2]; a4_3 += x * v[3]
+                    a4_4 += x * v[4]; a4_5 += x * v[5]; a4_6 += x * v[6]; a4_7 += x * v[7]
                 o0[0] = a0_0; o0[1] = a0_1; o0[2] = a0_2; o0[3] = a0_3; o0[4] = a0_4; o0[5] = a0_5
                 o0[6] = a0_6; o0[7] = a0_7
                 o1[0] = a1_0; o1[1] = a1_1; o1[2] = a1_2; o1[3] = a1_3; o1[4] = a1_4; o1[5] = a1_5
@@ -430,18 +473,19 @@ if numba is not None:
                 o2[6] = a2_6; o2[7] = a2_7
                 o3[0] = a3_0; o3[1] = a3_1; o3[2] = a3_2; o3[3] = a3_3; o3[4] = a3_4; o3[5] = a3_5
                 o3[6] = a3_6; o3[7] = a3_7
-
+                o4[0] = a4_0; o4[1] = a4_1; o4[2] = a4_2; o4[3] = a4_3; o4[4] = a4_4; o4[5] = a4_5
+                o4[6] = a4_6; o4[7] = a4_7
 
     # fmt: on
 
     @overload(_scores_block)
     def _scores_block_overload(q, k_strips, n_strips, s):
-        kernel = _scores_4x16 if q.dtype == types.float32 else _scores_4x8
+        kernel = _scores_5x16 if q.dtype == types.float32 else _scores_5x8
         return lambda q, k_strips, n_strips, s: kernel(q, k_strips, n_strips, s)
 
     @overload(_accumulate_block)
     def _accumulate_block_overload(p, n_cols, v_strips, out, rescale):
-        kernel = _accumulate_4x16 if p.dtype == types.float32 else _accumulate_4x8
+        kernel = _accumulate_5x16 if p.dtype == types.float32 else _accumulate_5x8
         return lambda p, n_cols, v_strips, out, rescale: kernel(p, n_cols, v_strips, out, rescale)
 
     @njit(fastmath=SOFTMAX_FLAGS)
