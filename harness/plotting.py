@@ -382,7 +382,8 @@ def time_vs_n_figure(runs: Runs, dtype: str):
 
 
 def throughput_figure(runs: Runs, dtype: str):
-    """GFLOP/s against n, with each machine's measured CPU matrix-product peak as a ceiling."""
+    """GFLOP/s against n, with each machine's measured CPU matrix-product peak as a ceiling:
+    the start-of-run peak as a line, the peaks measured alongside large shapes as crosses."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, panels = _per_d_panels(runs, dtype, "Throughput vs sequence length")
@@ -402,6 +403,17 @@ def throughput_figure(runs: Runs, dtype: str):
                     linewidth=1.2,
                     label=f"CPU matrix-product peak{where}: {peak:.3g} GFLOP/s (measured)",
                 )
+                alongside = rows.dropna(subset=["gemm_gflops"])
+                alongside = alongside[alongside["gemm_gflops"] != peak].drop_duplicates("n")
+                if not alongside.empty:
+                    ax.plot(
+                        alongside["n"],
+                        alongside["gemm_gflops"],
+                        linestyle="none",
+                        marker="x",
+                        color="black",
+                        label=f"the same, measured alongside that n{where}",
+                    )
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())

@@ -20,6 +20,7 @@ import pandas as pd
 from harness import plotting
 from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds, valid_rows
 from harness.results import CUDA_TIMER
+from harness.sweep import PEAK_ALONGSIDE_MIN_FLOPS, PEAK_SIZE
 
 PANEL = ["machine", "dtype", "d", "batch", "heads", "causal"]  # cases that differ only in n, impl
 FIGURE_CAPTIONS = {
@@ -113,9 +114,10 @@ def best_peak_fraction(frame: pd.DataFrame) -> pd.DataFrame:
     ok = ok[ok["timer"] != CUDA_TIMER]  # runs written before GPU rows went without a fraction
     best = ok.loc[ok.groupby(["machine", "impl", "dtype"])["peak_fraction"].idxmax()]
     best = best.sort_values("peak_fraction", ascending=False)
-    return best[["machine", "impl", "dtype", "n", "d", "gflops", "peak_fraction"]].reset_index(
-        drop=True
-    )
+    # Runs from before the column existed divided by their start-of-run peak: recover it.
+    best["gemm_gflops"] = best["gemm_gflops"].fillna(best["gflops"] / best["peak_fraction"])
+    columns = ["machine", "impl", "dtype", "n", "d", "gflops", "gemm_gflops", "peak_fraction"]
+    return best[columns].reset_index(drop=True)
 
 
 def problem_cases(frame: pd.DataFrame) -> pd.DataFrame:
@@ -215,12 +217,12 @@ def findings(frame: pd.DataFrame, several: bool) -> list[str]:
         where = f" @ {row['machine']}" if several else ""
         sentence = (
             f"Closest to the matrix-product peak in {row['dtype']}: {row['impl']}{where} at "
-            f"{row['peak_fraction']:.1%} ({row['gflops']:.3g} GFLOP/s, n = {row['n']}, "
-            f"d = {row['d']})"
+            f"{row['peak_fraction']:.1%} ({row['gflops']:.3g} GFLOP/s of "
+            f"{row['gemm_gflops']:.3g}, n = {row['n']}, d = {row['d']})"
         )
         if row["peak_fraction"] > 1:
             sentence += (
-                "; above 100%: the measured peak (meta.json gemm_peak_gflops) is too low, "
+                "; above 100%: the measured peak (gemm_gflops) is too low, "
                 "e.g. measured while the machine was busy, or the timing is"
             )
         lines.append(sentence + ".")
@@ -314,12 +316,23 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
     ]
     peak = best_peak_fraction(frame).assign(
         gflops=lambda t: t["gflops"].map(lambda v: _number(v, ".3g")),
+        gemm_gflops=lambda t: t["gemm_gflops"].map(lambda v: _number(v, ".3g")),
         peak_fraction=lambda t: t["peak_fraction"].map(lambda v: _number(v, ".1%")),
     )
     if not several:
         peak = peak.drop(columns="machine")
     if not peak.empty:  # CPU rows only: a GPU-only run has none
-        blocks += [("h", 3, "Best fraction of the CPU matrix-product peak"), ("table", peak)]
+        blocks += [
+            ("h", 3, "Best fraction of the CPU matrix-product peak"),
+            (
+                "p",
+                "Each fraction divides by the peak beside it (gemm_gflops): a "
+                f"{PEAK_SIZE}³ product measured before each round of the shape when the shape "
+                f"has at least {PEAK_ALONGSIDE_MIN_FLOPS:.3g} FLOPs, the start-of-run peak "
+                "otherwise.",
+            ),
+            ("table", peak),
+        ]
     for dtype in runs.dtypes():
         for d in sorted(frame.loc[frame["dtype"] == dtype, "d"].unique()):
             blocks += [

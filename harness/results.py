@@ -35,7 +35,8 @@ COLUMNS = [
     "transfer_s",
     "flops",
     "gflops",
-    "peak_fraction",  # of the CPU's measured matrix-product peak; CPU rows only
+    "peak_fraction",  # gflops / gemm_gflops; CPU rows only
+    "gemm_gflops",  # the CPU matrix-product peak it is a fraction of (see harness/sweep.py)
     "peak_mem_bytes",
     "score_matrix_bytes",
     "max_abs_err",

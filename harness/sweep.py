@@ -28,6 +28,14 @@ from harness.timing import SamplingPlan
 from harness.worker import ROUND_DONE, Worker, WorkerLost
 
 DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
+# CPU shapes of at least this many FLOPs get the matrix-product peak measured alongside: one
+# PEAK_SIZE^3 product before each of their rounds, in a worker of its own. A machine's speed
+# drifts by 10-20% within minutes (and a VM's swings in phases), so the peak measured at the
+# start of a long sweep is not the peak at the time of its large cases. Smaller shapes, far
+# from the peak anyway, use the start-of-run peak.
+PEAK_ALONGSIDE_MIN_FLOPS = 1e9
+PEAK_SIZE = 2048
+PEAK_WORKER = "(matrix-product peak)"  # its key among the workers: no implementation's name
 
 
 def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
@@ -124,15 +132,31 @@ def skip_reason(
     return None, predicted
 
 
-def derived(case: Case, row: dict, gemm_gflops: dict[str, float]) -> dict:
-    """FLOP rate, and its fraction of the measured peak: a CPU's, so only for CPU rows."""
+def derived(
+    case: Case, row: dict, gemm_gflops: dict[str, float], alongside: float | None = None
+) -> dict:
+    """FLOP rate, and its fraction of the measured peak: a CPU's, so only for CPU rows.
+
+    The peak is the one measured alongside the case's shape when there is one, else the
+    run's start-of-run peak for the dtype.
+    """
     out = {"flops": case.flops, "score_matrix_bytes": case.score_matrix_bytes}
     if row.get("median_s"):
         out["gflops"] = case.flops / row["median_s"] / 1e9
-        peak = gemm_gflops.get(case.dtype)
+        peak = alongside or gemm_gflops.get(case.dtype)
         if peak and row.get("timer") != CUDA_TIMER:
+            out["gemm_gflops"] = peak
             out["peak_fraction"] = out["gflops"] / peak
     return out
+
+
+def wants_peak_alongside(case: Case) -> bool:
+    """A large case of a CPU implementation: its peak fraction deserves a peak of its minute."""
+    try:
+        on_cpu = impls.get(case.impl).device == "cpu"
+    except impls.UnknownImplementationError:
+        return False
+    return on_cpu and case.flops >= PEAK_ALONGSIDE_MIN_FLOPS
 
 
 class Progress:
@@ -250,11 +274,25 @@ def run_sweep(
             meta.setdefault("threading", {})[case.impl] = reply.pop("threading")
         return reply
 
-    def record(case: Case, reply: dict, predicted: float | None) -> None:
+    def peak_alongside(round_cases: list[Case], peaks: list[float]) -> None:
+        """Before a round of a large CPU shape: one matrix product, the peak of that moment.
+
+        A lost probe worker only costs the shape its local peak (the start-of-run one serves).
+        """
+        if not any(wants_peak_alongside(case) for case in round_cases):
+            return
+        try:
+            if PEAK_WORKER not in workers:
+                workers[PEAK_WORKER] = Worker(config.threads)
+            peaks.append(workers[PEAK_WORKER].gemm_gflops(round_cases[0].dtype, PEAK_SIZE, 1))
+        except WorkerLost:
+            workers.pop(PEAK_WORKER, None)
+
+    def record(case: Case, reply: dict, predicted: float | None, peaks: list[float]) -> None:
         row = {
             **case.to_dict(),
             **reply,
-            **derived(case, reply, gemm),
+            **derived(case, reply, gemm, max(peaks, default=None)),
             "predicted_s": predicted,
             "measured_at": datetime.now(timezone.utc).isoformat(),
         }
@@ -267,8 +305,11 @@ def run_sweep(
         if cases and any(dtype not in gemm for dtype in config.dtype):
             meta["gemm_peak_gflops"] = gemm = {**measure_gemm(config), **gemm}
             run.write_meta(meta)
-        for _, shape in itertools.groupby(cases, key=shape_key):
+        for _, group in itertools.groupby(cases, key=shape_key):
+            shape = list(group)
             pending: dict[Case, float | None] = {}  # measured in rounds, with their predictions
+            peaks: list[float] = []  # the matrix-product peak, measured before each round
+            peak_alongside(shape, peaks)
             for case in shape:
                 progress.start(case)
                 remaining = config.sweep_budget_s - (time.monotonic() - started)
@@ -280,14 +321,15 @@ def run_sweep(
                 if reply == ROUND_DONE:
                     pending[case] = predicted
                 else:
-                    record(case, reply, predicted)
+                    record(case, reply, predicted, peaks)
             for _ in range(config.rounds - 1):  # the other rounds, implementation by implementation
+                peak_alongside(list(pending), peaks)
                 for case, predicted in list(pending.items()):
                     progress.start(case)
                     reply = ask(case, first_round=False)
                     if reply != ROUND_DONE:
                         del pending[case]
-                        record(case, reply, predicted)
+                        record(case, reply, predicted, peaks)
         if cases:  # the peak again: how far the machine's speed drifted during the sweep
             meta["gemm_peak_end_gflops"] = measure_gemm(config)
             run.write_meta(meta)

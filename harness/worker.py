@@ -46,7 +46,9 @@ def serve(conn, threads: int) -> None:
         if message is None:
             return
         if "gemm_dtype" in message:
-            conn.send({"gflops": gemm_gflops(message["gemm_dtype"])})
+            gflops = gemm_gflops(message["gemm_dtype"], message["size"], message["repeats"])
+            settle()  # OpenBLAS's spinning pool would slow the next worker's samples
+            conn.send({"gflops": gflops})
             continue
         if "case" in message:
             measuring = measure_case(
@@ -150,8 +152,9 @@ class Worker:
         self._send({"next_round": True})
         return self._receive(timeout_s)
 
-    def gemm_gflops(self, dtype: str) -> float:
-        self._send({"gemm_dtype": dtype})
+    def gemm_gflops(self, dtype: str, size: int = 2048, repeats: int = 5) -> float:
+        """A size^3 matrix product's rate in this worker, best of `repeats`."""
+        self._send({"gemm_dtype": dtype, "size": size, "repeats": repeats})
         return self._receive(STARTUP_TIMEOUT_S)["gflops"]
 
     def kill(self) -> None:

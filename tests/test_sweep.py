@@ -79,6 +79,7 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
     assert meta["threads"] == 1 and meta["gemm_peak_gflops"]["float32"] > 0
     assert meta["gemm_peak_end_gflops"]["float32"] > 0  # measured again: the machine's drift
     assert meta["threading"]["numpy"]["numba_threads"] == 1
+    assert (table.gemm_gflops == meta["gemm_peak_gflops"]["float32"]).all()  # tiny: the start's
     assert "run directory" in capsys.readouterr().out
 
 
@@ -199,8 +200,9 @@ class ScriptedWorker:
     """Stands in for a worker process: logs each request; `lose_at` names a (impl, round) whose
     worker is lost there."""
 
-    log: ClassVar[list[tuple[str, int, int]]] = []  # (impl, n, round)
+    log: ClassVar[list[tuple[str, int, int]]] = []  # (impl, n, round), or ("peak", size, repeats)
     lose_at: ClassVar[tuple[str, int] | None] = None
+    peaks: ClassVar[list[float]] = []  # the matrix-product rates it answers, in turn
 
     def __init__(self, threads):
         self.case, self.round = None, 0
@@ -218,6 +220,10 @@ class ScriptedWorker:
             return ROUND_DONE
         return {"status": "ok", "median_s": 1e-3, "samples": 2 * self.rounds}
 
+    def gemm_gflops(self, dtype, size, repeats):
+        self.log.append(("peak", size, repeats))
+        return self.peaks.pop(0)
+
     def close(self):
         pass
 
@@ -227,6 +233,7 @@ def scripted_sweep(tmp_path, monkeypatch, lose_at=None):
     monkeypatch.setattr(sweep, "measure_gemm", lambda config: {"float32": 100.0})
     monkeypatch.setattr(ScriptedWorker, "log", [])
     monkeypatch.setattr(ScriptedWorker, "lose_at", lose_at)
+    monkeypatch.setattr(ScriptedWorker, "peaks", [90.0, 120.0, 110.0])
     run = RunDir(tmp_path)
     config = SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
     rows = sweep.run_sweep(config, run, ["numpy", "naive"], {}, lambda total: Progress(total))
@@ -253,9 +260,40 @@ def test_a_worker_lost_in_a_later_round_fails_only_its_case(tmp_path, monkeypatc
     assert statuses[("naive", 128)][0] == "skipped" and statuses[("numpy", 128)][0] == "ok"
 
 
+def test_large_cpu_shapes_get_the_peak_measured_before_each_round(tmp_path, monkeypatch):
+    """The peak fraction of a large case divides by the best matrix-product rate measured in
+    its own rounds, not by the start-of-run one minutes away; small shapes keep the latter."""
+    monkeypatch.setattr(sweep, "PEAK_ALONGSIDE_MIN_FLOPS", Case("numpy", 128, 8).flops)
+    rows, log = scripted_sweep(tmp_path, monkeypatch)
+    peak = ("peak", sweep.PEAK_SIZE, 1)
+    small = [(impl, 64, r) for r in (1, 2, 3) for impl in ("numpy", "naive")]
+    large = [step for r in (1, 2, 3) for step in (peak, ("numpy", 128, r), ("naive", 128, r))]
+    assert log == small + large
+    for row in rows:
+        expected = 120.0 if row["n"] == 128 else 100.0  # best of the three, or the start's
+        assert row["gemm_gflops"] == expected
+        assert row["peak_fraction"] == pytest.approx(row["gflops"] / expected)
+
+
 def test_the_cpu_peak_fraction_is_for_cpu_rows_only():
     case = Case("any", 1024, 64, "float32")
     cpu = sweep.derived(case, {"median_s": 0.01, "timer": "perf_counter"}, {"float32": 100.0})
     gpu = sweep.derived(case, {"median_s": 0.01, "timer": CUDA_TIMER}, {"float32": 100.0})
     assert cpu["peak_fraction"] == pytest.approx(case.flops / 0.01 / 1e9 / 100.0)
-    assert "peak_fraction" not in gpu and gpu["gflops"] == cpu["gflops"]
+    assert "peak_fraction" not in gpu and "gemm_gflops" not in gpu
+    assert gpu["gflops"] == cpu["gflops"]
+    local = sweep.derived(case, {"median_s": 0.01}, {"float32": 100.0}, alongside=80.0)
+    assert local["gemm_gflops"] == 80.0
+    assert local["peak_fraction"] == pytest.approx(cpu["peak_fraction"] * 100.0 / 80.0)
+
+
+def test_the_peak_alongside_is_measured_in_a_real_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "PEAK_ALONGSIDE_MIN_FLOPS", 0)
+    monkeypatch.setattr(sweep, "PEAK_SIZE", 256)  # a quick product; the rule is the same
+    out = tmp_path / "run"
+    assert run_cli("--impl", "numpy", "--n", "8,16", "--d", "4", "--target", "0.02",
+                   "--threads", "1", "--out", str(out)) == 0  # fmt: skip
+    table = pd.read_csv(out / "results.csv")
+    start = json.loads((out / "meta.json").read_text())["gemm_peak_gflops"]["float32"]
+    assert (table.gemm_gflops > 0).all() and (table.gemm_gflops != start).all()
+    assert (table.peak_fraction == table.gflops / table.gemm_gflops).all()
