@@ -55,11 +55,11 @@ DEVICE = "cpu"
 ROWS = 5  # rows per microkernel: fixed by the written-out microkernels below
 STRIP = {"float32": 16, "float64": 8}  # columns per microkernel (two AVX2 registers): likewise
 BLOCK_KEYS = 256  # keys per key block (a multiple of both strips); 128 and 64 measured slower
-# Query rows per parallel task (multiples of ROWS): the largest of MAX_BLOCK_QUERIES, its
-# halves, down to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks
-# (BLOCK_QUERIES itself with the causal mask).
-BLOCK_QUERIES = {"float32": 60, "float64": 30}
-MAX_BLOCK_QUERIES = 240
+# Query rows per parallel task, nominally: the largest of MAX_BLOCK_QUERIES, its halves, down
+# to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks (BLOCK_QUERIES itself
+# with the causal mask). `query_blocks` turns it into a count of blocks of equal size.
+BLOCK_QUERIES = {"float32": 64, "float64": 32}
+MAX_BLOCK_QUERIES = 256
 TASKS_PER_THREAD = 8
 
 # Fast-math flags of the microkernels: everything but `reassoc` (see the module docstring).
@@ -556,17 +556,18 @@ if numba is not None:
             row_max[r] = m
 
     @njit(parallel=True, fastmath=KERNEL_FLAGS, cache=True)
-    def _attention_kernel(q, k_packed, v_packed, out, n_k, causal, block_queries):
+    def _attention_kernel(q, k_packed, v_packed, out, n_k, causal, n_query_blocks):
         """out[b, i] = sum_j softmax_j(q[b, i] . k[b, j]) v[b, j], fused; see the module docstring.
 
         q (batch, n_q rounded up to ROWS, d_k), pre-scaled by scale * log2(e);
         k_packed, v_packed from pack_keys, pack_values; out (batch, q rows, d_v rounded up to the
-        strip), overwritten.
+        strip), overwritten. Each batch entry's rows are split into n_query_blocks blocks whose
+        sizes differ by at most ROWS (at most one block per ROWS rows).
         """
         batch, n_rows = q.shape[0], q.shape[1]
+        units = n_rows // ROWS  # the rows, ROWS at a time: block boundaries fall between them
         strip_width = k_packed.shape[4]
         block_keys = k_packed.shape[2] * strip_width
-        n_query_blocks = (n_rows + block_queries - 1) // block_queries
         # float32 only: measured +3-5% there; for float64 (16 vectors a row, degree-11 exp2)
         # it measured anywhere from -15% to +6%, so float64 keeps the general path.
         fast_softmax = q.itemsize == 4
@@ -576,8 +577,8 @@ if numba is not None:
             # tasks cost the same, so prange's contiguous chunks balance across threads.
             i = task % n_query_blocks
             query_block = i // 2 if i % 2 == 0 else n_query_blocks - 1 - i // 2
-            q0 = query_block * block_queries
-            rows = min(block_queries, n_rows - q0)
+            q0 = ROWS * (query_block * units // n_query_blocks)
+            rows = ROWS * ((query_block + 1) * units // n_query_blocks) - q0
             keys = min(n_k, q0 + rows) if causal else n_k  # keys seen by the block's last row
             q_rows = q[b, q0 : q0 + rows]
             o_rows = out[b, q0 : q0 + rows]
@@ -635,17 +636,20 @@ def pack_values(v: np.ndarray, strip: int) -> np.ndarray:
     return np.ascontiguousarray(strips.transpose(0, 1, 3, 2, 4))
 
 
-def query_block_rows(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -> int:
-    """Rows per parallel task. Larger blocks read k and v fewer times: 256 rows instead of 64
-    measured +9-10% at n = 8192 (float32, 2 threads), +2% at 4096; smaller blocks keep enough
-    tasks to balance the threads on short sequences. With the causal mask a block computes its
-    diagonal band in full (about rows / n of the work, wasted), so it keeps the smallest."""
-    if causal:
-        return BLOCK_QUERIES[dtype]
-    rows = MAX_BLOCK_QUERIES
+def query_blocks(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -> int:
+    """Query blocks per batch entry (parallel tasks: batch times this), of equal size.
+
+    Larger blocks read k and v fewer times: 256 rows instead of 64 measured +9-10% at n = 8192
+    (float32, 2 threads), +2% at 4096; smaller blocks keep enough tasks to balance the threads
+    on short sequences. With the causal mask a block computes its diagonal band in full (about
+    rows / n of the work, wasted), so it keeps the smallest. The task count is then rounded up
+    to a multiple of the threads, so that no thread gets one block more than another.
+    """
+    rows = BLOCK_QUERIES[dtype] if causal else MAX_BLOCK_QUERIES
     while rows > BLOCK_QUERIES[dtype] and batch * -(-n_q // rows) < TASKS_PER_THREAD * threads:
         rows //= 2
-    return rows
+    blocks = _round_up(-(-n_q // rows), threads // math.gcd(batch, threads))
+    return min(blocks, -(-n_q // ROWS))  # a block has at least ROWS rows
 
 
 def prepare(args):
@@ -665,7 +669,7 @@ def prepare(args):
         "n_k": n_k,
         "d_v": d_v,
         "causal": bool(args.causal),
-        "block_queries": query_block_rows(
+        "query_blocks": query_blocks(
             dtype.name, batch, n_q, numba.get_num_threads(), bool(args.causal)
         ),
     }
@@ -682,7 +686,7 @@ def run(state):
         state["out"],
         state["n_k"],
         state["causal"],
-        state["block_queries"],
+        state["query_blocks"],
     )
 
 

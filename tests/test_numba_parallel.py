@@ -123,34 +123,47 @@ def test_explicit_scale_and_non_contiguous_inputs(dtype):
 
 
 def test_query_blocks_are_large_for_long_sequences_and_keep_every_thread_busy():
-    def rows(dtype, batch, n, threads, causal=False):
-        return kernel.query_block_rows(dtype, batch, n, threads, causal)
+    def blocks(dtype, batch, n, threads, causal=False):
+        return kernel.query_blocks(dtype, batch, n, threads, causal)
 
-    assert rows("float32", 1, 8192, 2) == kernel.MAX_BLOCK_QUERIES
-    assert rows("float32", 1, 2048, 2) == kernel.MAX_BLOCK_QUERIES // 2  # 18 tasks for 2 threads
-    assert rows("float32", 1, 256, 2) == kernel.BLOCK_QUERIES["float32"]  # never smaller
-    assert rows("float64", 1, 256, 2) == kernel.BLOCK_QUERIES["float64"]
-    assert rows("float32", 32, 1024, 2) == kernel.MAX_BLOCK_QUERIES  # batch x heads count too
-    assert rows("float32", 1, 8192, 16) == kernel.MAX_BLOCK_QUERIES // 4  # 137 tasks for 16
-    assert rows("float32", 1, 8192, 2, causal=True) == kernel.BLOCK_QUERIES["float32"]
-    for n in (1, 100, 1000, 5000, 20000):
-        assert rows("float32", 1, n, 2) % kernel.ROWS == 0
+    assert kernel.MAX_BLOCK_QUERIES == 256
+    assert kernel.BLOCK_QUERIES == {"float32": 64, "float64": 32}
+    assert blocks("float32", 1, 8192, 2) == 32  # 256 rows
+    assert blocks("float32", 1, 2048, 2) == 16  # 128 rows: 16 tasks for 2 threads
+    assert blocks("float32", 1, 256, 2) == 4  # never under 64 rows
+    assert blocks("float64", 1, 256, 2) == 8  # float64: 32
+    assert blocks("float32", 32, 1024, 2) == 4  # batch x heads count too: 256 rows
+    assert blocks("float32", 1, 8192, 16) == 128  # 64 rows: 8 tasks for each of 16 threads
+    assert blocks("float32", 1, 8192, 2, causal=True) == 128  # the causal mask: the smallest
+
+
+def test_every_thread_gets_as_many_query_blocks():
+    """17 blocks for 2 threads would leave one thread a block more (6% of the time at n = 4096
+    with 240-row blocks): the count is rounded up to a multiple of the threads instead."""
+    assert kernel.query_blocks("float32", 1, 4097, 2, False) == 18  # 17 blocks of 256, even
+    assert kernel.query_blocks("float32", 3, 1100, 2, False) == 10  # 30 tasks, not 27
+    assert kernel.query_blocks("float32", 2, 1100, 2, False) == 9  # 18 tasks already
+    assert kernel.query_blocks("float32", 1, 300, 4, True) == 8  # 5 blocks of 64, then 8
+    assert kernel.query_blocks("float32", 1, 7, 2, False) == 2  # one block per ROWS rows at most
+    assert kernel.query_blocks("float32", 1, 3, 2, False) == 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
-def test_tails_around_the_largest_query_block(dtype, causal, monkeypatch):
-    monkeypatch.setattr(kernel, "TASKS_PER_THREAD", 0)  # the largest block whatever n is
-    monkeypatch.setitem(kernel.BLOCK_QUERIES, dtype, kernel.MAX_BLOCK_QUERIES)  # causal too
+def test_tails_with_the_largest_query_blocks(dtype, causal, monkeypatch):
+    def fewest_blocks(dtype, batch, n_q, threads, causal):
+        return -(-n_q // kernel.MAX_BLOCK_QUERIES)  # blocks of up to the largest size
+
+    monkeypatch.setattr(kernel, "query_blocks", fewest_blocks)
     rng = np.random.default_rng(8)
     for n in (*around(kernel.MAX_BLOCK_QUERIES), 2 * kernel.MAX_BLOCK_QUERIES + 5):
         assert_matches(*random_inputs(rng, (2,), n, n, 7, 9, dtype), causal)
 
 
 def test_query_block_larger_than_key_block(monkeypatch):
-    """block_queries is a runtime argument: with it larger than the key block, some rows of a
-    causal block see no key of a tile, the path that must keep their running state."""
-    monkeypatch.setitem(kernel.BLOCK_QUERIES, "float32", 4 * kernel.BLOCK_KEYS)
+    """The block count is a runtime argument: with one block larger than the key block, some
+    rows of a causal block see no key of a tile, the path that must keep their running state."""
+    monkeypatch.setattr(kernel, "query_blocks", lambda *args: 1)
     rng = np.random.default_rng(6)
     assert_matches(*random_inputs(rng, (), 300, 300, 16, 16, "float32"), causal=True)
 
