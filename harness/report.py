@@ -326,8 +326,8 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
             ("h", 3, "Best fraction of the CPU matrix-product peak"),
             (
                 "p",
-                "Each fraction divides by the peak beside it (gemm_gflops): a "
-                f"{PEAK_SIZE}³ product measured before each round of the shape when the shape "
+                "Each fraction divides by the peak beside it (gemm_gflops): the best "
+                f"{PEAK_SIZE}³ matrix product of two before each round of the shape when it "
                 f"has at least {PEAK_ALONGSIDE_MIN_FLOPS:.3g} FLOPs, the start-of-run peak "
                 "otherwise.",
             ),

@@ -265,7 +265,7 @@ def test_large_cpu_shapes_get_the_peak_measured_before_each_round(tmp_path, monk
     its own rounds, not by the start-of-run one minutes away; small shapes keep the latter."""
     monkeypatch.setattr(sweep, "PEAK_ALONGSIDE_MIN_FLOPS", Case("numpy", 128, 8).flops)
     rows, log = scripted_sweep(tmp_path, monkeypatch)
-    peak = ("peak", sweep.PEAK_SIZE, 1)
+    peak = ("peak", sweep.PEAK_SIZE, 2)
     small = [(impl, 64, r) for r in (1, 2, 3) for impl in ("numpy", "naive")]
     large = [step for r in (1, 2, 3) for step in (peak, ("numpy", 128, r), ("naive", 128, r))]
     assert log == small + large
