@@ -383,7 +383,7 @@ def time_vs_n_figure(runs: Runs, dtype: str):
 
 def throughput_figure(runs: Runs, dtype: str):
     """GFLOP/s against n, with each machine's measured CPU matrix-product peak as a ceiling:
-    the start-of-run peak as a line, the peaks measured alongside large shapes as crosses."""
+    the start-of-run peak as a line, the peaks measured alongside large shapes as dashes."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, panels = _per_d_panels(runs, dtype, "Throughput vs sequence length")
@@ -410,7 +410,9 @@ def throughput_figure(runs: Runs, dtype: str):
                         alongside["n"],
                         alongside["gemm_gflops"],
                         linestyle="none",
-                        marker="x",
+                        marker="_",
+                        markersize=14,
+                        markeredgewidth=2.5,
                         color="black",
                         label=f"the same, measured alongside that n{where}",
                     )

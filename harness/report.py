@@ -326,10 +326,10 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
             ("h", 3, "Best fraction of the CPU matrix-product peak"),
             (
                 "p",
-                "Each fraction divides by the peak beside it (gemm_gflops): the best "
-                f"{PEAK_SIZE}³ matrix product of two before each round of the shape when it "
-                f"has at least {PEAK_ALONGSIDE_MIN_FLOPS:.3g} FLOPs, the start-of-run peak "
-                "otherwise.",
+                "Each fraction divides by the peak beside it (gemm_gflops): the best of the "
+                f"{PEAK_SIZE}³ matrix products measured beside the shape (two before each of "
+                f"its rounds) when it has at least {PEAK_ALONGSIDE_MIN_FLOPS:.3g} FLOPs; the "
+                "start-of-run peak otherwise.",
             ),
             ("table", peak),
         ]
