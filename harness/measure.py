@@ -259,7 +259,7 @@ def threading_report() -> dict:
     return report
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)  # 2048² float64: 96 MiB; a sweep runs its dtypes one by one
 def _gemm_operands(dtype: str, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size)).astype(dtype)

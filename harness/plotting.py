@@ -404,7 +404,9 @@ def throughput_figure(runs: Runs, dtype: str):
                     label=f"CPU matrix-product peak{where}: {peak:.3g} GFLOP/s (measured)",
                 )
                 alongside = rows.dropna(subset=["gemm_gflops"])
-                alongside = alongside[alongside["gemm_gflops"] != peak].drop_duplicates("n")
+                alongside = alongside[alongside["gemm_gflops"] != peak].drop_duplicates(
+                    ["n", "batch", "heads", "causal", "gemm_gflops"]
+                )
                 if not alongside.empty:
                     ax.plot(
                         alongside["n"],

@@ -20,7 +20,7 @@ import pandas as pd
 from harness import plotting
 from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds, valid_rows
 from harness.results import CUDA_TIMER
-from harness.sweep import PEAK_ALONGSIDE_MIN_FLOPS, PEAK_SIZE
+from harness.sweep import PEAK_ALONGSIDE_MIN_FLOPS, PEAK_REPEATS, PEAK_SIZE
 
 PANEL = ["machine", "dtype", "d", "batch", "heads", "causal"]  # cases that differ only in n, impl
 FIGURE_CAPTIONS = {
@@ -322,17 +322,18 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
     if not several:
         peak = peak.drop(columns="machine")
     if not peak.empty:  # CPU rows only: a GPU-only run has none
-        blocks += [
-            ("h", 3, "Best fraction of the CPU matrix-product peak"),
-            (
-                "p",
-                "Each fraction divides by the peak beside it (gemm_gflops): the best of the "
-                f"{PEAK_SIZE}³ matrix products measured beside the shape (two before each of "
-                f"its rounds) when it has at least {PEAK_ALONGSIDE_MIN_FLOPS:.3g} FLOPs; the "
-                "start-of-run peak otherwise.",
-            ),
-            ("table", peak),
-        ]
+        blocks += [("h", 3, "Best fraction of the CPU matrix-product peak")]
+        if frame["gemm_gflops"].notna().any():  # runs from before the column: the start's
+            blocks.append(
+                (
+                    "p",
+                    "Each fraction divides by the peak beside it (gemm_gflops): the best of the "
+                    f"{PEAK_SIZE}³ matrix products measured beside the shape ({PEAK_REPEATS} "
+                    "before each of its rounds) when it has at least "
+                    f"{PEAK_ALONGSIDE_MIN_FLOPS / 1e9:g} GFLOP; the start-of-run peak otherwise.",
+                )
+            )
+        blocks.append(("table", peak))
     for dtype in runs.dtypes():
         for d in sorted(frame.loc[frame["dtype"] == dtype, "d"].unique()):
             blocks += [

@@ -35,6 +35,7 @@ DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
 # Smaller shapes, far from the peak anyway, use the start-of-run peak.
 PEAK_ALONGSIDE_MIN_FLOPS = 1e9
 PEAK_SIZE = 2048
+PEAK_REPEATS = 2  # products per round: one alone sometimes fell in a slow phase of the machine
 PEAK_WORKER = "(matrix-product peak)"  # its key among the workers: no implementation's name
 
 
@@ -274,20 +275,22 @@ def run_sweep(
             meta.setdefault("threading", {})[case.impl] = reply.pop("threading")
         return reply
 
-    def peak_alongside(round_cases: list[Case], peaks: list[float]) -> None:
-        """Before a round of a large CPU shape: the best of two matrix products, the peak of
-        that moment (one product alone sometimes fell in a slow phase of the machine).
+    def peak_alongside(round_cases: list[Case], peaks: list[float]) -> bool:
+        """Before a round of cases about to run: if one is a large CPU case, the best of
+        PEAK_REPEATS matrix products, the peak of that moment. Returns whether it measured.
 
         A lost probe worker only costs the shape its local peak (the start-of-run one serves).
         """
         if not any(wants_peak_alongside(case) for case in round_cases):
-            return
+            return False
         try:
             if PEAK_WORKER not in workers:
                 workers[PEAK_WORKER] = Worker(config.threads)
-            peaks.append(workers[PEAK_WORKER].gemm_gflops(round_cases[0].dtype, PEAK_SIZE, 2))
+            probe = workers[PEAK_WORKER]
+            peaks.append(probe.gemm_gflops(round_cases[0].dtype, PEAK_SIZE, PEAK_REPEATS))
         except WorkerLost:
             workers.pop(PEAK_WORKER, None)
+        return True
 
     def record(case: Case, reply: dict, predicted: float | None, peaks: list[float]) -> None:
         row = {
@@ -310,7 +313,7 @@ def run_sweep(
             shape = list(group)
             pending: dict[Case, float | None] = {}  # measured in rounds, with their predictions
             peaks: list[float] = []  # the matrix-product peak, measured before each round
-            peak_alongside(shape, peaks)
+            probed = False  # in the first round: before the first case that runs
             for case in shape:
                 progress.start(case)
                 remaining = config.sweep_budget_s - (time.monotonic() - started)
@@ -318,6 +321,7 @@ def run_sweep(
                 if reason is not None:
                     reply = {"status": "skipped", "note": reason}
                 else:
+                    probed = probed or peak_alongside([case], peaks)
                     reply = ask(case, first_round=True)
                 if reply == ROUND_DONE:
                     pending[case] = predicted

@@ -21,7 +21,7 @@ What makes it fast on a CPU (measured in docs/PERFORMANCE.md):
 - float32 tiles with all BLOCK_KEYS columns visible to every row (all but partial and causal
   diagonal tiles) take a softmax step whose loops have that compile-time length (fully
   unrolled, no remainder loops or masking): +3-5% single-threaded.
-- One compilation per dtype, cached on disk; `causal` and the block size are runtime arguments.
+- One compilation per dtype, cached on disk; `causal` and the block count are runtime arguments.
 """
 
 # The microkernels below are written out by hand, several statements a line (fmt: off there).
@@ -574,7 +574,8 @@ if numba is not None:
         for task in prange(batch * n_query_blocks):
             b = task // n_query_blocks
             # Zigzag order (0, last, 1, last-1, ...): with the causal mask consecutive pairs of
-            # tasks cost the same, so prange's contiguous chunks balance across threads.
+            # tasks cost the same, so the OpenMP layer's static contiguous chunks balance
+            # across threads when each holds whole pairs.
             i = task % n_query_blocks
             query_block = i // 2 if i % 2 == 0 else n_query_blocks - 1 - i // 2
             q0 = ROWS * (query_block * units // n_query_blocks)
@@ -643,7 +644,8 @@ def query_blocks(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -
     (float32, 2 threads), +2% at 4096; smaller blocks keep enough tasks to balance the threads
     on short sequences. With the causal mask a block computes its diagonal band in full (about
     rows / n of the work, wasted), so it keeps the smallest. The task count is then rounded up
-    to a multiple of the threads, so that no thread gets one block more than another.
+    to a multiple of the threads, so that no thread gets one block more than another (unless
+    there are fewer than ROWS rows per block to go round, where blocks stop at ROWS rows).
     """
     rows = BLOCK_QUERIES[dtype] if causal else MAX_BLOCK_QUERIES
     while rows > BLOCK_QUERIES[dtype] and batch * -(-n_q // rows) < TASKS_PER_THREAD * threads:

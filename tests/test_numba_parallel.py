@@ -160,6 +160,16 @@ def test_tails_with_the_largest_query_blocks(dtype, causal, monkeypatch):
         assert_matches(*random_inputs(rng, (2,), n, n, 7, 9, dtype), causal)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocks", [2, 3, 7, 9])
+def test_any_block_count_up_to_one_per_microkernel_rows(dtype, blocks, monkeypatch):
+    """43 rows are 9 steps of ROWS: 2, 3 and 7 blocks do not divide them, 9 is one step each."""
+    monkeypatch.setattr(kernel, "query_blocks", lambda *args: blocks)
+    rng = np.random.default_rng(9)
+    for causal in (False, True):
+        assert_matches(*random_inputs(rng, (2,), 43, 43, 7, 9, dtype), causal)
+
+
 def test_query_block_larger_than_key_block(monkeypatch):
     """The block count is a runtime argument: with one block larger than the key block, some
     rows of a causal block see no key of a tile, the path that must keep their running state."""

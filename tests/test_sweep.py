@@ -202,7 +202,7 @@ class ScriptedWorker:
 
     log: ClassVar[list[tuple[str, int, int]]] = []  # (impl, n, round), or ("peak", size, repeats)
     lose_at: ClassVar[tuple[str, int] | None] = None
-    peaks: ClassVar[list[float]] = []  # the matrix-product rates it answers, in turn
+    peaks: ClassVar[list[float | None]] = []  # the rates it answers in turn; None: it is lost
 
     def __init__(self, threads):
         self.case, self.round = None, 0
@@ -222,18 +222,21 @@ class ScriptedWorker:
 
     def gemm_gflops(self, dtype, size, repeats):
         self.log.append(("peak", size, repeats))
-        return self.peaks.pop(0)
+        rate = self.peaks.pop(0)
+        if rate is None:
+            raise WorkerLost("worker crashed: killed by SIGKILL")
+        return rate
 
     def close(self):
         pass
 
 
-def scripted_sweep(tmp_path, monkeypatch, lose_at=None):
+def scripted_sweep(tmp_path, monkeypatch, lose_at=None, peaks=(90.0, 120.0, 110.0)):
     monkeypatch.setattr(sweep, "Worker", ScriptedWorker)
     monkeypatch.setattr(sweep, "measure_gemm", lambda config: {"float32": 100.0})
     monkeypatch.setattr(ScriptedWorker, "log", [])
     monkeypatch.setattr(ScriptedWorker, "lose_at", lose_at)
-    monkeypatch.setattr(ScriptedWorker, "peaks", [90.0, 120.0, 110.0])
+    monkeypatch.setattr(ScriptedWorker, "peaks", list(peaks))
     run = RunDir(tmp_path)
     config = SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
     rows = sweep.run_sweep(config, run, ["numpy", "naive"], {}, lambda total: Progress(total))
@@ -265,7 +268,7 @@ def test_large_cpu_shapes_get_the_peak_measured_before_each_round(tmp_path, monk
     its own rounds, not by the start-of-run one minutes away; small shapes keep the latter."""
     monkeypatch.setattr(sweep, "PEAK_ALONGSIDE_MIN_FLOPS", Case("numpy", 128, 8).flops)
     rows, log = scripted_sweep(tmp_path, monkeypatch)
-    peak = ("peak", sweep.PEAK_SIZE, 2)
+    peak = ("peak", sweep.PEAK_SIZE, sweep.PEAK_REPEATS)
     small = [(impl, 64, r) for r in (1, 2, 3) for impl in ("numpy", "naive")]
     large = [step for r in (1, 2, 3) for step in (peak, ("numpy", 128, r), ("naive", 128, r))]
     assert log == small + large
@@ -273,6 +276,17 @@ def test_large_cpu_shapes_get_the_peak_measured_before_each_round(tmp_path, monk
         expected = 120.0 if row["n"] == 128 else 100.0  # best of the three, or the start's
         assert row["gemm_gflops"] == expected
         assert row["peak_fraction"] == pytest.approx(row["gflops"] / expected)
+
+
+def test_a_lost_peak_worker_is_replaced_and_never_fails_a_case(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "PEAK_ALONGSIDE_MIN_FLOPS", Case("numpy", 128, 8).flops)
+    rows, log = scripted_sweep(tmp_path, monkeypatch, peaks=(None, 95.0, None))
+    assert log.count(("peak", sweep.PEAK_SIZE, sweep.PEAK_REPEATS)) == 3  # a new one each round
+    assert {row["status"] for row in rows} == {"ok"}
+    assert {row["gemm_gflops"] for row in rows if row["n"] == 128} == {95.0}
+    (tmp_path / "all-lost").mkdir()
+    rows, _ = scripted_sweep(tmp_path / "all-lost", monkeypatch, peaks=(None, None, None))
+    assert {row["gemm_gflops"] for row in rows} == {100.0}  # the start-of-run peak serves
 
 
 def test_the_cpu_peak_fraction_is_for_cpu_rows_only():
