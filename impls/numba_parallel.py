@@ -24,7 +24,7 @@ What makes it fast on a CPU (measured in docs/PERFORMANCE.md):
 - One compilation per dtype, cached on disk; `causal` and the block count are runtime arguments.
 """
 
-# The microkernels below are written out by hand, several statements a line (fmt: off there).
+# The microkernels below are written out in full, several statements a line (fmt: off there).
 # ruff: noqa: E702
 
 from __future__ import annotations
