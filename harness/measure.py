@@ -16,7 +16,14 @@ import impls
 from harness import checking
 from harness.cases import Case, case_inputs
 from harness.results import CUDA_TIMER
-from harness.timing import SamplingPlan, cpu_sampler, summarize, take_samples
+from harness.timing import (
+    UNSTABLE_ROUND_SPREAD,
+    SamplingPlan,
+    cpu_sampler,
+    round_spread,
+    summarize,
+    take_samples,
+)
 
 CHECKED_ROWS = 64  # large cases are checked on this many evenly spread query rows
 
@@ -169,12 +176,15 @@ def measure_case(
                 row["note"] += f"; not timed: {over}"
             return row
         settle()  # the reference check's BLAS threads, before the samples
-        samples, inner = take_samples(sample, plan.per_round(rounds), warm_call_s)
+        first, inner = take_samples(sample, plan.per_round(rounds), warm_call_s)
+        rounds_s = [first]
         for _ in range(rounds - 1):
             yield
             sample(1)  # warm-up: the other implementations ran in between
-            samples += take_samples(sample, plan.per_round(rounds), warm_call_s)[0]
+            rounds_s.append(take_samples(sample, plan.per_round(rounds), warm_call_s)[0])
+        samples = [s for round_s in rounds_s for s in round_s]
         stats = summarize(samples)
+        spread = round_spread(rounds_s)
         row.update(
             median_s=stats.median_s,
             iqr_s=stats.iqr_s,
@@ -182,7 +192,9 @@ def measure_case(
             mean_s=stats.mean_s,
             max_s=stats.max_s,
             samples=stats.samples,
-            unstable=stats.unstable,
+            unstable=stats.unstable or spread > UNSTABLE_ROUND_SPREAD,
+            round_spread=spread,
+            round_medians_s=[float(np.median(round_s)) for round_s in rounds_s],
             inner_repeats=inner,
             rounds=rounds,
             samples_s=samples,

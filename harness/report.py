@@ -132,6 +132,16 @@ def problem_cases(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def unstable_cases(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measured cases whose median is not to be trusted alone: wide spread, or rounds that
+    disagree (the machine changed speed while the shape's implementations took turns)."""
+    shaky = valid_rows(frame)
+    shaky = shaky[shaky["unstable"].eq(True)].sort_values(["machine", "dtype", "d", "n", "impl"])
+    out = shaky.assign(iqr_fraction=shaky["iqr_s"] / shaky["median_s"])
+    columns = ["machine", "impl", "dtype", "d", "n", "median_s", "iqr_fraction", "round_spread"]
+    return out[columns].reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- display
 
 
@@ -226,6 +236,12 @@ def findings(frame: pd.DataFrame, several: bool) -> list[str]:
                 "e.g. measured while the machine was busy, or the timing is"
             )
         lines.append(sentence + ".")
+    shaky = len(unstable_cases(frame))
+    if shaky:
+        lines.append(
+            f"{shaky} measured cases are unstable (listed at the end): their samples spread "
+            "widely or their rounds disagree; read their ratios with care, or measure them again."
+        )
     counts = frame["status"].value_counts()
     bad = {s: int(counts.get(s, 0)) for s in ("skipped", "failed", "disagrees")}
     if any(bad.values()):
@@ -346,6 +362,25 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
         caption = FIGURE_CAPTIONS[next(k for k in FIGURE_CAPTIONS if stem.startswith(k))]
         blocks.append(("img", path, f"{stem}: {caption}"))
 
+    shaky = unstable_cases(frame).assign(
+        median_s=lambda t: t["median_s"].map(format_seconds),
+        iqr_fraction=lambda t: t["iqr_fraction"].map(lambda v: _number(v, ".0%")),
+        round_spread=lambda t: t["round_spread"].map(lambda v: _number(v, ".2f")),
+    )
+    if not several:
+        shaky = shaky.drop(columns="machine")
+    if not shaky.empty:
+        blocks += [
+            ("h", 2, "Unstable cases"),
+            (
+                "p",
+                "Measured, but their interquartile range exceeds 10% of the median (the samples "
+                "spread widely), or the slowest of their rounds (taken in turns with the other "
+                "implementations) has a median over 1.2× the fastest's (the machine changed "
+                "speed during the case).",
+            ),
+            ("table", shaky),
+        ]
     problems = problem_cases(frame)
     if not several:
         problems = problems.drop(columns="machine")

@@ -27,7 +27,8 @@ COLUMNS = [
     "samples",
     "inner_repeats",
     "rounds",  # the samples came in this many rounds, interleaved with the other implementations
-    "unstable",
+    "unstable",  # IQR over 10% of the median, or round_spread over 1.2
+    "round_spread",  # the slowest round's median / the fastest's (harness/timing.py)
     "timer",  # perf_counter, or CUDA_TIMER for GPU rows
     "first_call_s",
     "compile_s",

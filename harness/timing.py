@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 UNSTABLE_IQR_FRACTION = 0.10
+UNSTABLE_ROUND_SPREAD = 1.2
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,14 @@ class Stats:
     def unstable(self) -> bool:
         """The spread is too wide to trust the median: IQR above 10% of it."""
         return self.iqr_s > UNSTABLE_IQR_FRACTION * self.median_s
+
+
+def round_spread(rounds_s: list[list[float]]) -> float:
+    """The slowest round's median over the fastest round's: the implementations of a shape take
+    turns between rounds, so above UNSTABLE_ROUND_SPREAD the machine changed speed during the
+    case (a slow episode), and the pooled median lies between two regimes."""
+    medians = [float(np.median(samples)) for samples in rounds_s]
+    return max(medians) / min(medians)
 
 
 def summarize(samples_s) -> Stats:

@@ -17,6 +17,7 @@ from harness.report import (
     fastest_by_n,
     findings,
     problem_cases,
+    unstable_cases,
 )
 from harness.results import CUDA_TIMER
 
@@ -118,6 +119,21 @@ def test_problem_cases_keep_their_notes(frame):
     assert skipped.iloc[0]["note"] == "predicted 9 s per call > budget 2 s"
     disagree = problems[problems["status"] == "disagrees"].iloc[0]
     assert (disagree["impl"], disagree["cases"]) == ("fused", "n=1024 d=32")
+
+
+def test_unstable_cases_are_listed_with_their_spread(tmp_path):
+    rows = standard_rows()
+    shaky = next(r for r in rows if (r["impl"], r["n"], r["d"]) == ("numpy", 256, 64))
+    shaky.update(unstable=True, iqr_s=0.05 * shaky["median_s"], round_spread=1.5)
+    run = write_run(tmp_path / "run", rows)
+    listed = unstable_cases(load_runs([run]).frame)
+    assert listed[["impl", "n", "d"]].values.tolist() == [["numpy", 256, 64]]
+    assert listed.loc[0, "round_spread"] == 1.5
+    assert listed.loc[0, "iqr_fraction"] == pytest.approx(0.05)
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    assert "## Unstable cases" in md and "1 measured cases are unstable" in md
+    assert "| numpy | float32 | 64 | 256 |" in md and "| 5% | 1.50 |" in md
 
 
 def test_report_writes_markdown_and_self_contained_html(tmp_path, capsys):

@@ -55,6 +55,7 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
     assert len(table) == 12 and set(table.status) == {"ok"}
     assert (table.samples >= 5).all()
     assert (table.gflops == table.flops / table.median_s / 1e9).all()
+    assert (table.round_spread >= 1).all()  # the slowest round's median over the fastest's
     assert table.max_rel_err.max() < 1e-5
     raw = json.loads(lines[0])
     assert len(raw["samples_s"]) == raw["samples"] >= 5  # pooled from the rounds

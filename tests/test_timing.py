@@ -6,7 +6,7 @@ import time
 import pytest
 
 from harness.measure import settle
-from harness.timing import SamplingPlan, inner_repeats, summarize, take_samples
+from harness.timing import SamplingPlan, inner_repeats, round_spread, summarize, take_samples
 
 
 def test_summary_of_hand_worked_samples():
@@ -23,6 +23,12 @@ def test_even_count_median_and_a_stable_case():
     assert stats.median_s == pytest.approx(1.015)
     assert stats.iqr_s == pytest.approx(0.015)  # q1 = 1.0075, q3 = 1.0225
     assert not stats.unstable
+
+
+def test_round_spread_is_the_slowest_rounds_median_over_the_fastests():
+    # round medians 1.0, 1.3 and 1.1: the machine slowed down in the second round
+    assert round_spread([[1.0, 0.9, 1.1], [1.3, 1.3], [1.0, 1.1, 1.2]]) == pytest.approx(1.3)
+    assert round_spread([[2.0, 3.0]]) == 1.0  # one round: nothing to disagree with
 
 
 def test_summary_refuses_no_samples():
