@@ -184,7 +184,8 @@ def measure_case(
             rounds_s.append(take_samples(sample, plan.per_round(rounds), warm_call_s)[0])
         samples = [s for round_s in rounds_s for s in round_s]
         stats = summarize(samples)
-        spread = round_spread(rounds_s)
+        round_medians_s = [float(np.median(round_s)) for round_s in rounds_s]
+        spread = round_spread(round_medians_s)
         row.update(
             median_s=stats.median_s,
             iqr_s=stats.iqr_s,
@@ -194,7 +195,7 @@ def measure_case(
             samples=stats.samples,
             unstable=stats.unstable or spread > UNSTABLE_ROUND_SPREAD,
             round_spread=spread,
-            round_medians_s=[float(np.median(round_s)) for round_s in rounds_s],
+            round_medians_s=round_medians_s,
             inner_repeats=inner,
             rounds=rounds,
             samples_s=samples,

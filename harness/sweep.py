@@ -309,8 +309,7 @@ def run_sweep(
         if cases and any(dtype not in gemm for dtype in config.dtype):
             meta["gemm_peak_gflops"] = gemm = {**measure_gemm(config), **gemm}
             run.write_meta(meta)
-        for _, group in itertools.groupby(cases, key=shape_key):
-            shape = list(group)
+        for _, shape in itertools.groupby(cases, key=shape_key):
             pending: dict[Case, float | None] = {}  # measured in rounds, with their predictions
             peaks: list[float] = []  # the matrix-product peak, measured before each round
             probed = False  # in the first round: before the first case that runs

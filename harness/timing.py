@@ -34,12 +34,11 @@ class Stats:
         return self.iqr_s > UNSTABLE_IQR_FRACTION * self.median_s
 
 
-def round_spread(rounds_s: list[list[float]]) -> float:
+def round_spread(round_medians_s: list[float]) -> float:
     """The slowest round's median over the fastest round's: the implementations of a shape take
     turns between rounds, so above UNSTABLE_ROUND_SPREAD the machine changed speed during the
     case (a slow episode), and the pooled median lies between two regimes."""
-    medians = [float(np.median(samples)) for samples in rounds_s]
-    return max(medians) / min(medians)
+    return max(round_medians_s) / min(round_medians_s)
 
 
 def summarize(samples_s) -> Stats:
