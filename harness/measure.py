@@ -282,16 +282,17 @@ def _gemm_operands(dtype: str, size: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return a, b, out
 
 
-def gemm_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
-    """The machine's matrix-product rate for `dtype` (best of `repeats`): attention's ceiling.
+def gemm_rates(dtype: str, size: int = 2048, repeats: int = 5) -> list[float]:
+    """GFLOP/s of `repeats` size^3 matrix products for `dtype`, one each: attention's ceiling.
 
-    The operands are kept, so measuring it again alongside each large shape costs only the
+    Their median is the peak a sweep divides by (the kernels' figures are medians too). The
+    operands are kept, so measuring it again alongside each large shape costs only the
     products themselves.
     """
     a, b, out = _gemm_operands(dtype, size)
-    best = float("inf")
+    rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best / 1e9
+        rates.append(2.0 * size**3 / (time.perf_counter() - start) / 1e9)
+    return rates

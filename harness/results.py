@@ -38,6 +38,7 @@ COLUMNS = [
     "gflops",
     "peak_fraction",  # gflops / gemm_gflops; CPU rows only
     "gemm_gflops",  # the CPU matrix-product peak it is a fraction of (see harness/sweep.py)
+    "gemm_best_gflops",  # the fastest of the products whose median is gemm_gflops
     "peak_mem_bytes",
     "score_matrix_bytes",
     "max_abs_err",

@@ -14,9 +14,10 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -28,14 +29,17 @@ from harness.timing import SamplingPlan
 from harness.worker import ROUND_DONE, Worker, WorkerLost
 
 DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
-# CPU shapes of at least this many FLOPs get the matrix-product peak measured alongside: the
-# best of two PEAK_SIZE^3 products before each of their rounds, in a worker of its own. A
-# machine's speed drifts by 10-20% within minutes (and a VM's swings in phases), so the peak
-# measured at the start of a long sweep is not the peak at the time of its large cases.
-# Smaller shapes, far from the peak anyway, use the start-of-run peak.
+# The CPU matrix-product peak is the median rate of PEAK_SIZE^3 products, as every other
+# figure of a sweep is a median: a best-of peak would set a kernel's typical speed against the
+# product's luckiest, and fall with every extra product measured. CPU shapes of at least
+# PEAK_ALONGSIDE_MIN_FLOPS get it measured alongside: PEAK_REPEATS products before each of
+# their rounds, in a worker of its own. A machine's speed drifts by 10-20% within minutes (and
+# a VM's swings in phases), so the peak measured at the start of a long sweep is not the peak
+# at the time of its large cases. Smaller shapes, far from the peak anyway, use the start's.
 PEAK_ALONGSIDE_MIN_FLOPS = 1e9
 PEAK_SIZE = 2048
-PEAK_REPEATS = 2  # products per round: one alone sometimes fell in a slow phase of the machine
+PEAK_REPEATS = 3  # products per round; the start and the end of a run take START_PEAK_REPEATS
+START_PEAK_REPEATS = 5
 PEAK_WORKER = "(matrix-product peak)"  # its key among the workers: no implementation's name
 
 
@@ -133,21 +137,19 @@ def skip_reason(
     return None, predicted
 
 
-def derived(
-    case: Case, row: dict, gemm_gflops: dict[str, float], alongside: float | None = None
-) -> dict:
+def derived(case: Case, row: dict, peak_rates: Sequence[float] = ()) -> dict:
     """FLOP rate, and its fraction of the measured peak: a CPU's, so only for CPU rows.
 
-    The peak is the one measured alongside the case's shape when there is one, else the
-    run's start-of-run peak for the dtype.
+    `peak_rates` are the matrix products measured alongside the case's shape, or else at the
+    start of the run: the peak is their median (`gemm_gflops`), their best is kept beside it.
     """
     out = {"flops": case.flops, "score_matrix_bytes": case.score_matrix_bytes}
     if row.get("median_s"):
         out["gflops"] = case.flops / row["median_s"] / 1e9
-        peak = alongside or gemm_gflops.get(case.dtype)
-        if peak and row.get("timer") != CUDA_TIMER:
-            out["gemm_gflops"] = peak
-            out["peak_fraction"] = out["gflops"] / peak
+        if peak_rates and row.get("timer") != CUDA_TIMER:
+            out["gemm_gflops"] = statistics.median(peak_rates)
+            out["gemm_best_gflops"] = max(peak_rates)
+            out["peak_fraction"] = out["gflops"] / out["gemm_gflops"]
     return out
 
 
@@ -223,13 +225,20 @@ def summary(row: dict) -> str:
     return f"{row['status']}: {row.get('note', '')}"
 
 
-def measure_gemm(config: SweepConfig) -> dict[str, float]:
-    """GFLOP/s of a matrix product per dtype, in a worker with the sweep's threads."""
+def measure_gemm(config: SweepConfig) -> dict[str, list[float]]:
+    """GFLOP/s of each of START_PEAK_REPEATS matrix products per dtype, in a worker with the
+    sweep's threads."""
     helper = Worker(config.threads)
     try:
-        return {dtype: helper.gemm_gflops(dtype) for dtype in config.dtype}
+        return {
+            dtype: helper.gemm_rates(dtype, PEAK_SIZE, START_PEAK_REPEATS) for dtype in config.dtype
+        }
     finally:
         helper.close()
+
+
+def peak_summary(rates: dict[str, list[float]]) -> dict[str, float]:
+    return {dtype: statistics.median(values) for dtype, values in rates.items()}
 
 
 def run_sweep(
@@ -251,7 +260,7 @@ def run_sweep(
     plan = SamplingPlan(
         config.min_sample_s, config.target_s, config.min_samples, config.max_samples
     )
-    gemm = meta.setdefault("gemm_peak_gflops", {})
+    gemm = meta.setdefault("gemm_peak_rates", {})  # the start-of-run products, per dtype
     written: list[dict] = []
     progress = progress_factory(len(cases))
     workers: dict[str, Worker] = {}  # one per implementation, started at its first case
@@ -276,8 +285,8 @@ def run_sweep(
         return reply
 
     def peak_alongside(round_cases: list[Case], peaks: list[float]) -> bool:
-        """Before a round of cases about to run: if one is a large CPU case, the best of
-        PEAK_REPEATS matrix products, the peak of that moment. Returns whether it measured.
+        """Before a round of cases about to run: if one is a large CPU case, PEAK_REPEATS
+        matrix products, the peak of that moment. Returns whether it measured.
 
         A lost probe worker only costs the shape its local peak (the start-of-run one serves).
         """
@@ -287,7 +296,7 @@ def run_sweep(
             if PEAK_WORKER not in workers:
                 workers[PEAK_WORKER] = Worker(config.threads)
             probe = workers[PEAK_WORKER]
-            peaks.append(probe.gemm_gflops(round_cases[0].dtype, PEAK_SIZE, PEAK_REPEATS))
+            peaks.extend(probe.gemm_rates(round_cases[0].dtype, PEAK_SIZE, PEAK_REPEATS))
         except WorkerLost:
             workers.pop(PEAK_WORKER, None)
         return True
@@ -296,7 +305,7 @@ def run_sweep(
         row = {
             **case.to_dict(),
             **reply,
-            **derived(case, reply, gemm, max(peaks, default=None)),
+            **derived(case, reply, peaks or gemm.get(case.dtype, ())),
             "predicted_s": predicted,
             "measured_at": datetime.now(timezone.utc).isoformat(),
         }
@@ -307,11 +316,12 @@ def run_sweep(
 
     try:
         if cases and any(dtype not in gemm for dtype in config.dtype):
-            meta["gemm_peak_gflops"] = gemm = {**measure_gemm(config), **gemm}
+            meta["gemm_peak_rates"] = gemm = {**measure_gemm(config), **gemm}
+            meta["gemm_peak_gflops"] = peak_summary(gemm)
             run.write_meta(meta)
         for _, shape in itertools.groupby(cases, key=shape_key):
             pending: dict[Case, float | None] = {}  # measured in rounds, with their predictions
-            peaks: list[float] = []  # the matrix-product peak, measured before each round
+            peaks: list[float] = []  # the matrix products measured before each round
             probed = False  # in the first round: before the first case that runs
             for case in shape:
                 progress.start(case)
@@ -335,7 +345,8 @@ def run_sweep(
                         del pending[case]
                         record(case, reply, predicted, peaks)
         if cases:  # the peak again: how far the machine's speed drifted during the sweep
-            meta["gemm_peak_end_gflops"] = measure_gemm(config)
+            meta["gemm_peak_end_rates"] = measure_gemm(config)
+            meta["gemm_peak_end_gflops"] = peak_summary(meta["gemm_peak_end_rates"])
             run.write_meta(meta)
     except BaseException:  # interrupted: a worker may be mid-case, do not wait for it
         for worker in workers.values():

@@ -31,7 +31,7 @@ def serve(conn, threads: int) -> None:
 
     A case measured in rounds stays prepared between them; `next_round` continues it.
     """
-    from harness.measure import gemm_gflops, measure_case, set_threads, settle, threading_report
+    from harness.measure import gemm_rates, measure_case, set_threads, settle, threading_report
 
     # Ctrl-C reaches the whole process group: the main process decides, workers just end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -46,9 +46,9 @@ def serve(conn, threads: int) -> None:
         if message is None:
             return
         if "gemm_dtype" in message:
-            gflops = gemm_gflops(message["gemm_dtype"], message["size"], message["repeats"])
+            rates = gemm_rates(message["gemm_dtype"], message["size"], message["repeats"])
             settle()  # OpenBLAS's spinning pool would slow the next worker's samples
-            conn.send({"gflops": gflops})
+            conn.send({"rates": rates})
             continue
         if "case" in message:
             measuring = measure_case(
@@ -152,10 +152,10 @@ class Worker:
         self._send({"next_round": True})
         return self._receive(timeout_s)
 
-    def gemm_gflops(self, dtype: str, size: int = 2048, repeats: int = 5) -> float:
-        """A size^3 matrix product's rate in this worker, best of `repeats`."""
+    def gemm_rates(self, dtype: str, size: int = 2048, repeats: int = 5) -> list[float]:
+        """GFLOP/s of `repeats` size^3 matrix products in this worker, one each."""
         self._send({"gemm_dtype": dtype, "size": size, "repeats": repeats})
-        return self._receive(STARTUP_TIMEOUT_S)["gflops"]
+        return self._receive(STARTUP_TIMEOUT_S)["rates"]
 
     def kill(self) -> None:
         if self.process.is_alive():

@@ -163,6 +163,21 @@ def test_report_writes_markdown_and_self_contained_html(tmp_path, capsys):
     assert "report.md" in capsys.readouterr().out
 
 
+def test_the_peak_section_says_which_statistic_the_run_took(tmp_path):
+    """Runs since the median peak show its best beside it; older ones are said to take the best."""
+    rows = [{**case_row("fused", n, 64, 4e-7 * n * 64), "gemm_gflops": 100.0} for n in NS]
+    assert main(["report", str(write_run(tmp_path / "old", rows))]) == 0
+    old = (tmp_path / "old" / "report.md").read_text()
+    assert "this run took the best of the" in old and "gemm_best_gflops" not in old
+    for row in rows:
+        row["gemm_best_gflops"] = 110.0
+    assert main(["report", str(write_run(tmp_path / "new", rows))]) == 0
+    new = (tmp_path / "new" / "report.md").read_text()
+    assert "the median rate of the 2048³ matrix products" in new
+    assert "| gemm_gflops | gemm_best_gflops | peak_fraction |" in new
+    assert "| 100 | 110 |" in new
+
+
 def test_report_of_a_bad_directory_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
