@@ -358,9 +358,8 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
                 (
                     "p",
                     "Each fraction divides by the peak beside it (gemm_gflops): this run took "
-                    f"the best of the {PEAK_SIZE}³ matrix products measured beside the shape "
-                    "(runs since have taken their median) when it has at least "
-                    f"{PEAK_ALONGSIDE_MIN_FLOPS / 1e9:g} GFLOP; the start-of-run peak otherwise.",
+                    f"the best of the {PEAK_SIZE}³ matrix products measured beside its large "
+                    "shapes (runs since take their median), the start-of-run peak for the rest.",
                 )
             )
         blocks.append(("table", peak))
