@@ -149,6 +149,7 @@ def derived(case: Case, row: dict, peak_rates: Sequence[float] = ()) -> dict:
         if peak_rates and row.get("timer") != CUDA_TIMER:
             out["gemm_gflops"] = statistics.median(peak_rates)
             out["gemm_best_gflops"] = max(peak_rates)
+            out["gemm_rates"] = list(peak_rates)  # each product, kept in results.jsonl
             out["peak_fraction"] = out["gflops"] / out["gemm_gflops"]
     return out
 

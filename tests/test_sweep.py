@@ -311,6 +311,7 @@ def test_the_peak_is_the_median_product_and_its_best_is_kept_beside_it():
     case = Case("any", 1024, 64, "float32")
     row = sweep.derived(case, {"median_s": 0.01}, [70.0, 100.0, 80.0, 120.0, 90.0])
     assert row["gemm_gflops"] == 90.0 and row["gemm_best_gflops"] == 120.0
+    assert row["gemm_rates"] == [70.0, 100.0, 80.0, 120.0, 90.0]  # each product, on record
     assert row["peak_fraction"] == pytest.approx(row["gflops"] / 90.0)
 
 
