@@ -170,7 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", help="float32, float64 or both (default float32)")
     p.add_argument("--batch", help="batch size (default 1)")
     p.add_argument("--heads", help="heads (default 1)")
-    p.add_argument("--causal", action="store_true", default=None, help="apply the causal mask")
+    p.add_argument(
+        "--causal",
+        nargs="?",
+        const="true",
+        metavar="both",
+        help="apply the causal mask; `--causal both` measures each shape with and without it",
+    )
     p.add_argument("--threads", help="threads for every implementation (default: all cores)")
     p.add_argument("--budget", help="seconds one call may take; slower cases are skipped (2)")
     p.add_argument("--sweep-budget", dest="sweep_budget", help="seconds for the whole sweep (900)")

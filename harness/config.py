@@ -40,7 +40,7 @@ class SweepConfig:
     dtype: tuple[str, ...] = ("float32",)
     batch: int = 1
     heads: int = 1
-    causal: bool = False
+    causal: tuple[bool, ...] = (False,)  # (False, True): both masks, side by side
     threads: int = field(default_factory=usable_cores)
     budget_s: float = 2.0  # the longest one sample (one call) may take; slower cases are skipped
     sweep_budget_s: float = 900.0  # the whole sweep; cases that would not fit are skipped
@@ -107,6 +107,20 @@ RUN_FLAGS = (
 FLAGS = {ALIASES.get(flag, flag) for flag in RUN_FLAGS}
 
 
+MASK_WORDS = {"true": (True,), "false": (False,), "both": (False, True)}
+
+
+def parse_masks(option: str, value) -> tuple[bool, ...]:
+    """true, false or both (a flag or TOML key), or a list of booleans: the masks to sweep."""
+    if isinstance(value, bool):
+        return (value,)
+    if isinstance(value, str) and value.strip().lower() in MASK_WORDS:
+        return MASK_WORDS[value.strip().lower()]
+    if isinstance(value, list) and value and all(isinstance(v, bool) for v in value):
+        return tuple(sorted(set(value)))
+    raise UsageError(f"{option}: expected true, false or both, got {value!r}")
+
+
 def coerce(key: str, value):
     """Check one setting and convert it to its field's type."""
     option = f"--{key.removesuffix('_s').replace('_', '-')}" if key in FLAGS else key
@@ -133,9 +147,7 @@ def coerce(key: str, value):
             )
         return threads
     if key == "causal":
-        if not isinstance(value, bool):
-            raise UsageError(f"causal: expected true or false, got {value!r}")
-        return value
+        return parse_masks(option, value)
     if key == "seed":
         return parse_seed(option, value)
     return _positive_float(option, value)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import textwrap
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -732,6 +732,18 @@ def compile_figure(runs: Runs):
 # --------------------------------------------------------------------------- all of them
 
 
+def by_mask(runs: Runs) -> list[tuple[str, Runs]]:
+    """The runs whole, or, where they hold both masks (`--causal both`), each mask apart: a
+    line per implementation cannot hold two times at one n. Causal figures get "_causal"."""
+    causal = runs.frame["causal"].astype(bool)
+    if causal.nunique() < 2:
+        return [("", runs)]
+    return [
+        ("", replace(runs, frame=runs.frame[~causal])),
+        ("_causal", replace(runs, frame=runs.frame[causal])),
+    ]
+
+
 def figures(runs: Runs, baseline: str | None = None, n_fixed: int | None = None):
     """Every figure, by file name stem, and notes on figures not drawn (with why)."""
     known = set(runs.frame["impl"])
@@ -746,13 +758,15 @@ def figures(runs: Runs, baseline: str | None = None, n_fixed: int | None = None)
         )
     baseline = baseline or "numpy"
     built, notes = {}, []
-    for dtype in runs.dtypes():
-        built[f"time_vs_n_{dtype}"] = time_vs_n_figure(runs, dtype)
-        built[f"throughput_{dtype}"] = throughput_figure(runs, dtype)
-        if baseline in known:
-            built[f"speedup_{dtype}"] = speedup_figure(runs, dtype, baseline)
-        built[f"time_vs_d_{dtype}"] = time_vs_d_figure(runs, dtype, n_fixed)
-        built[f"memory_{dtype}"] = memory_figure(runs, dtype)
+    for suffix, part in by_mask(runs):
+        for dtype in part.dtypes():
+            stem = f"{dtype}{suffix}"
+            built[f"time_vs_n_{stem}"] = time_vs_n_figure(part, dtype)
+            built[f"throughput_{stem}"] = throughput_figure(part, dtype)
+            if baseline in known:
+                built[f"speedup_{stem}"] = speedup_figure(part, dtype, baseline)
+            built[f"time_vs_d_{stem}"] = time_vs_d_figure(part, dtype, n_fixed)
+            built[f"memory_{stem}"] = memory_figure(part, dtype)
     if baseline not in known:
         notes.append(
             f"no speedup plot: the default baseline {baseline} is not in the run; "

@@ -134,6 +134,19 @@ def problem_cases(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def causal_speedups(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where a run measured a shape with and without the causal mask (`--causal both`): how
+    many times faster the causal call is than the full one. It skips about half the work, so
+    about 2x is the aim; the two were measured in the same minute of the machine."""
+    ok = valid_rows(frame).assign(causal=lambda t: t["causal"].astype(bool))
+    keys = ["machine", "impl", "dtype", "d", "batch", "heads", "n"]
+    full = ok[~ok["causal"]].set_index(keys)["median_s"]
+    causal = ok[ok["causal"]].set_index(keys)["median_s"]
+    both = pd.concat({"full_s": full, "causal_s": causal}, axis=1, join="inner").reset_index()
+    both["speedup"] = both["full_s"] / both["causal_s"]
+    return both.sort_values(["machine", "dtype", "d", "impl", "n"]).reset_index(drop=True)
+
+
 def unstable_cases(frame: pd.DataFrame) -> pd.DataFrame:
     """Measured cases whose median is not to be trusted alone: wide spread, or rounds that
     disagree (the machine changed speed while the shape's implementations took turns)."""
@@ -164,7 +177,7 @@ def _panel_name(row, several: bool) -> str:
     text = f"{row['dtype']}, d={row['d']}"
     if row["batch"] != 1 or row["heads"] != 1:
         text += f", batch {row['batch']}, heads {row['heads']}"
-    if row["causal"]:
+    if row.get("causal", False):
         text += ", causal"
     return f"{text} @ {row['machine']}" if several else text
 
@@ -238,6 +251,15 @@ def findings(frame: pd.DataFrame, several: bool) -> list[str]:
                 "e.g. measured while the machine was busy, or the timing is"
             )
         lines.append(sentence + ".")
+    masks = causal_speedups(frame)
+    for key, panel in masks.groupby(["machine", "dtype", "d", "batch", "heads"], sort=True):
+        largest = panel[panel["n"] == panel["n"].max()].sort_values("speedup", ascending=False)
+        where = f" @ {key[0]}" if several else ""
+        lines.append(
+            f"Causal mask{where}, {key[1]}, d={key[2]}, n = {largest['n'].iloc[0]}: "
+            + ", ".join(f"{r.impl} {r.speedup:.2f}×" for r in largest.itertuples())
+            + " faster than the full mask (about 2× is the aim: half the work)."
+        )
     shaky = len(unstable_cases(frame))
     if shaky:
         lines.append(
@@ -332,6 +354,22 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
         ),
         ("table", _shown(scaling, several)),
     ]
+    masks = causal_speedups(frame).assign(
+        full_s=lambda t: t["full_s"].map(format_seconds),
+        causal_s=lambda t: t["causal_s"].map(format_seconds),
+        speedup=lambda t: t["speedup"].map(lambda v: _number(v, ".3g", "×")),
+    )
+    if not masks.empty:
+        blocks += [
+            ("h", 3, "Causal mask: speed-up over the full mask"),
+            (
+                "p",
+                "The same shape with and without the causal mask, measured one after the "
+                "other: the full call's median time over the causal one's (it skips about "
+                "half the work).",
+            ),
+            ("table", _shown(masks, several)),
+        ]
     peak = best_peak_fraction(frame)
     for column in ("gflops", "gemm_gflops", "gemm_best_gflops"):
         if column in peak:

@@ -44,10 +44,11 @@ PEAK_WORKER = "(matrix-product peak)"  # its key among the workers: no implement
 
 
 def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
+    """Both masks of a shape one after the other: their ratio is taken in the same minute."""
     return [
-        Case(impl, n, d, dtype, config.batch, config.heads, config.causal)
-        for dtype, d, n, impl in itertools.product(
-            config.dtype, sorted(config.d), sorted(config.n), names
+        Case(impl, n, d, dtype, config.batch, config.heads, causal)
+        for dtype, d, n, causal, impl in itertools.product(
+            config.dtype, sorted(config.d), sorted(config.n), sorted(config.causal), names
         )
     ]
 

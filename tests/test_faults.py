@@ -220,6 +220,7 @@ def test_resume_refuses_different_settings(tmp_path, capsys):
         (["--resume", "/nonexistent/run"], "--resume: /nonexistent/run: not a run directory"),
         (["--seed", "-1"], "--seed: expected a non-negative integer, got '-1'"),
         (["--rounds", "0"], "--rounds: expected a positive integer, got '0'"),
+        (["--causal", "sometimes"], "--causal: expected true, false or both, got 'sometimes'"),
         (["--config", "/"], "--config: cannot read /"),
     ],
 )
@@ -235,7 +236,8 @@ def test_bad_options_are_refused_naming_the_option(argv, message, capsys):
     [
         ("colour = 'red'\n", "unknown key 'colour'; valid keys:"),
         ("n = [64, 0]\n", "--n: expected a positive integer, got '0'"),
-        ("causal = 'yes'\n", "causal: expected true or false, got 'yes'"),
+        ("causal = 'yes'\n", "--causal: expected true, false or both, got 'yes'"),
+        ("causal = [1, 0]\n", "--causal: expected true, false or both, got [1, 0]"),
         ("threads = 1.5\n", "--threads: expected a positive integer, got 1.5"),
         ("min_samples = 2\n", "min_samples: expected at least 5, got 2"),
         ("case_timeout_s = -1\n", "case_timeout_s: expected a positive number of seconds"),

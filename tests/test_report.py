@@ -12,6 +12,7 @@ from harness.cli import main
 from harness.plotting import load_runs
 from harness.report import (
     best_peak_fraction,
+    causal_speedups,
     crossovers,
     exponents,
     fastest_by_n,
@@ -176,6 +177,22 @@ def test_the_peak_section_says_which_statistic_the_run_took(tmp_path):
     assert "the median rate of the 2048³ matrix products" in new
     assert "| gemm_gflops | gemm_best_gflops | peak_fraction |" in new
     assert "| 100 | 110 |" in new
+
+
+def test_a_run_with_both_masks_reports_the_causal_speedup_and_plots_each_mask(tmp_path):
+    full = [case_row("fused", n, 64, 4e-7 * n * 64) for n in NS]
+    causal = [{**case_row("fused", n, 64, 2e-7 * n * 64), "causal": True} for n in NS]
+    run = write_run(tmp_path / "run", full + causal)
+    table = causal_speedups(load_runs([run]).frame)
+    assert tuple(table["n"]) == NS and table["speedup"].to_numpy() == pytest.approx(2.0)
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    assert "### Causal mask: speed-up over the full mask" in md
+    assert f"Causal mask, float32, d=64, n = {NS[-1]}: fused 2.00× faster than the full mask" in md
+    for stem in ("time_vs_n", "throughput", "memory"):  # one figure per mask
+        assert (run / f"{stem}_float32.png").exists() and (
+            run / f"{stem}_float32_causal.png"
+        ).exists()
 
 
 def test_report_of_a_bad_directory_is_one_line(tmp_path, capsys):

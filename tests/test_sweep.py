@@ -11,7 +11,7 @@ import pytest
 from harness import sweep
 from harness.cases import Case
 from harness.cli import main
-from harness.config import SweepConfig
+from harness.config import SweepConfig, apply
 from harness.results import COLUMNS, CUDA_TIMER, RunDir
 from harness.sweep import Progress, predict_seconds
 from harness.worker import ROUND_DONE, WorkerLost
@@ -195,6 +195,22 @@ def test_settings_come_from_a_toml_file_and_flags_win(tmp_path):
     assert list(table.n) == [8] and set(table.dtype) == {"float64"}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["settings"]["n"] == [8] and math.isclose(meta["settings"]["target_s"], 0.01)
+
+
+def test_both_masks_of_a_shape_are_measured_one_after_the_other():
+    """`--causal both`: the causal speed-up is a ratio taken in the same minute, not across
+    two sweeps and the machine's phases."""
+    config = apply(SweepConfig(n=(64, 128), d=(8,)), {"causal": "both"}, "command line")
+    assert config.causal == (False, True)
+    order = [(c.n, c.causal, c.impl) for c in sweep.plan_cases(config, ["numpy", "naive"])]
+    assert order == [
+        (n, causal, impl)
+        for n in (64, 128)
+        for causal in (False, True)
+        for impl in ("numpy", "naive")
+    ]
+    assert apply(SweepConfig(), {"causal": True}, "TOML").causal == (True,)
+    assert apply(SweepConfig(), {"causal": [True, False]}, "TOML").causal == (False, True)
 
 
 class ScriptedWorker:
