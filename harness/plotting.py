@@ -767,13 +767,13 @@ def figures(runs: Runs, baseline: str | None = None, n_fixed: int | None = None)
                 built[f"speedup_{stem}"] = speedup_figure(part, dtype, baseline)
             built[f"time_vs_d_{stem}"] = time_vs_d_figure(part, dtype, n_fixed)
             built[f"memory_{stem}"] = memory_figure(part, dtype)
+        built[f"agreement{suffix}"] = agreement_figure(part)
+        built[f"compile_time{suffix}"] = compile_figure(part)
     if baseline not in known:
         notes.append(
             f"no speedup plot: the default baseline {baseline} is not in the run; "
             f"choose one with --baseline ({', '.join(sorted(known))})"
         )
-    built["agreement"] = agreement_figure(runs)
-    built["compile_time"] = compile_figure(runs)
     return built, notes
 
 

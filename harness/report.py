@@ -1,9 +1,10 @@
 """`attnbench report DIR`: report.md and a self-contained report.html with findings from the data.
 
-The findings (fastest implementation per n, crossovers, scaling exponents, best fraction of the
-peak, cases without a valid timing) are pure functions of the results table, so they can be
-tested on synthetic runs; the report is a list of blocks rendered once as Markdown and once as
-HTML (PNG figures embedded as base64, so the HTML file travels alone).
+The findings (fastest implementation per n, crossovers, scaling exponents, the causal mask's
+speed-up, best fraction of the peak, unstable cases, cases without a valid timing) are pure
+functions of the results table, so they can be tested on synthetic runs; the report is a list
+of blocks rendered once as Markdown and once as HTML (PNG figures embedded as base64, so the
+HTML file travels alone).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def problem_cases(frame: pd.DataFrame) -> pd.DataFrame:
     bad = frame[frame["status"] != "ok"].copy()
     bad["note"] = bad["note"].fillna("")
     bad["case"] = "n=" + bad["n"].astype(str) + " d=" + bad["d"].astype(str)
+    bad.loc[bad["causal"].astype(bool), "case"] += " causal"
     grouped = bad.groupby(["machine", "impl", "dtype", "status", "note"], sort=False)["case"]
     out = grouped.agg(", ".join).reset_index()
     return out[["machine", "impl", "dtype", "status", "case", "note"]].rename(
@@ -153,7 +155,10 @@ def unstable_cases(frame: pd.DataFrame) -> pd.DataFrame:
     shaky = valid_rows(frame)
     shaky = shaky[shaky["unstable"].eq(True)].sort_values(["machine", "dtype", "d", "n", "impl"])
     out = shaky.assign(iqr_fraction=shaky["iqr_s"] / shaky["median_s"])
-    columns = ["machine", "impl", "dtype", "d", "n", "median_s", "iqr_fraction", "round_spread"]
+    columns = [
+        *["machine", "impl", "dtype", "d", "n", "causal"],
+        *["median_s", "iqr_fraction", "round_spread"],
+    ]
     return out[columns].reset_index(drop=True)
 
 
@@ -401,12 +406,16 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
                 )
             )
         blocks.append(("table", peak))
-    for dtype in runs.dtypes():
-        for d in sorted(frame.loc[frame["dtype"] == dtype, "d"].unique()):
-            blocks += [
-                ("h", 3, f"Median time per call: {dtype}, d = {d}"),
-                ("table", time_table(frame, dtype, d)),
-            ]
+    masks = sorted(frame["causal"].astype(bool).unique())
+    for causal in masks:  # a run with both masks (`--causal both`): a table for each
+        part = frame[frame["causal"].astype(bool) == causal]
+        mask = ", causal" if causal and len(masks) > 1 else ""
+        for dtype in runs.dtypes():
+            for d in sorted(part.loc[part["dtype"] == dtype, "d"].unique()):
+                blocks += [
+                    ("h", 3, f"Median time per call: {dtype}, d = {d}{mask}"),
+                    ("table", time_table(part, dtype, d)),
+                ]
 
     blocks.append(("h", 2, "Plots"))
     for stem, path in figure_paths.items():
@@ -420,6 +429,8 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
     )
     if not several:
         shaky = shaky.drop(columns="machine")
+    if len(masks) < 2:
+        shaky = shaky.drop(columns="causal")
     if not shaky.empty:
         blocks += [
             ("h", 2, "Unstable cases"),

@@ -36,7 +36,7 @@ DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
 # their rounds, in a worker of its own. A machine's speed drifts by 10-20% within minutes (and
 # a VM's swings in phases), so the peak measured at the start of a long sweep is not the peak
 # at the time of its large cases. Smaller shapes, far from the peak anyway, use the start's.
-PEAK_ALONGSIDE_MIN_FLOPS = 2.5e8  # n = 1024, d = 64 and up: the shapes near the peak
+PEAK_ALONGSIDE_MIN_FLOPS = 2.5e8  # full mask: n = 1024, d = 64 and up, the shapes near the peak
 PEAK_SIZE = 2048
 PEAK_REPEATS = 3  # products per round; the start and the end of a run take START_PEAK_REPEATS
 START_PEAK_REPEATS = 5
@@ -263,6 +263,8 @@ def run_sweep(
         config.min_sample_s, config.target_s, config.min_samples, config.max_samples
     )
     gemm = meta.setdefault("gemm_peak_rates", {})  # the start-of-run products, per dtype
+    for dtype, peak in meta.get("gemm_peak_gflops", {}).items():  # a run from before the rates
+        gemm.setdefault(dtype, [peak])  # keeps the peak its first rows were divided by
     written: list[dict] = []
     progress = progress_factory(len(cases))
     workers: dict[str, Worker] = {}  # one per implementation, started at its first case

@@ -189,10 +189,10 @@ def test_a_run_with_both_masks_reports_the_causal_speedup_and_plots_each_mask(tm
     md = (run / "report.md").read_text()
     assert "### Causal mask: speed-up over the full mask" in md
     assert f"Causal mask, float32, d=64, n = {NS[-1]}: fused 2.00× faster than the full mask" in md
-    for stem in ("time_vs_n", "throughput", "memory"):  # one figure per mask
-        assert (run / f"{stem}_float32.png").exists() and (
-            run / f"{stem}_float32_causal.png"
-        ).exists()
+    assert "### Median time per call: float32, d = 64\n" in md
+    assert "### Median time per call: float32, d = 64, causal\n" in md  # not overwritten
+    for stem in ("time_vs_n_float32", "throughput_float32", "memory_float32", "agreement"):
+        assert (run / f"{stem}.png").exists() and (run / f"{stem}_causal.png").exists()
 
 
 def test_report_of_a_bad_directory_is_one_line(tmp_path, capsys):
