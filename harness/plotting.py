@@ -422,7 +422,8 @@ def throughput_figure(runs: Runs, dtype: str):
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         _log2_axis(ax, frame["n"], "sequence length n (tokens)")
-        ax.set_ylabel("throughput (GFLOP/s), 4·n²·d FLOPs per head")
+        counted = "2·n²·d (causal)" if frame["causal"].astype(bool).all() else "4·n²·d"
+        ax.set_ylabel(f"throughput (GFLOP/s), {counted} FLOPs per head")
         ax.set_title(f"d = {d}", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         statuses = _mark_unmeasured(ax, runs, frame)

@@ -9,7 +9,7 @@ import pytest
 from test_plotting import NS, case_row, standard_rows, write_run
 
 from harness.cli import main
-from harness.plotting import load_runs
+from harness.plotting import figures, load_runs
 from harness.report import (
     best_peak_fraction,
     causal_speedups,
@@ -193,6 +193,10 @@ def test_a_run_with_both_masks_reports_the_causal_speedup_and_plots_each_mask(tm
     assert "### Median time per call: float32, d = 64, causal\n" in md  # not overwritten
     for stem in ("time_vs_n_float32", "throughput_float32", "memory_float32", "agreement"):
         assert (run / f"{stem}.png").exists() and (run / f"{stem}_causal.png").exists()
+    built, _ = figures(load_runs([run]))
+    labels = {stem: built[stem].axes[0].get_ylabel() for stem in built if "throughput" in stem}
+    assert "4·n²·d FLOPs" in labels["throughput_float32"]
+    assert "2·n²·d (causal) FLOPs" in labels["throughput_float32_causal"]  # half the products
 
 
 def test_report_of_a_bad_directory_is_one_line(tmp_path, capsys):
