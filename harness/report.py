@@ -406,15 +406,14 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
                 )
             )
         blocks.append(("table", peak))
-    masks = sorted(frame["causal"].astype(bool).unique())
-    for causal in masks:  # a run with both masks (`--causal both`): a table for each
-        part = frame[frame["causal"].astype(bool) == causal]
-        mask = ", causal" if causal and len(masks) > 1 else ""
-        for dtype in runs.dtypes():
-            for d in sorted(part.loc[part["dtype"] == dtype, "d"].unique()):
+    parts = plotting.by_mask(runs)  # a run with both masks (`--causal both`): a table for each
+    for suffix, part in parts:
+        mask = ", causal" if suffix else ""
+        for dtype in part.dtypes():
+            for d in sorted(part.frame.loc[part.frame["dtype"] == dtype, "d"].unique()):
                 blocks += [
                     ("h", 3, f"Median time per call: {dtype}, d = {d}{mask}"),
-                    ("table", time_table(part, dtype, d)),
+                    ("table", time_table(part.frame, dtype, d)),
                 ]
 
     blocks.append(("h", 2, "Plots"))
@@ -429,7 +428,7 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
     )
     if not several:
         shaky = shaky.drop(columns="machine")
-    if len(masks) < 2:
+    if len(parts) < 2:
         shaky = shaky.drop(columns="causal")
     if not shaky.empty:
         blocks += [
