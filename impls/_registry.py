@@ -11,9 +11,16 @@ used for out-of-tree and test-only implementations), and the `attnbench.impls` e
     CAUSAL = True               # supports the causal mask
     DEVICE = "cpu"              # or "cuda"
     def unavailable_reason() -> str | None: ...   # None when it can run here
-    def prepare(args: AttentionArgs) -> state: ...  # copy, allocate, compile: never timed
+    def prepare(args: AttentionArgs) -> state: ...  # allocate, compile: never timed
     def run(state) -> None: ...                      # the timed part; returns when complete
     def fetch(state) -> np.ndarray: ...              # (batch, n_q, d_v), the input's dtype
+
+The timing rule: `prepare` does only what depends on shapes, dtypes and flags (allocation,
+compilation, plans; a GPU implementation also copies the inputs to the device, reported as
+transfer_s); every step that reads the values of q, k or v happens in `run`, which is timed.
+Optional hooks: `release_workspace()` frees scratch a module keeps between calls (called before
+its memory is measured), and for GPU implementations `event_time_s`, `transfer_s` and
+`device_memory_bytes`.
 
 A module that fails to import is still registered, as unavailable with its error.
 """
@@ -130,7 +137,7 @@ class Implementation:
             )
 
     def prepare(self, q, k, v, causal=False, scale=None) -> PreparedCall:
-        """Check the inputs, then do the untimed set-up (copies, allocation, compilation)."""
+        """Check the inputs, then do the untimed set-up (allocation, compilation, plans)."""
         args = check_attention_args(q, k, v, causal=causal, scale=scale)
         return self.prepare_checked(args)
 
@@ -140,6 +147,12 @@ class Implementation:
             raise ImplementationUnavailableError(f"{self.name}: not available here: {reason}")
         self.check_supported(args)
         return PreparedCall(self, args, self.module.prepare(args))
+
+    def release_workspace(self) -> None:
+        """Free what the implementation keeps between calls (scratch buffers), if anything."""
+        release = getattr(self.module, "release_workspace", None)
+        if release is not None:
+            release()
 
     def attention(self, q, k, v, causal=False, scale=None) -> np.ndarray:
         """softmax(q k^T * scale) v over the last two dims; NumPy in, NumPy out."""

@@ -1,6 +1,6 @@
 """Pure-Python loops that follow the seed step by step: the reference people read.
 
-No NumPy in the arithmetic: the arrays become nested lists in `prepare`, and every score,
+No NumPy in the arithmetic: the arrays become nested lists at the start of `run`, and every score,
 weight and sum below is one Python float (double precision) operation. Slow by design.
 """
 
@@ -22,16 +22,7 @@ def unavailable_reason() -> str | None:
 
 
 def prepare(args):
-    return {
-        "q": args.q.tolist(),  # [batch][n_q][d_k]
-        "k": args.k.tolist(),  # [batch][n_k][d_k]
-        # The values stored feature by feature, so each output feature is one weighted sum.
-        "v_columns": np.swapaxes(args.v, 1, 2).tolist(),  # [batch][d_v][n_k]
-        "causal": args.causal,
-        "scale": args.scale,
-        "dtype": args.dtype,
-        "out": None,
-    }
+    return {"args": args, "out": None}
 
 
 def attend_one_query(query, keys, value_columns, scale):
@@ -50,16 +41,21 @@ def attend_one_query(query, keys, value_columns, scale):
 
 
 def run(state):
+    args = state["args"]
+    # The arrays as nested lists of Python floats (part of the timed call: they are the inputs):
+    # q [batch][n_q][d_k], k [batch][n_k][d_k], and the values stored feature by feature,
+    # [batch][d_v][n_k], so that each output feature is one weighted sum.
+    v_columns = np.swapaxes(args.v, 1, 2).tolist()
     out = []
-    for q, k, v_columns in zip(state["q"], state["k"], state["v_columns"], strict=True):
+    for q, k, v in zip(args.q.tolist(), args.k.tolist(), v_columns, strict=True):
         rows = []
         for i, query in enumerate(q):
             # Causal: query i sees keys 0..i (top-left aligned, as torch's is_causal).
-            visible = i + 1 if state["causal"] else len(k)
-            rows.append(attend_one_query(query, k[:visible], v_columns, state["scale"]))
+            visible = i + 1 if args.causal else len(k)
+            rows.append(attend_one_query(query, k[:visible], v, args.scale))
         out.append(rows)
     state["out"] = out
 
 
 def fetch(state):
-    return np.array(state["out"], dtype=state["dtype"])
+    return np.array(state["out"], dtype=state["args"].dtype)

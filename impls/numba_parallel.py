@@ -18,6 +18,8 @@ What makes it fast on a CPU (measured in docs/PERFORMANCE.md):
   libm's scalar exp; q is pre-scaled by scale * log2(e) so that exp(s * scale) = exp2(q' . k).
 - k and v packed per key block into contiguous strips (zero padded); each product call does a
   whole tile, so the calls (kept out of line: inlining nearly doubled compile time) cost nothing.
+  The packing (and q's scaling) is part of every call, done in parallel by `_pack_inputs`:
+  `prepare` only allocates and compiles, so a timed `run` is the whole call.
 - float32 tiles with all BLOCK_KEYS columns visible to every row (all but partial and causal
   diagonal tiles) take a softmax step whose loops have that compile-time length (fully
   unrolled, no remainder loops or masking): +3-5% single-threaded.
@@ -560,7 +562,7 @@ if numba is not None:
         """out[b, i] = sum_j softmax_j(q[b, i] . k[b, j]) v[b, j], fused; see the module docstring.
 
         q (batch, n_q rounded up to ROWS, d_k), pre-scaled by scale * log2(e);
-        k_packed, v_packed from pack_keys, pack_values; out (batch, q rows, d_v rounded up to the
+        k_packed, v_packed as _pack_inputs lays them out; out (batch, q rows, d_v rounded up to the
         strip), overwritten. Each batch entry's rows are split into n_query_blocks blocks whose
         sizes differ by at most ROWS (at most one block per ROWS rows).
         """
@@ -617,24 +619,46 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def pack_keys(k: np.ndarray, strip: int) -> np.ndarray:
-    """(batch, n_k, d_k) -> (batch, key blocks, strips, d_k, strip): k^T in strips, zero padded."""
-    batch, n_k, d_k = k.shape
-    n_blocks = -(-n_k // BLOCK_KEYS)
-    padded = np.zeros((batch, n_blocks * BLOCK_KEYS, d_k), k.dtype)
-    padded[:, :n_k] = k
-    strips = padded.reshape(batch, n_blocks, BLOCK_KEYS // strip, strip, d_k)
-    return np.ascontiguousarray(strips.transpose(0, 1, 2, 4, 3))
+if numba is not None:
+
+    @njit(parallel=True, cache=True)
+    def _pack_inputs(q, k, v, q_factor, q_packed, k_packed, v_packed):
+        """Copy the caller's q, k, v into the kernel's layouts, in parallel (part of every call).
+
+        q_packed[b, i] = q[b, i] * q_factor; k_packed[b, block, strip, :, j] is key
+        block * BLOCK_KEYS + strip * width + j (k^T in strips); v_packed[b, block, strip, key]
+        the key's values in that strip of columns. The padding (rows past n, columns past d_v)
+        is never written here: prepare zeroed it, and it holds no input value.
+        """
+        batch, n_q, d_k = q.shape
+        n_k, d_v = v.shape[1], v.shape[2]
+        width = k_packed.shape[4]
+        block_keys = k_packed.shape[2] * width
+        for row in prange(batch * n_q):
+            b, i = row // n_q, row % n_q
+            for c in range(d_k):
+                q_packed[b, i, c] = q[b, i, c] * q_factor
+        n_blocks = k_packed.shape[1]
+        for task in prange(batch * n_blocks):
+            b, block = task // n_blocks, task % n_blocks
+            k0 = block * block_keys
+            for key in range(k0, min(n_k, k0 + block_keys)):
+                strip, j = (key - k0) // width, (key - k0) % width
+                for c in range(d_k):
+                    k_packed[b, block, strip, c, j] = k[b, key, c]
+                for c in range(d_v):
+                    v_packed[b, block, c // width, key - k0, c % width] = v[b, key, c]
 
 
-def pack_values(v: np.ndarray, strip: int) -> np.ndarray:
-    """(batch, n_k, d_v) -> (batch, key blocks, d_v strips, BLOCK_KEYS, strip), zero padded."""
-    batch, n_k, d_v = v.shape
+def packed_shapes(batch: int, n_q: int, n_k: int, d_k: int, d_v: int, width: int) -> tuple:
+    """Shapes of the kernel's q (rows padded to ROWS), k (k^T in strips per key block) and v
+    (per key block, d_v in strips), zero padded to whole tiles."""
     n_blocks = -(-n_k // BLOCK_KEYS)
-    padded = np.zeros((batch, n_blocks * BLOCK_KEYS, _round_up(d_v, strip)), v.dtype)
-    padded[:, :n_k, :d_v] = v
-    strips = padded.reshape(batch, n_blocks, BLOCK_KEYS, -1, strip)
-    return np.ascontiguousarray(strips.transpose(0, 1, 3, 2, 4))
+    return (
+        (batch, _round_up(n_q, ROWS), d_k),
+        (batch, n_blocks, BLOCK_KEYS // width, d_k, width),
+        (batch, n_blocks, -(-d_v // width), BLOCK_KEYS, width),
+    )
 
 
 def query_blocks(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -> int:
@@ -655,18 +679,19 @@ def query_blocks(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -
 
 
 def prepare(args):
-    """Pack the inputs, allocate the output and compile (or load from the disk cache)."""
+    """Allocate the packed buffers and the output, and compile for these argument types (or
+    load from the disk cache). Reads no value of q, k or v: packing them is part of `run`."""
     batch, n_q, d_k = args.q.shape
     n_k, d_v = args.v.shape[1:]
     dtype = args.dtype
-    strip = STRIP[dtype.name]
-    q = np.zeros((batch, _round_up(n_q, ROWS), d_k), dtype)
-    q[:, :n_q] = args.q * (args.scale * math.log2(math.e))
+    q_shape, k_shape, v_shape = packed_shapes(batch, n_q, n_k, d_k, d_v, STRIP[dtype.name])
     state = {
-        "q": q,
-        "k": pack_keys(args.k, strip),
-        "v": pack_values(args.v, strip),
-        "out": np.empty((batch, q.shape[1], _round_up(d_v, strip)), dtype),
+        "args": args,
+        "q_factor": dtype.type(args.scale * math.log2(math.e)),  # exp(s * scale) = exp2(q'.k)
+        "q": np.zeros(q_shape, dtype),
+        "k": np.zeros(k_shape, dtype),
+        "v": np.zeros(v_shape, dtype),
+        "out": np.empty((batch, q_shape[1], v_shape[2] * v_shape[4]), dtype),
         "n_q": n_q,
         "n_k": n_k,
         "d_v": d_v,
@@ -675,13 +700,38 @@ def prepare(args):
             dtype.name, batch, n_q, numba.get_num_threads(), bool(args.causal)
         ),
     }
-    with _slp_vectorizer_on():
-        run(state)  # compiles on first use of this dtype, or loads it from the cache
+    _compile(state)
     return state
 
 
-def run(state):
-    _attention_kernel(
+_COMPILED: set[tuple] = set()  # the argument kinds compiled for in this process
+
+
+def _compile(state) -> None:
+    """Compile both functions for the types of this call's arguments, or load them from the disk
+    cache, once per kind of argument (numba types an array by dtype, layout and flags)."""
+    arrays = _pack_arguments(state)[:3]
+    kind = tuple((a.dtype.str, a.flags.c_contiguous, a.flags.f_contiguous, a.flags.writeable,
+                  a.flags.aligned) for a in arrays)  # fmt: skip
+    if kind in _COMPILED:
+        return
+    with _slp_vectorizer_on():
+        _pack_inputs.compile(_signature(_pack_arguments(state)))
+        _attention_kernel.compile(_signature(_kernel_arguments(state)))
+    _COMPILED.add(kind)
+
+
+def _signature(arguments: tuple) -> tuple:
+    return tuple(numba.typeof(a) for a in arguments)
+
+
+def _pack_arguments(state) -> tuple:
+    args = state["args"]
+    return (args.q, args.k, args.v, state["q_factor"], state["q"], state["k"], state["v"])
+
+
+def _kernel_arguments(state) -> tuple:
+    return (
         state["q"],
         state["k"],
         state["v"],
@@ -690,6 +740,11 @@ def run(state):
         state["causal"],
         state["query_blocks"],
     )
+
+
+def run(state):
+    _pack_inputs(*_pack_arguments(state))
+    _attention_kernel(*_kernel_arguments(state))
 
 
 def fetch(state):

@@ -5,6 +5,8 @@ Outputs are compared with harness.checking's float64 reference under its dtype-a
 tolerance (see harness/checking.py for how it is derived).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import simulator_limit_or_skip
@@ -104,6 +106,46 @@ def test_non_contiguous_inputs(impl, layout):
     np.testing.assert_array_equal(q2, q)
     for causal in (False, True):
         assert_agrees(impl, q2, k2, v2, causal=causal)
+
+
+def overwrite_then_run(impl, shape, causal, dtype) -> checking.Agreement:
+    """prepare, overwrite q, k and v in place with other values, run: the timing rule says the
+    output must be that of the new values (prepare may not read them)."""
+    n_q, n_k, d_k, d_v, lead = shape
+    q, k, v = make_qkv(n_q, n_k, d_k, d_v, lead=lead, dtype=dtype, seed=11)
+    args = impls.check_attention_args(q, k, v, causal=causal)
+    call = impl.prepare_checked(args)
+    new_q, new_k, new_v = make_qkv(n_q, n_k, d_k, d_v, lead=lead, dtype=dtype, seed=12)
+    args.q[...] = new_q.reshape(args.q.shape)
+    args.k[...] = new_k.reshape(args.k.shape)
+    args.v[...] = new_v.reshape(args.v.shape)
+    call.run()
+    return checking.compare(call.fetch(), args)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_run_reads_the_inputs_prepare_only_plans(impl, causal, dtype):
+    """Every step that reads the values of q, k, v is in the timed `run`."""
+    if impl.device != "cpu":
+        pytest.skip(
+            f"{impl.name} copies the inputs to the device in prepare, as the rule allows; "
+            "its own tests overwrite the device copies"
+        )
+    agreement = overwrite_then_run(impl, (37, 300, 16, 12, (2,)), causal, dtype)
+    assert agreement.ok, f"{impl.name}: output of the old inputs? {agreement.max_rel_err:.3g}"
+
+
+def test_the_overwrite_check_catches_a_prepare_that_reads_the_inputs(monkeypatch):
+    numpy_impl = impls.get("numpy")
+    real_prepare = numpy_impl.module.prepare
+
+    def prepare_that_scales_q(args):  # pre-scales q outside the timed call: against the rule
+        scaled = dataclasses.replace(args, q=args.q * args.scale, scale=1.0)
+        return real_prepare(scaled)
+
+    monkeypatch.setattr(numpy_impl.module, "prepare", prepare_that_scales_q)
+    assert not overwrite_then_run(numpy_impl, (37, 300, 16, 12, (2,)), False, "float64").ok
 
 
 def test_declares_its_interface(impl):

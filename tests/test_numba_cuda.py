@@ -507,3 +507,19 @@ def test_optional_hooks(impl):
     np.testing.assert_allclose(out, reference(q, k, v, scale=0.5), **TOL["float32"])
     assert mod.transfer_s(state) >= 0.0
     assert mod.is_simulated() == (os.environ.get("NUMBA_ENABLE_CUDASIM") == "1")
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_run_computes_from_the_device_copies_prepare_made(impl, causal):
+    """The timing rule on a GPU: prepare copies the inputs over; run does every step after that.
+    New values written into the device copies after prepare give the new values' output."""
+    q, k, v = _inputs((2,), 9, 13, 8, 8, "float32", seed=1)
+    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=0.3, lead=(2,))
+    state = mod.prepare(args)
+    new = _inputs((2,), 9, 13, 8, 8, "float32", seed=2)
+    for device_array, values in zip(state["arrays"][:3], new, strict=True):
+        device_array.copy_to_device(values)
+    mod.run(state)
+    np.testing.assert_allclose(
+        mod.fetch(state), reference(*new, causal, scale=0.3), **TOL["float32"]
+    )

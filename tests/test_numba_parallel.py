@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import impls
+from harness.cases import make_qkv
 from impls import numba_parallel as kernel
 
 pytestmark = pytest.mark.skipif(
@@ -210,6 +211,35 @@ def test_slp_setting_is_restored():
     q = np.ones((1, 4, 4), np.float32)
     attention(q, q, q)
     assert before == numba.config.SLP_VECTORIZE
+
+
+class CountingCalls:
+    """Stands in for a compiled function: counts the calls, passes everything else through."""
+
+    def __init__(self, compiled):
+        self.compiled, self.calls = compiled, []
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        return self.compiled(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.compiled, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_runs_the_kernel_once_and_prepare_never(dtype, monkeypatch):
+    """A public call computes once: prepare compiles by signature, it does not run the case."""
+    counting = CountingCalls(kernel._attention_kernel)
+    monkeypatch.setattr(kernel, "_attention_kernel", counting)
+    monkeypatch.setattr(kernel, "_COMPILED", set())  # compile (or load) again, by signature
+    q, k, v = make_qkv(300, 300, 16, dtype=dtype, seed=4)
+    call = impls.get("numba_parallel").prepare(q, k, v)
+    assert counting.calls == []
+    call.run()
+    assert len(counting.calls) == 1
+    impls.get("numba_parallel").attention(q, k, v)
+    assert len(counting.calls) == 2
 
 
 def run_python(code: str) -> dict:
