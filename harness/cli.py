@@ -182,9 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-budget", dest="sweep_budget", help="seconds for the whole sweep (900)")
     p.add_argument("--target", help="measuring seconds per case after warm-up (1.0)")
     p.add_argument(
-        "--rounds", help="rounds the target time is split into, implementations interleaved (3)"
+        "--rounds",
+        help="rounds per shape (3), each in fresh worker processes, implementations in turn",
     )
     p.add_argument("--seed", help="seed of the random inputs (default 0)")
+    p.add_argument(
+        "--baseline",
+        help="implementation every ratio is to, round by round (default: torch_sdpa when "
+        "measured, else numpy)",
+    )
+    p.add_argument(
+        "--ci",
+        help="precision wanted, e.g. 2%%: more rounds until each ratio's 95%% interval is "
+        "within +-2%% of it (or --max-rounds, or the sweep budget, ends it)",
+    )
+    p.add_argument(
+        "--max-rounds", dest="max_rounds", help="the most rounds --ci may take per shape (12)"
+    )
     p.add_argument("--out", help="run directory (default results/<timestamp>-<machine>)")
     p.add_argument("--resume", metavar="DIR", help="measure only the cases missing from DIR")
     p.add_argument("--config", metavar="FILE", help="TOML file of settings (keys as the flags)")

@@ -1,9 +1,12 @@
 """`attnbench compare A B`: which cases got slower or faster from run A to run B.
 
-A change is marked only when the ratio of medians B/A is beyond the threshold AND the raw samples
-differ significantly (two-sided Mann-Whitney U, as asv does): a threshold alone flags noise on a
-busy machine, a test alone flags differences too small to matter. The statistics
-(`parse_threshold`, `compare_samples`, `compare_tables`) do no I/O.
+Each case is compared on its drift-normalised rounds (`round_normalised`: a round's median time
+times the rate of that round's reference workload, measured just before it), so that a machine
+running 10-30% slower during one run than during the other does not read as a change of the
+code. The change is median(B) / median(A) with a 95% interval from resampling whole rounds of
+each run (harness/stats.py); a case is marked only when the whole interval lies beyond the
+threshold. Samples within a round are not independent (one process, one moment), so no test
+treats them as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
 """
 
 from __future__ import annotations
@@ -15,75 +18,59 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.options import UsageError
+from harness import stats
+from harness.options import parse_fraction
 from harness.plotting import format_seconds, impl_order, impl_style, save_figure
-from harness.results import CASE_COLUMNS, load_run
+from harness.results import CASE_COLUMNS, RunDirError, load_run
 from harness.tables import format_table
 
-ALPHA = 0.05  # two-sided; with 5 samples per side the smallest possible p is 2/252 ≈ 0.008
 SLOWER, FASTER = "slower", "faster"
-NOT_SIGNIFICANT = "not significant"  # beyond the threshold, but within the samples' noise
 BROKEN = ("failed", "disagrees")
+OTHER_MACHINE = "not judged: other machine"
 
 
 def parse_threshold(text: str) -> float:
     """ "5%" or "0.05" -> 0.05. A bare number of 1 or more is refused as ambiguous."""
-    raw = str(text).strip()
-    percent = raw.endswith("%")
-    try:
-        value = float(raw[:-1] if percent else raw)
-    except ValueError:
-        raise UsageError(
-            f"--threshold: expected a percentage like 5% or a fraction like 0.05, got {text!r}"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise UsageError(f"--threshold: expected a non-negative finite value, got {text!r}")
-    if not percent and value >= 1:
-        raise UsageError(
-            f"--threshold: {text!r} would mean {value:.0%}; write {raw}% for "
-            f"{value:g} percent or a fraction below 1 like 0.05"
-        )
-    return value / 100 if percent else value
+    return parse_fraction("--threshold", text, allow_zero=True)
 
 
 @dataclass(frozen=True)
 class Change:
-    ratio: float  # median(B) / median(A): above 1 is slower
-    p_value: float  # two-sided Mann-Whitney U on the raw samples; nan without samples
-    change: str  # SLOWER, FASTER, NOT_SIGNIFICANT, or "" (within the threshold)
+    raw: stats.Interval  # B/A of the round medians, seconds as measured
+    normalised: stats.Interval  # B/A of the drift-normalised rounds: what is judged
+    change: str  # SLOWER, FASTER or "" (the interval reaches inside the threshold)
 
 
-def compare_samples(
-    a_s: list[float], b_s: list[float], threshold: float, alpha: float = ALPHA
+def compare_rounds(
+    a_rounds_s: list[float],
+    b_rounds_s: list[float],
+    a_normalised: list[float],
+    b_normalised: list[float],
+    threshold: float,
 ) -> Change:
-    """Ratio of medians and the Mann-Whitney verdict for one case's samples (seconds per call)."""
-    from scipy.stats import mannwhitneyu
-
-    ratio = float(np.median(b_s) / np.median(a_s))
-    p = float(mannwhitneyu(b_s, a_s, alternative="two-sided").pvalue) if a_s and b_s else math.nan
-    beyond = ratio > 1 + threshold or ratio < 1 / (1 + threshold)
-    if not beyond:
-        return Change(ratio, p, "")
-    if not p < alpha:  # also when p is nan
-        return Change(ratio, p, NOT_SIGNIFICANT)
-    return Change(ratio, p, SLOWER if ratio > 1 else FASTER)
+    """One case: raw and normalised B/A with their intervals; judged on the normalised one."""
+    normalised = stats.change(a_normalised, b_normalised)
+    return Change(
+        stats.change(a_rounds_s, b_rounds_s), normalised, stats.verdict(normalised, threshold)
+    )
 
 
-def _samples(row: pd.Series, side: str) -> list[float]:
-    samples = row.get(f"samples_s_{side}")
-    return list(samples) if isinstance(samples, list) else []
+def _rounds(row: pd.Series, column: str, side: str) -> list[float]:
+    values = row.get(f"{column}_{side}")
+    return list(values) if isinstance(values, list) else []
 
 
 def compare_tables(
-    a: pd.DataFrame, b: pd.DataFrame, threshold: float, alpha: float = ALPHA
+    a: pd.DataFrame, b: pd.DataFrame, threshold: float, judge: bool = True
 ) -> pd.DataFrame:
     """One row per case the two runs share (matched on impl, n, d, dtype, batch, heads, causal).
 
-    `change` is SLOWER/FASTER/NOT_SIGNIFICANT/"" for cases ok in both; for a case whose status
-    changed it says so ("now failed", "now ok", ...). `regression` is true for a significant
-    slowdown beyond the threshold, and for a case that was ok and now fails or disagrees.
+    `change` is SLOWER/FASTER/"" for cases ok in both (OTHER_MACHINE when `judge` is False); for
+    a case whose status changed it says so ("now failed", "now ok", ...). `regression` is true
+    for a slowdown whose whole interval is beyond the threshold, and for a case that was ok and
+    now fails or disagrees.
     """
-    keep = [*CASE_COLUMNS, "status", "median_s", "samples_s"]
+    keep = [*CASE_COLUMNS, "status", "median_s", "round_medians_s", "round_normalised"]
     a = a.reindex(columns=keep)
     b = b.reindex(columns=keep)
     shared = a.merge(b, on=CASE_COLUMNS, suffixes=("_a", "_b"))
@@ -97,18 +84,29 @@ def compare_tables(
             median_b_s=row["median_s_b"],
         )
         if row["status_a"] == "ok" and row["status_b"] == "ok":
-            change = compare_samples(_samples(row, "a"), _samples(row, "b"), threshold, alpha)
+            change = compare_rounds(
+                _rounds(row, "round_medians_s", "a"),
+                _rounds(row, "round_medians_s", "b"),
+                _rounds(row, "round_normalised", "a"),
+                _rounds(row, "round_normalised", "b"),
+                threshold,
+            )
+            verdict = change.change if judge else OTHER_MACHINE
             out.update(
-                ratio=change.ratio,
-                p_value=change.p_value,
-                change=change.change,
-                regression=change.change == SLOWER,
+                raw_ratio=change.raw.value,
+                ratio=change.normalised.value,
+                ratio_low=change.normalised.low,
+                ratio_high=change.normalised.high,
+                change=verdict,
+                regression=verdict == SLOWER,
             )
         else:
             moved = row["status_a"] != row["status_b"]
             out.update(
+                raw_ratio=math.nan,
                 ratio=math.nan,
-                p_value=math.nan,
+                ratio_low=math.nan,
+                ratio_high=math.nan,
                 change=f"now {row['status_b']}" if moved else row["status_b"],
                 regression=row["status_a"] == "ok" and row["status_b"] in BROKEN,
             )
@@ -119,13 +117,55 @@ def compare_tables(
         "status_b",
         "median_a_s",
         "median_b_s",
+        "raw_ratio",
         "ratio",
-        "p_value",
+        "ratio_low",
+        "ratio_high",
         "change",
         "regression",
     ]
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["impl", "dtype", "d", "n"]).reset_index(drop=True)
+
+
+def differences(meta_a: dict, meta_b: dict) -> list[str]:
+    """What differs between the runs' conditions, each a warning line."""
+    lines = []
+    machine_a, machine_b = meta_a.get("machine", {}), meta_b.get("machine", {})
+    if machine_a.get("id") != machine_b.get("id"):
+        lines.append(
+            f"warning: different machines ({machine_a.get('id')}: {machine_a.get('cpu')}; "
+            f"{machine_b.get('id')}: {machine_b.get('cpu')}): no case is judged"
+        )
+    if meta_a.get("threads") != meta_b.get("threads"):
+        lines.append(f"warning: threads differ ({meta_a.get('threads')}, {meta_b.get('threads')})")
+    versions_a, versions_b = meta_a.get("versions", {}), meta_b.get("versions", {})
+    moved = sorted(
+        f"{name} {versions_a.get(name)} -> {versions_b.get(name)}"
+        for name in set(versions_a) | set(versions_b)
+        if versions_a.get(name) != versions_b.get(name)
+    )
+    if moved:
+        lines.append(f"warning: library versions differ: {', '.join(moved)}")
+    method_a, method_b = meta_a.get("method", {}), meta_b.get("method", {})
+    keys = sorted(k for k in set(method_a) | set(method_b) if method_a.get(k) != method_b.get(k))
+    if keys:
+        lines.append(f"warning: the method differs in {', '.join(keys)}")
+    return lines
+
+
+def same_machine(meta_a: dict, meta_b: dict) -> bool:
+    return meta_a.get("machine", {}).get("id") == meta_b.get("machine", {}).get("id")
+
+
+def require_rounds(meta: dict, path) -> None:
+    """compare needs each round's reference: refuse runs measured before it was recorded."""
+    if "migrated_from" in meta:
+        raise RunDirError(
+            f"{path}: measured by an older attnbench (schema {meta['migrated_from']}), without "
+            "a reference workload per round, so its cases cannot be compared with the drift "
+            f"removed; measure it again with: {meta.get('command', 'attnbench run ...')}"
+        )
 
 
 def unshared(a: pd.DataFrame, b: pd.DataFrame) -> tuple[int, int]:
@@ -139,17 +179,24 @@ def summary(table: pd.DataFrame, threshold: float, only_a: int, only_b: int) -> 
     counts = table["change"].value_counts()
     both_ok = (table["status_a"] == "ok") & (table["status_b"] == "ok")
     status_moves = int((table["status_a"] != table["status_b"]).sum())
+    marked = counts.get(SLOWER, 0) + counts.get(FASTER, 0)
     parts = [
         f"{len(table)} shared cases: {counts.get(SLOWER, 0)} slower, {counts.get(FASTER, 0)} "
-        f"faster, {int(both_ok.sum()) - counts.get(SLOWER, 0) - counts.get(FASTER, 0)} unchanged",
+        f"faster, {int(both_ok.sum()) - marked} not marked",
         f"{status_moves} changed status" if status_moves else "",
         f"{int(table['regression'].sum())} regressions",
     ]
     text = "; ".join(p for p in parts if p)
     return (
-        f"{text} (threshold {threshold:.3g} = {threshold:.1%} on B/A, and p < {ALPHA} two-sided "
-        f"Mann-Whitney U on the samples); {only_a} cases only in A, {only_b} only in B"
+        f"{text} (marked only when the whole 95% interval of B/A, drift-normalised, lies beyond "
+        f"±{threshold:.1%}); {only_a} cases only in A, {only_b} only in B"
     )
+
+
+def _interval(row: pd.Series) -> str:
+    if pd.isna(row["ratio"]):
+        return ""
+    return f"{row['ratio']:.3f} [{row['ratio_low']:.3f}, {row['ratio_high']:.3f}]"
 
 
 def display_table(table: pd.DataFrame) -> list[dict]:
@@ -161,8 +208,10 @@ def display_table(table: pd.DataFrame) -> list[dict]:
         shown.update(
             A=format_seconds(row["median_a_s"]) if row["status_a"] == "ok" else row["status_a"],
             B=format_seconds(row["median_b_s"]) if row["status_b"] == "ok" else row["status_b"],
-            **{"B/A": "" if pd.isna(row["ratio"]) else f"{row['ratio']:.3f}"},
-            p="" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g}",
+            **{
+                "B/A raw": "" if pd.isna(row["raw_ratio"]) else f"{row['raw_ratio']:.3f}",
+                "B/A normalised [95%]": _interval(row),
+            },
             change=row["change"].upper() if row["regression"] else row["change"],
         )
         rows.append(shown)
@@ -187,6 +236,14 @@ def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: s
     for impl in impl_order(ok):
         rows = ok[ok["impl"] == impl]
         style = impl_style(impl)
+        ratios.errorbar(
+            rows["n"],
+            rows["ratio"],
+            yerr=[rows["ratio"] - rows["ratio_low"], rows["ratio_high"] - rows["ratio"]],
+            linestyle="none",
+            color=style.get("color"),
+            alpha=0.6,
+        )
         for ax, x, y in ((scatter, "median_a_s", "median_b_s"), (ratios, "n", "ratio")):
             ax.plot(rows[x], rows[y], linestyle="none", label=impl, alpha=0.8, **style)
             for change, color in rings.items():
@@ -236,7 +293,7 @@ def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: s
     minor = FuncFormatter(lambda v, _: f"{v:g}×") if high / low < 10 else NullFormatter()
     ratios.yaxis.set_minor_formatter(minor)
     ratios.set_xlabel("sequence length n (tokens)")
-    ratios.set_ylabel("B / A, ratio of medians (×; above 1 is slower)")
+    ratios.set_ylabel("B / A, drift-normalised, 95% interval (×; above 1 is slower)")
     extra = [
         Line2D(
             [],
@@ -246,7 +303,7 @@ def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: s
             markersize=10,
             markerfacecolor="none",
             markeredgecolor=color,
-            label=f"{change} (significant, beyond threshold)",
+            label=f"{change} (whole interval beyond the threshold)",
         )
         for change, color in rings.items()
     ]
@@ -265,7 +322,9 @@ def run_compare(
 ) -> tuple[pd.DataFrame, list[str], list[Path]]:
     """Load both runs, compare them, save the figure; returns the table, lines to print, files."""
     (meta_a, a), (meta_b, b) = load_run(dir_a), load_run(dir_b)
-    table = compare_tables(a, b, threshold)
+    require_rounds(meta_a, dir_a)
+    require_rounds(meta_b, dir_b)
+    table = compare_tables(a, b, threshold, judge=same_machine(meta_a, meta_b))
     only_a, only_b = unshared(a, b)
     lines = []
     for side, path, meta in (("A", dir_a, meta_a), ("B", dir_b, meta_b)):
@@ -274,12 +333,7 @@ def run_compare(
             f"{side}: {path}  ({machine.get('id')}, {machine.get('cpu')}, "
             f"threads {meta.get('threads')}, started {meta.get('started')})"
         )
-    ids = (meta_a.get("machine", {}).get("id"), meta_b.get("machine", {}).get("id"))
-    if ids[0] != ids[1]:
-        lines.append(
-            f"note: the runs come from different machines ({ids[0]}, {ids[1]}): "
-            "the differences include the machine"
-        )
+    lines.extend(differences(meta_a, meta_b))
     lines.append(format_table(display_table(table)) if not table.empty else "no shared cases")
     lines.append(summary(table, threshold, only_a, only_b))
     fig = compare_figure(table, threshold, Path(dir_a).name, Path(dir_b).name)

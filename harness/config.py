@@ -14,6 +14,7 @@ from harness.machine import usable_cores
 from harness.options import (
     UsageError,
     parse_dtype_list,
+    parse_fraction,
     parse_int_list,
     parse_positive_int,
     parse_seed,
@@ -45,7 +46,10 @@ class SweepConfig:
     budget_s: float = 2.0  # the longest one sample (one call) may take; slower cases are skipped
     sweep_budget_s: float = 900.0  # the whole sweep; cases that would not fit are skipped
     target_s: float = 1.0  # measuring time per case, after warm-up
-    rounds: int = 3  # the samples of a shape's implementations are taken in interleaved rounds
+    rounds: int = 3  # rounds per shape, each in fresh worker processes, implementations in turn
+    ci: float = 0.0  # > 0: add rounds until each ratio's interval is within +-ci (e.g. 0.02)
+    max_rounds: int = 12  # the most rounds --ci may take for a shape
+    baseline: str = ""  # ratios are to this implementation; "": torch_sdpa if measured, else numpy
     min_samples: int = 5
     max_samples: int = 100
     min_sample_s: float = 0.02
@@ -103,6 +107,9 @@ RUN_FLAGS = (
     "target",
     "rounds",
     "seed",
+    "ci",
+    "max_rounds",
+    "baseline",
 )
 FLAGS = {ALIASES.get(flag, flag) for flag in RUN_FLAGS}
 
@@ -130,7 +137,13 @@ def coerce(key: str, value):
         return tuple(parse_int_list(option, _as_text_list(option, value)))
     if key == "dtype":
         return tuple(parse_dtype_list(_as_text_list(option, value)))
-    if key in ("batch", "heads", "rounds", "min_samples", "max_samples"):
+    if key == "ci":
+        return parse_fraction(option, value, allow_zero=True)
+    if key == "baseline":
+        if not isinstance(value, str):
+            raise UsageError(f"{option}: expected an implementation's name, got {value!r}")
+        return value.strip()
+    if key in ("batch", "heads", "rounds", "max_rounds", "min_samples", "max_samples"):
         if isinstance(value, (bool, float)):
             raise UsageError(f"{option}: expected a positive integer, got {value!r}")
         number = parse_positive_int(option, value)
@@ -166,6 +179,10 @@ def apply(config: SweepConfig, values: dict, source: str) -> SweepConfig:
         except UsageError as exc:
             raise UsageError(exc if source == "command line" else f"{source}: {exc}") from None
     merged = dataclasses.replace(config, **changes)
+    if merged.rounds > merged.max_rounds:
+        raise UsageError(
+            f"{source}: rounds ({merged.rounds}) exceeds max_rounds ({merged.max_rounds})"
+        )
     if merged.min_samples > merged.max_samples:
         raise UsageError(
             f"{source}: min_samples ({merged.min_samples}) exceeds "

@@ -8,22 +8,13 @@ import functools
 import sys
 import time
 import traceback
-from collections.abc import Generator
 
 import numpy as np
 
 import impls
 from harness import checking
 from harness.cases import Case, case_inputs
-from harness.results import CUDA_TIMER
-from harness.timing import (
-    UNSTABLE_ROUND_SPREAD,
-    SamplingPlan,
-    cpu_sampler,
-    round_spread,
-    summarize,
-    take_samples,
-)
+from harness.timing import CUDA_TIMER, SamplingPlan, cpu_sampler, take_samples
 
 CHECKED_ROWS = 64  # large cases are checked on this many evenly spread query rows
 
@@ -131,19 +122,14 @@ def check_output(call: impls.PreparedCall, args: impls.AttentionArgs) -> dict:
     return result
 
 
-def measure_case(
-    case: Case, plan: SamplingPlan, budget_s: float, seed: int, rounds: int = 1
-) -> Generator[None, None, dict]:
-    """Everything measured about one case (the generator's return value); failures are returned
-    as data, never raised.
-
-    The samples are taken in `rounds` rounds, each with its own warm-up call; the generator
-    pauses (yields) between rounds so that the sweep can measure the other implementations of
-    the same shape in between, and the samples of all rounds are pooled.
+def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> dict:
+    """The first round of a case, in a fresh worker: compilation, agreement, one round of
+    samples, memory. Failures are returned as data, never raised.
 
     compile_s is what the first call cost beyond a warm one: (first prepare - a second, warm
-    prepare) + (first run - median run). Implementations may compile inside prepare or inside
-    the first run; either way it never enters the samples, which come from the second call.
+    prepare) + (first run - this round's median run). Implementations may compile inside
+    prepare or inside the first run; either way it never enters the samples, which come after
+    a warm-up call.
     """
     row: dict = {"status": "ok", "note": ""}
     try:
@@ -157,16 +143,7 @@ def measure_case(
         row.update(check_output(call, args))
         del call
         warm_prepare_s, call = timed(lambda: impl.prepare_checked(args))
-        module = impl.module
-        event_timer = getattr(module, "event_time_s", None)
-        if event_timer is not None:
-            warm_call_s = event_timer(call.state)
-
-            def sample(inner: int) -> float:
-                return sum(event_timer(call.state) for _ in range(inner))
-        else:
-            warm_call_s, _ = timed(call.run)
-            sample = cpu_sampler(call.run)
+        sample, warm_call_s = sampler(impl, call)
         row["first_call_s"] = first_prepare_s + first_run_s
         if warm_call_s > budget_s:
             over = f"one call took {warm_call_s:.3g} s > budget {budget_s:g} s per sample"
@@ -176,49 +153,64 @@ def measure_case(
                 row["note"] += f"; not timed: {over}"
             return row
         settle()  # the reference check's BLAS threads, before the samples
-        first, inner = take_samples(sample, plan.per_round(rounds), warm_call_s)
-        rounds_s = [first]
-        for _ in range(rounds - 1):
-            yield
-            sample(1)  # warm-up: the other implementations ran in between
-            rounds_s.append(take_samples(sample, plan.per_round(rounds), warm_call_s)[0])
-        samples = [s for round_s in rounds_s for s in round_s]
-        stats = summarize(samples)
-        round_medians_s = [float(np.median(round_s)) for round_s in rounds_s]
-        spread = round_spread(round_medians_s)
+        samples, inner = take_samples(sample, plan, warm_call_s)
         row.update(
-            median_s=stats.median_s,
-            iqr_s=stats.iqr_s,
-            min_s=stats.min_s,
-            mean_s=stats.mean_s,
-            max_s=stats.max_s,
-            samples=stats.samples,
-            unstable=stats.unstable or spread > UNSTABLE_ROUND_SPREAD,
-            round_spread=spread,
-            round_medians_s=round_medians_s,
+            round_samples_s=samples,
             inner_repeats=inner,
-            rounds=rounds,
-            samples_s=samples,
             compile_s=max(0.0, first_prepare_s - warm_prepare_s)
-            + max(0.0, first_run_s - stats.median_s),
-            timer=CUDA_TIMER if event_timer is not None else "perf_counter",
+            + max(0.0, first_run_s - float(np.median(samples))),
+            timer=CUDA_TIMER if impl.module_has("event_time_s") else "perf_counter",
         )
-        if hasattr(module, "transfer_s"):
+        if impl.module_has("transfer_s"):
             call.fetch()  # the device-to-host copy is part of the transfers, never of the samples
-            row["transfer_s"] = float(module.transfer_s(call.state))
-        if hasattr(module, "device_memory_bytes"):
-            row["peak_mem_bytes"] = int(module.device_memory_bytes(call.state))
+            row["transfer_s"] = float(impl.module.transfer_s(call.state))
+        if impl.module_has("device_memory_bytes"):
+            row["peak_mem_bytes"] = int(impl.module.device_memory_bytes(call.state))
         else:
             del call, sample  # only the measured call's own state may be resident
             impl.release_workspace()  # scratch kept between calls counts as the call's
             row["peak_mem_bytes"] = peak_extra_bytes(lambda: whole_call(impl, args))
     except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
-        row.update(
-            status="failed",
-            note=f"{type(exc).__name__}: {exc}",
-            traceback="".join(traceback.format_exception(exc)[-6:]),
-        )
+        row.update(failure(exc))
     return row
+
+
+def measure_round(case: Case, plan: SamplingPlan, seed: int, inner: int) -> dict:
+    """A later round of a case, in a fresh worker: prepare, a warm-up call, then samples of
+    `inner` calls each (the first round's size, so that rounds are alike)."""
+    try:
+        impl = impls.get(case.impl)
+        args = impls.check_attention_args(*case_inputs(case, seed), causal=case.causal)
+        call = impl.prepare_checked(args)
+        _threads_after_import()
+        sample, warm_call_s = sampler(impl, call)
+        settle()
+        samples, _ = take_samples(sample, plan, warm_call_s, inner=inner)
+        return {"status": "ok", "round_samples_s": samples}
+    except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
+        return {"status": "failed", **failure(exc)}
+
+
+def sampler(impl: impls.Implementation, call: impls.PreparedCall):
+    """(sample(inner) -> seconds of `inner` calls, one warm call's seconds): CUDA events where
+    the implementation times itself on its device, else the wall clock around `run`."""
+    if impl.module_has("event_time_s"):
+        event_time_s = impl.module.event_time_s
+
+        def sample(inner: int) -> float:
+            return sum(event_time_s(call.state) for _ in range(inner))
+
+        return sample, event_time_s(call.state)
+    warm_call_s, _ = timed(call.run)
+    return cpu_sampler(call.run), warm_call_s
+
+
+def failure(exc: Exception) -> dict:
+    return {
+        "status": "failed",
+        "note": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)[-6:]),
+    }
 
 
 def timed(fn):
@@ -296,4 +288,21 @@ def gemm_rates(dtype: str, size: int = 2048, repeats: int = 5) -> list[float]:
         start = time.perf_counter()
         np.matmul(a, b, out=out)
         rates.append(2.0 * size**3 / (time.perf_counter() - start) / 1e9)
+    return rates
+
+
+@functools.lru_cache(maxsize=1)
+def _stream_operand(size_bytes: int) -> np.ndarray:
+    return np.ones(size_bytes // 8, np.float64)
+
+
+def stream_rates(size_bytes: int, repeats: int) -> list[float]:
+    """GB/s of `repeats` streaming reads (a sum) of size_bytes: the memory-bound reference."""
+    data = _stream_operand(size_bytes)
+    data.sum()  # warm-up: the pages are touched
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.sum()
+        rates.append(size_bytes / (time.perf_counter() - start) / 1e9)
     return rates

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import impls
 
 
@@ -70,3 +72,23 @@ def resolve_impls(names, only_available: bool) -> list[impls.Implementation]:
         except impls.UnknownImplementationError as exc:
             raise UsageError(f"--impl: {exc}") from None
     return selected
+
+
+def parse_fraction(option: str, text, allow_zero: bool = False) -> float:
+    """ "5%" or "0.05" -> 0.05. A bare number of 1 or more is refused as ambiguous."""
+    raw = str(text).strip()
+    percent = raw.endswith("%")
+    try:
+        value = float(raw[:-1] if percent else raw)
+    except ValueError:
+        raise UsageError(
+            f"{option}: expected a percentage like 5% or a fraction like 0.05, got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise UsageError(f"{option}: expected a positive finite value, got {text!r}")
+    if not percent and value >= 1:
+        raise UsageError(
+            f"{option}: {text!r} would mean {value:.0%}; write {raw}% for "
+            f"{value:g} percent or a fraction below 1 like 0.05"
+        )
+    return value / 100 if percent else value

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness.options import UsageError
+from harness.ratios import default_baseline, paired_ratios
 from harness.results import CUDA_TIMER, RunDirError, load_run
 
 # One style per implementation, the same in every figure and every run: known names are fixed,
@@ -138,8 +139,12 @@ def load_runs(paths: list[str | Path]) -> Runs:
     return make_runs(tables, [Path(path).name for path in paths])
 
 
-def quartiles_s(row: pd.Series) -> tuple[float, float]:
-    """Interquartile range of one case, from its raw samples when stored, else median ± iqr/2."""
+def band_s(row: pd.Series) -> tuple[float, float]:
+    """The band drawn around a median: its 95% interval from the rounds where the run has it,
+    else (older runs) the samples' interquartile range."""
+    low, high = row.get("median_low_s"), row.get("median_high_s")
+    if low is not None and high is not None and pd.notna(low) and pd.notna(high):
+        return float(low), float(high)
     samples = row.get("samples_s")
     if isinstance(samples, list) and len(samples) >= 2:
         q25, q75 = np.percentile(samples, [25, 75])
@@ -360,7 +365,8 @@ def _per_d_panels(runs: Runs, dtype: str, what: str):
 
 
 def time_vs_n_figure(runs: Runs, dtype: str):
-    """Median time per call against n, log-log, IQR band, fitted exponent in each label."""
+    """Median time per call against n, log-log, its interval as a band, fitted exponent in
+    each label."""
     fig, panels = _per_d_panels(runs, dtype, "Time per call vs sequence length")
     for d, ax, frame in panels:
         missing = []
@@ -368,12 +374,12 @@ def time_vs_n_figure(runs: Runs, dtype: str):
             exponent = fit_exponent(ok["n"], ok["median_s"])
             slope = "" if exponent is None else rf"  $\propto n^{{{exponent:.2f}}}$"
             ax.plot(ok["n"], ok["median_s"], label=f"{label}{slope}", **style)
-            low, high = zip(*(quartiles_s(row) for _, row in ok.iterrows()), strict=True)
+            low, high = zip(*(band_s(row) for _, row in ok.iterrows()), strict=True)
             ax.fill_between(ok["n"], low, high, color=style["color"], alpha=0.2, linewidth=0)
         ax.set_yscale("log")
         _eng_y(ax, "s")
         _log2_axis(ax, frame["n"], "sequence length n (tokens)")
-        ax.set_ylabel("time per call (s), median and IQR")
+        ax.set_ylabel("time per call (s), median and 95% interval")
         ax.set_title(f"d = {d}  (slope fitted over the {FIT_POINTS} largest n)", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         statuses = _mark_unmeasured(ax, runs, frame)
@@ -436,16 +442,31 @@ def speedup_figure(runs: Runs, dtype: str, baseline: str):
     """Time of the baseline divided by each implementation's time, on the same machine."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, panels = _per_d_panels(runs, dtype, f"Speedup over {baseline}")
+    fig, panels = _per_d_panels(runs, dtype, f"Speedup over {baseline} (95% intervals)")
     for d, ax, frame in panels:
         missing = []
-        for _, machine, style, label, rows in _series(runs, frame):
+        ratios = paired_ratios(frame, baseline)
+        for impl, machine, style, label, rows in _series(runs, frame):
             base = valid_rows(frame[(frame["impl"] == baseline) & (frame["machine"] == machine)])
             merged = valid_rows(rows).merge(base[["n", "median_s"]], on="n", suffixes=("", "_base"))
             if merged.empty:
                 missing.append(_missing_handle(label, style))
                 continue
-            speedup = merged["median_s_base"] / merged["median_s"]
+            paired = ratios[(ratios["impl"] == impl) & (ratios["machine"] == machine)]
+            if len(paired) == len(merged):  # round by round, with the interval drawn
+                paired = paired.sort_values("n")
+                speedup = 1 / paired["ratio"]
+                ax.plot(paired["n"], speedup, label=label, **style)
+                ax.errorbar(
+                    paired["n"],
+                    speedup,
+                    yerr=[speedup - 1 / paired["ratio_high"], 1 / paired["ratio_low"] - speedup],
+                    fmt="none",
+                    ecolor=style["color"],
+                    capsize=2,
+                )
+                continue
+            speedup = merged["median_s_base"] / merged["median_s"]  # an older run: no rounds
             ax.plot(merged["n"], speedup, label=label, **style)
         ax.axhline(1.0, color="black", linewidth=0.8)
         base_ok = set(valid_rows(frame[frame["impl"] == baseline])["n"])
@@ -757,7 +778,7 @@ def figures(runs: Runs, baseline: str | None = None, n_fixed: int | None = None)
             f"--n-fixed: {n_fixed} was not measured; choose one of "
             f"{', '.join(str(n) for n in sorted(set(runs.frame['n'])))}"
         )
-    baseline = baseline or "numpy"
+    baseline = baseline or default_baseline(runs.frame, runs.metas)
     built, notes = {}, []
     for suffix, part in by_mask(runs):
         for dtype in part.dtypes():

@@ -18,17 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import plotting
+from harness import plotting, stats
 from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds, valid_rows
+from harness.ratios import default_baseline, format_ratio, paired_ratios
 from harness.results import CUDA_TIMER
-from harness.sweep import PEAK_ALONGSIDE_MIN_FLOPS, PEAK_REPEATS, PEAK_SIZE
+
+UNSTABLE_WIDTH = 0.2  # a stated figure whose interval spans more than 20% of it
 
 PANEL = ["machine", "dtype", "d", "batch", "heads", "causal"]  # cases that differ only in n, impl
 FIGURE_CAPTIONS = {
-    "time_vs_n": "Time per call against n (log-log); the band is the interquartile range of the "
-    "samples and each label carries the fitted exponent (2 means O(n²)).",
+    "time_vs_n": "Time per call against n (log-log); the band is the median's 95% interval from "
+    "the rounds and each label carries the fitted exponent (2 means O(n²)).",
     "throughput": "Throughput against n, with the machine's measured CPU matrix-product peak.",
-    "speedup": "Speedup over the baseline (its time divided by each implementation's).",
+    "speedup": "Speedup over the baseline (its time divided by each implementation's, round by "
+    "round), with 95% intervals.",
     "time_vs_d": "Time per call against the head dimension d at one n.",
     "memory": "Peak extra resident memory of one call against n, with the n×n score matrix.",
     "agreement": "Largest error relative to max|v| against n, with the tolerance.",
@@ -38,22 +41,39 @@ FIGURE_CAPTIONS = {
 
 def fastest_by_n(frame: pd.DataFrame) -> pd.DataFrame:
     """For each panel and n: the fastest valid implementation, its time, and its lead over the
-    runner-up (runner-up time / fastest time)."""
+    runner-up (runner-up time / fastest time, round by round) with its interval; `tied` when
+    that interval holds 1 (the run cannot tell the two apart)."""
     rows = []
     for key, group in valid_rows(frame).groupby([*PANEL, "n"], sort=True):
         ranked = group.sort_values("median_s")
         first = ranked.iloc[0]
         second = ranked.iloc[1] if len(ranked) > 1 else None
+        lead = _lead(first, second)
         rows.append(
             {
                 **dict(zip([*PANEL, "n"], key, strict=True)),
                 "fastest": first["impl"],
                 "median_s": first["median_s"],
                 "runner_up": None if second is None else second["impl"],
-                "lead": None if second is None else second["median_s"] / first["median_s"],
+                "lead": None if lead is None else lead.value,
+                "lead_low": None if lead is None else lead.low,
+                "lead_high": None if lead is None else lead.high,
+                "tied": lead is not None and lead.low <= 1,
             }
         )
-    return pd.DataFrame(rows, columns=[*PANEL, "n", "fastest", "median_s", "runner_up", "lead"])
+    columns = [*PANEL, "n", "fastest", "median_s", "runner_up", "lead", "lead_low", "lead_high"]
+    return pd.DataFrame(rows, columns=[*columns, "tied"])
+
+
+def _lead(first, second) -> stats.Interval | None:
+    """The runner-up's time over the fastest's, paired by round when both have their rounds."""
+    if second is None:
+        return None
+    rounds_a, rounds_b = first.get("round_medians_s"), second.get("round_medians_s")
+    if isinstance(rounds_a, list) and isinstance(rounds_b, list) and len(rounds_a) == len(rounds_b):
+        return stats.paired_ratio(rounds_b, rounds_a)
+    value = second["median_s"] / first["median_s"]
+    return stats.Interval(value, value, value)  # an older run: no rounds to pair
 
 
 def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
@@ -149,17 +169,48 @@ def causal_speedups(frame: pd.DataFrame) -> pd.DataFrame:
     return both.sort_values(["machine", "dtype", "d", "impl", "n"]).reset_index(drop=True)
 
 
-def unstable_cases(frame: pd.DataFrame) -> pd.DataFrame:
-    """Measured cases whose median is not to be trusted alone: wide spread, or rounds that
-    disagree (the machine changed speed while the shape's implementations took turns)."""
-    shaky = valid_rows(frame)
-    shaky = shaky[shaky["unstable"].eq(True)].sort_values(["machine", "dtype", "d", "n", "impl"])
-    out = shaky.assign(iqr_fraction=shaky["iqr_s"] / shaky["median_s"])
+def unstable_cases(frame: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """Measured cases whose stated figures are not to be trusted alone: the median's interval
+    (from the rounds) or the ratio's to the baseline spans more than UNSTABLE_WIDTH of it."""
+    ok = valid_rows(frame)
+    ok = ok.assign(
+        median_width=(ok["median_high_s"] - ok["median_low_s"]) / ok["median_s"]
+        if "median_low_s" in ok
+        else float("nan")
+    )
+    if baseline is not None:
+        ratios = paired_ratios(frame, baseline)
+        ratios["ratio_width"] = (ratios["ratio_high"] - ratios["ratio_low"]) / ratios["ratio"]
+        keys = ["machine", "impl", "dtype", "d", "n", "batch", "heads", "causal"]
+        ok = ok.merge(ratios[[*keys, "ratio_width"]], on=keys, how="left")
+    else:
+        ok = ok.assign(ratio_width=float("nan"))
+    shaky = ok[
+        ok["unstable"].eq(True)
+        | (ok["median_width"] > UNSTABLE_WIDTH)
+        | (ok["ratio_width"] > UNSTABLE_WIDTH)
+    ].sort_values(["machine", "dtype", "d", "n", "impl"])
     columns = [
         *["machine", "impl", "dtype", "d", "n", "causal"],
-        *["median_s", "iqr_fraction", "round_spread"],
+        *["median_s", "median_width", "ratio_width", "round_spread"],
     ]
-    return out[columns].reset_index(drop=True)
+    return shaky[columns].reset_index(drop=True)
+
+
+def ratio_table(ratios: pd.DataFrame, dtype: str, d: int) -> pd.DataFrame:
+    """Time over the baseline's with its interval, n by implementation; tied cells say so."""
+    panel = ratios[(ratios["dtype"] == dtype) & (ratios["d"] == d)]
+    several = panel["machine"].nunique() > 1
+    cells = panel.assign(
+        cell=[
+            format_ratio(r.ratio, r.ratio_low, r.ratio_high)
+            + (" tied" if r.relation == "tied" else "")
+            for r in panel.itertuples()
+        ],
+        column=panel["impl"] + " @ " + panel["machine"] if several else panel["impl"],
+    )
+    table = cells.pivot_table(index="n", columns="column", values="cell", aggfunc="last")
+    return table.reset_index().rename_axis(columns=None).fillna("")
 
 
 # --------------------------------------------------------------------------- display
@@ -211,24 +262,52 @@ def time_table(frame: pd.DataFrame, dtype: str, d: int) -> pd.DataFrame:
     return table.reset_index().rename_axis(columns=None).fillna("")
 
 
-def findings(frame: pd.DataFrame, several: bool) -> list[str]:
-    """Sentences computed from the data: who wins at the largest n, crossovers, peak fraction."""
+def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) -> list[str]:
+    """Sentences computed from the data: who wins at the largest n (or ties), ratios to the
+    baseline with their intervals, crossovers, peak fraction, unstable cases."""
     lines = []
     fastest = fastest_by_n(frame)
     for _, group in fastest.groupby(PANEL, sort=True):
         last = group.sort_values("n").iloc[-1]
-        sentence = (
-            f"{_panel_name(last, several)}: at the largest valid n = {last['n']}, "
-            f"{last['fastest']} is fastest ({format_seconds(last['median_s'])} per call)"
+        where = f"{_panel_name(last, several)}: at the largest valid n = {last['n']}, "
+        interval = (
+            f"[{last['lead_low']:.3g}, {last['lead_high']:.3g}]"
+            if pd.notna(last["runner_up"])
+            else ""
         )
-        if pd.notna(last["runner_up"]):
-            sentence += f", {last['lead']:.3g}× faster than {last['runner_up']}"
-        winners = group["fastest"].unique()
-        if len(winners) == 1:
+        if last["tied"]:
+            sentence = (
+                f"{where}{last['fastest']} and {last['runner_up']} are tied "
+                f"({last['runner_up']} / {last['fastest']} = {last['lead']:.3g}× {interval}, "
+                "95% interval over rounds)"
+            )
+        else:
+            sentence = (
+                f"{where}{last['fastest']} is fastest ({format_seconds(last['median_s'])} per call)"
+            )
+            if pd.notna(last["runner_up"]):
+                sentence += f", {last['lead']:.3g}× {interval} faster than {last['runner_up']}"
+        winners = group.loc[~group["tied"].astype(bool), "fastest"].unique()
+        if len(winners) == 1 and winners[0] == last["fastest"] and not last["tied"]:
+            ties = int(group["tied"].sum())
             sentence += (
                 f"; it is fastest at every measured n ({group['n'].min()}–{group['n'].max()})"
+                + (f" where the order is clear ({ties} tied)" if ties else "")
             )
         lines.append(sentence + ".")
+    if baseline is not None:
+        ratios = paired_ratios(frame, baseline)
+        for _, panel in ratios.groupby(PANEL, sort=True):
+            last = panel[panel["n"] == panel["n"].max()]
+            lines.append(
+                f"{_panel_name(last.iloc[0], several)}, n = {last['n'].iloc[0]}, time over "
+                f"{baseline}'s (95% interval; below 1 is faster): "
+                + ", ".join(
+                    f"{r.impl} {format_ratio(r.ratio, r.ratio_low, r.ratio_high)} {r.relation}"
+                    for r in last.itertuples()
+                )
+                + "."
+            )
     cross = crossovers(frame)
     lasting = cross["lasting"].astype(bool)
     for _, row in cross[lasting].iterrows():
@@ -265,11 +344,12 @@ def findings(frame: pd.DataFrame, several: bool) -> list[str]:
             + ", ".join(f"{r.impl} {r.speedup:.2f}×" for r in largest.itertuples())
             + " faster than the full mask (about 2× is the aim: half the work)."
         )
-    shaky = len(unstable_cases(frame))
+    shaky = len(unstable_cases(frame, baseline))
     if shaky:
         lines.append(
-            f"{shaky} measured cases are unstable (listed at the end): their samples spread "
-            "widely or their rounds disagree; read their ratios with care, or measure them again."
+            f"{shaky} measured cases are unstable (listed at the end): the interval of their "
+            f"median or of their ratio to {baseline} spans more than {UNSTABLE_WIDTH:.0%} of it; "
+            "read them with care, or measure them again with more rounds (--ci)."
         )
     counts = frame["status"].value_counts()
     bad = {s: int(counts.get(s, 0)) for s in ("skipped", "failed", "disagrees")}
@@ -313,6 +393,7 @@ def machine_table(meta: dict) -> pd.DataFrame:
         + (f" in {settings['rounds']} interleaved rounds" if "rounds" in settings else "")
         + f", budget {settings.get('budget_s')} s per call, "
         f"at least {settings.get('min_samples')} samples",
+        "method": "; ".join(f"{k}: {v}" for k, v in meta.get("method", {}).items() if v),
         "versions": versions,
         "git": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}",
         "command": meta.get("command"),
@@ -321,21 +402,53 @@ def machine_table(meta: dict) -> pd.DataFrame:
     return pd.DataFrame({"": list(items), "value": [str(v) for v in items.values()]})
 
 
-def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[tuple]:
+def build_report(
+    runs: Runs, figure_paths: dict[str, Path], title: str, baseline: str | None = None
+) -> list[tuple]:
     """The report as blocks: ("h", level, text), ("p", text), ("ul", items),
     ("table", DataFrame), ("img", png path, caption)."""
     frame, several = runs.frame, runs.several
     blocks: list[tuple] = [("h", 1, title)]
     for label, meta in runs.metas.items():
         blocks += [("h", 2, f"Machine and settings ({label})"), ("table", machine_table(meta))]
-    blocks += [("h", 2, "Findings"), ("ul", findings(frame, several))]
+    blocks += [("h", 2, "Findings"), ("ul", findings(frame, several, baseline))]
 
-    fastest = fastest_by_n(frame).assign(
-        median_s=lambda t: t["median_s"].map(format_seconds),
-        lead=lambda t: t["lead"].map(lambda v: _number(v, ".3g", "×")),
-        runner_up=lambda t: t["runner_up"].fillna(""),
+    fastest = (
+        fastest_by_n(frame)
+        .assign(
+            median_s=lambda t: t["median_s"].map(format_seconds),
+            lead=lambda t: [
+                "" if pd.isna(r.lead) else format_ratio(r.lead, r.lead_low, r.lead_high)
+                for r in t.itertuples()
+            ],
+            runner_up=lambda t: t["runner_up"].fillna(""),
+        )
+        .drop(columns=["lead_low", "lead_high"])
     )
-    blocks += [("h", 3, "Fastest implementation at each n"), ("table", _shown(fastest, several))]
+    blocks += [
+        ("h", 3, "Fastest implementation at each n"),
+        (
+            "p",
+            "lead: the runner-up's time over the fastest's, round by round, with its 95% "
+            "interval; tied where that interval holds 1.",
+        ),
+        ("table", _shown(fastest, several)),
+    ]
+    ratios = paired_ratios(frame, baseline) if baseline is not None else pd.DataFrame()
+    if not ratios.empty:
+        blocks += [
+            ("h", 3, f"Time over {baseline}'s, with 95% intervals"),
+            (
+                "p",
+                f"Each implementation's median time over {baseline}'s in the same round (they "
+                "took turns), the median of those ratios over the rounds, and its 95% interval "
+                "from resampling whole rounds; below 1 is faster, and tied where the interval "
+                "holds 1.",
+            ),
+        ]
+        for dtype in sorted(ratios["dtype"].unique()):
+            for d in sorted(ratios.loc[ratios["dtype"] == dtype, "d"].unique()):
+                blocks += [("h", 4, f"{dtype}, d = {d}"), ("table", ratio_table(ratios, dtype, d))]
     cross = crossovers(frame).assign(n_cross=lambda t: t["n_cross"].map(lambda v: f"{v:.0f}"))
     blocks += [
         ("h", 3, "Crossovers"),
@@ -389,11 +502,9 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
                 (
                     "p",
                     "Each fraction divides by the peak beside it (gemm_gflops): the median rate "
-                    f"of the {PEAK_SIZE}³ matrix products measured beside the shape "
-                    f"({PEAK_REPEATS} before each of its rounds) when it has at least "
-                    f"{PEAK_ALONGSIDE_MIN_FLOPS / 1e9:g} GFLOP, of those at the start of the run "
-                    "otherwise. A median, as the times are; the fastest product is "
-                    "gemm_best_gflops.",
+                    "of the matrix products measured before each of the shape's rounds (runs "
+                    "before schema 2: beside shapes of at least 0.25 GFLOP, else at the start). "
+                    "A median, as the times are; the fastest product is gemm_best_gflops.",
                 )
             )
         elif frame["gemm_gflops"].notna().any():  # runs from before the column: the start's
@@ -401,8 +512,8 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
                 (
                     "p",
                     "Each fraction divides by the peak beside it (gemm_gflops): this run took "
-                    f"the best of the {PEAK_SIZE}³ matrix products measured beside its large "
-                    "shapes (runs since take their median), the start-of-run peak for the rest.",
+                    "the best of the matrix products measured beside its large shapes (runs "
+                    "since take their median), the start-of-run peak for the rest.",
                 )
             )
         blocks.append(("table", peak))
@@ -421,9 +532,10 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
         caption = FIGURE_CAPTIONS[next(k for k in FIGURE_CAPTIONS if stem.startswith(k))]
         blocks.append(("img", path, f"{stem}: {caption}"))
 
-    shaky = unstable_cases(frame).assign(
+    shaky = unstable_cases(frame, baseline).assign(
         median_s=lambda t: t["median_s"].map(format_seconds),
-        iqr_fraction=lambda t: t["iqr_fraction"].map(lambda v: _number(v, ".0%")),
+        median_width=lambda t: t["median_width"].map(lambda v: _number(v, ".0%")),
+        ratio_width=lambda t: t["ratio_width"].map(lambda v: _number(v, ".0%")),
         round_spread=lambda t: t["round_spread"].map(lambda v: _number(v, ".2f")),
     )
     if not several:
@@ -435,10 +547,10 @@ def build_report(runs: Runs, figure_paths: dict[str, Path], title: str) -> list[
             ("h", 2, "Unstable cases"),
             (
                 "p",
-                "Measured, but their interquartile range exceeds 10% of the median (the samples "
-                "spread widely), or the slowest of their rounds (taken in turns with the other "
-                "implementations) has a median over 1.2× the fastest's (the machine changed "
-                "speed during the case).",
+                "Measured, but the 95% interval of their median (median_width: its span over "
+                f"the median) or of their ratio to {baseline} (ratio_width) spans more than "
+                f"{UNSTABLE_WIDTH:.0%}: the rounds, each in fresh processes, disagree. "
+                "round_spread is the slowest round's median over the fastest's.",
             ),
             ("table", shaky),
         ]
@@ -528,10 +640,12 @@ def write_report(
     directory = Path(path)
     runs = plotting.load_runs([directory])
     built, notes = plotting.figures(runs, baseline, n_fixed)
+    baseline = baseline or default_baseline(runs.frame, runs.metas)
     pngs = {}
     for stem, fig in built.items():
         pngs[stem] = plotting.save_figure(fig, directory, stem)[0]
-    blocks = build_report(runs, pngs, f"attnbench report: {directory.resolve().name}")
+    title = f"attnbench report: {directory.resolve().name}"
+    blocks = build_report(runs, pngs, title, baseline)
     if notes:
         blocks.insert(1, ("ul", notes))
     md, page = directory / "report.md", directory / "report.html"

@@ -13,13 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
-CUDA_TIMER = "cuda events"  # the timer of GPU rows: the peak fraction (a CPU's) does not apply
+from harness.timing import CUDA_TIMER  # noqa: F401 - the value of the timer column for GPU rows
+
+SCHEMA_VERSION = 2  # 2: rounds in fresh workers, intervals, ratios, drift-normalised rounds
 CASE_COLUMNS = ["impl", "n", "d", "dtype", "batch", "heads", "causal"]
 COLUMNS = [
     *CASE_COLUMNS,
     "status",  # ok, skipped, failed, disagrees
     "median_s",
+    "median_low_s",  # the median's 95% interval, resampling whole rounds (harness/stats.py)
+    "median_high_s",
+    "baseline",  # the implementation `ratio` is to
+    "ratio",  # median over rounds of time / the baseline's time in the same round
+    "ratio_low",  # its 95% interval
+    "ratio_high",
+    "normalised",  # median over rounds of time x the round's reference rate (drift removed)
+    "drift_reference",  # gemm or stream: the reference workload that rate is of
     "iqr_s",
     "min_s",
     "mean_s",
@@ -27,7 +36,7 @@ COLUMNS = [
     "samples",
     "inner_repeats",
     "rounds",  # the samples came in this many rounds, interleaved with the other implementations
-    "unstable",  # IQR over 10% of the median, or round_spread over 1.2
+    "unstable",  # the median's interval spans more than 20% of it
     "round_spread",  # the slowest round's median / the fastest's (harness/timing.py)
     "timer",  # perf_counter, or CUDA_TIMER for GPU rows
     "first_call_s",
@@ -106,7 +115,7 @@ class RunDir:
             )
         if version < 1:
             raise RunDirError(f"{self.meta_path}: schema version {version} is not supported")
-        return meta
+        return migrate(meta)
 
     def append(self, row: dict) -> None:
         """One line per case, flushed to disk at once: a crash loses nothing measured."""
@@ -161,6 +170,25 @@ class RunDir:
         tidy = frame[COLUMNS].astype({c: "Int64" for c in INTEGER_COLUMNS})
         tidy.to_csv(self.csv, index=False)
         return frame
+
+
+def migrate(meta: dict) -> dict:
+    """A schema-1 run (rounds in one worker per implementation, no intervals, no reference
+    workload per round) read as schema 2: its method says so, and what it lacks stays absent."""
+    if meta["schema_version"] >= 2:
+        return meta
+    return {
+        **meta,
+        "schema_version": SCHEMA_VERSION,
+        "migrated_from": meta["schema_version"],
+        "method": {
+            "rounds": meta.get("settings", {}).get("rounds"),
+            "round_process": "one worker per implementation for the whole sweep",
+            "statistic": "median",
+            "interval": None,
+            "references": {},
+        },
+    }
 
 
 def _json_default(value):

@@ -13,7 +13,7 @@ from harness import machine
 from harness.config import SweepConfig, apply
 from harness.options import UsageError, resolve_impls
 from harness.results import RunDir, RunDirError
-from harness.sweep import run_sweep
+from harness.sweep import method, resolve_baseline, run_sweep
 
 
 def implementation_names(config: SweepConfig) -> list[str]:
@@ -52,6 +52,12 @@ def resume_config(run: RunDir, given: dict, config_file_values: dict) -> tuple[S
         meta = run.meta()
     except RunDirError as exc:
         raise UsageError(f"--resume: {exc}") from None
+    if "migrated_from" in meta:
+        raise UsageError(
+            f"--resume: {run.path} was measured by an older attnbench (schema "
+            f"{meta['migrated_from']}, another method); start a new run with its settings: "
+            f"{meta.get('command', 'attnbench run ...')}"
+        )
     for key, kind in (("settings", dict), ("impls", list)):
         if not isinstance(meta.get(key), kind):
             raise UsageError(f"--resume: {run.meta_path}: no {key!r} recorded; cannot resume")
@@ -94,6 +100,7 @@ def run_command(config: SweepConfig, resume: str | None, given: dict, config_val
             "blas": machine.blas_info(),  # as loaded here; each worker's is under "threading"
             "threads": config.threads,
             "git": machine.git_state(project),
+            "method": method(config, resolve_baseline(config, names)),
             "command": shlex.join(sys.argv),
             "started": datetime.now(timezone.utc).isoformat(),
             "ended": None,

@@ -1,12 +1,18 @@
-"""The sweep: every case of the grid, each in its implementation's worker, results kept at once.
+"""The sweep: every case of the grid, in rounds of fresh worker processes, results kept at once.
 
-Order: dtype, d, n ascending, and the implementations of one shape side by side, each in its own
-worker kept for the whole sweep, their samples taken in `rounds` interleaved rounds (A B C A B C
-...). So implementations are compared on the same seconds of the machine: a shared machine's
-speed drifts by 10-20% between minutes and within them, and ratios taken from cases measured
-one after another drifted as much. Each case's time can still be predicted from the same
-implementation's smaller cases measured before it: a case predicted over budget is skipped with
-its prediction instead of burning minutes.
+Order: dtype, d, n ascending. The implementations of one shape are measured side by side in
+`rounds` rounds (A B C, A B C, ...), each round of each implementation in a fresh worker process
+(as asv and pyperf do), after the reference workloads of that round (matrix products, streaming
+reads) in a probe worker. So:
+- a ratio is formed round by round, from the same seconds of the machine, and its interval
+  comes from resampling whole rounds (harness/stats.py);
+- what varies from process to process (allocation, alignment, thread placement) varies from
+  round to round, and is inside that interval;
+- each case's time is also expressed in units of the round's reference workload
+  (`round_normalised`), which drifts with the machine, so that runs taken at different speeds
+  can be compared (`attnbench compare`).
+A case's time can be predicted from the same implementation's smaller cases measured before it:
+a case predicted over budget is skipped with its prediction instead of burning minutes.
 """
 
 from __future__ import annotations
@@ -21,26 +27,25 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import numpy as np
+
 import impls
+from harness import stats
 from harness.cases import Case
 from harness.config import SweepConfig
-from harness.results import CASE_COLUMNS, CUDA_TIMER, RunDir
-from harness.timing import SamplingPlan
-from harness.worker import ROUND_DONE, Worker, WorkerLost
+from harness.results import CASE_COLUMNS, RunDir
+from harness.timing import CUDA_TIMER, SamplingPlan, round_spread, summarize
+from harness.worker import Worker, WorkerLost
 
 DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise
-# The CPU matrix-product peak is the median rate of PEAK_SIZE^3 products, as every other
-# figure of a sweep is a median: a best-of peak would set a kernel's typical speed against the
-# product's luckiest, and fall with every extra product measured. CPU shapes of at least
-# PEAK_ALONGSIDE_MIN_FLOPS get it measured alongside: PEAK_REPEATS products before each of
-# their rounds, in a worker of its own. A machine's speed drifts by 10-20% within minutes (and
-# a VM's swings in phases), so the peak measured at the start of a long sweep is not the peak
-# at the time of its large cases. Smaller shapes, far from the peak anyway, use the start's.
-PEAK_ALONGSIDE_MIN_FLOPS = 2.5e8  # full mask: n = 1024, d = 64 and up, the shapes near the peak
+# The reference workloads measured before every round of every shape, in a worker of its own:
+# PEAK_REPEATS products of PEAK_SIZE^3 (their median is also the CPU peak a case's
+# peak_fraction divides by: a median, as the times are) and as many streaming reads.
 PEAK_SIZE = 2048
-PEAK_REPEATS = 3  # products per round; the start and the end of a run take START_PEAK_REPEATS
-START_PEAK_REPEATS = 5
-PEAK_WORKER = "(matrix-product peak)"  # its key among the workers: no implementation's name
+STREAM_BYTES = 64 << 20  # over the L2 of the machines seen, cheap to read (about 5 ms)
+PEAK_REPEATS = 3
+START_PEAK_REPEATS = 5  # the start and the end of a run: how far the machine drifted
+UNSTABLE_WIDTH = 0.2  # a median whose interval spans more than 20% of it is flagged unstable
 
 
 def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
@@ -141,8 +146,9 @@ def skip_reason(
 def derived(case: Case, row: dict, peak_rates: Sequence[float] = ()) -> dict:
     """FLOP rate, and its fraction of the measured peak: a CPU's, so only for CPU rows.
 
-    `peak_rates` are the matrix products measured alongside the case's shape, or else at the
-    start of the run: the peak is their median (`gemm_gflops`), their best is kept beside it.
+    `peak_rates` are the matrix products measured before the case's rounds (or, for a row
+    without rounds, at the start of the run): the peak is their median (`gemm_gflops`), their
+    best is kept beside it.
     """
     out = {"flops": case.flops, "score_matrix_bytes": case.score_matrix_bytes}
     if row.get("median_s"):
@@ -155,13 +161,80 @@ def derived(case: Case, row: dict, peak_rates: Sequence[float] = ()) -> dict:
     return out
 
 
-def wants_peak_alongside(case: Case) -> bool:
-    """A large case of a CPU implementation: its peak fraction deserves a peak of its minute."""
-    try:
-        on_cpu = impls.get(case.impl).device == "cpu"
-    except impls.UnknownImplementationError:
-        return False
-    return on_cpu and case.flops >= PEAK_ALONGSIDE_MIN_FLOPS
+def drift_reference(case: Case, balance_flops_per_byte: float) -> str:
+    """'gemm' for a compute-bound case, 'stream' for a memory-bound one: whichever reference
+    workload drifts as the case does. Attention reads q, k, v and writes the output once at
+    best; below the machine's balance (its GEMM rate over its streaming rate) it waits on
+    memory."""
+    itemsize = 4 if case.dtype == "float32" else 8
+    moved = 4 * case.batch * case.heads * case.n * case.d * itemsize
+    return "gemm" if case.flops / moved >= balance_flops_per_byte else "stream"
+
+
+def finish_case(first: dict, rounds_s: list[list[float]], probes: list[dict], reference: str):
+    """The row's figures from its rounds: pooled statistics, the median's interval from
+    resampling whole rounds, and each round in units of that round's reference workload."""
+    samples = [s for round_s in rounds_s for s in round_s]
+    pooled = summarize(samples)
+    interval = stats.pooled_median(rounds_s)
+    round_medians_s = [float(np.median(r)) for r in rounds_s]
+    rates = [statistics.median(p["gemm_rates" if reference == "gemm" else "stream_gbps"])
+             for p in probes]  # fmt: skip
+    normalised = [t * rate for t, rate in zip(round_medians_s, rates, strict=True)]
+    row = {k: v for k, v in first.items() if k != "round_samples_s"}
+    row.update(
+        median_s=pooled.median_s,
+        median_low_s=interval.low,
+        median_high_s=interval.high,
+        iqr_s=pooled.iqr_s,
+        min_s=pooled.min_s,
+        mean_s=pooled.mean_s,
+        max_s=pooled.max_s,
+        samples=pooled.samples,
+        rounds=len(rounds_s),
+        round_medians_s=round_medians_s,
+        round_spread=round_spread(round_medians_s),
+        unstable=(interval.high - interval.low) > UNSTABLE_WIDTH * interval.value,
+        samples_s=samples,
+        drift_reference=reference,
+        round_reference_rates=rates,
+        round_normalised=normalised,
+        normalised=float(np.median(normalised)),
+    )
+    return row
+
+
+def ratio_fields(rows: dict[Case, dict], baseline: str) -> dict[Case, dict]:
+    """Each case's time over the baseline's, round by round, with its interval."""
+    base = next((row for case, row in rows.items() if case.impl == baseline), None)
+    if base is None:
+        return {}
+    out = {}
+    for case, row in rows.items():
+        ratio = stats.paired_ratio(row["round_medians_s"], base["round_medians_s"])
+        out[case] = {
+            "baseline": baseline,
+            "ratio": ratio.value,
+            "ratio_low": ratio.low,
+            "ratio_high": ratio.high,
+        }
+    return out
+
+
+def precise_enough(rows: dict[Case, dict], baseline: str, ci: float) -> bool:
+    """--ci: every ratio's interval within +-ci of it (each time's, without a baseline)."""
+    for case, fields in ratio_fields(rows, baseline).items():
+        if case.impl == baseline:
+            continue
+        value, low, high = fields["ratio"], fields["ratio_low"], fields["ratio_high"]
+        if max(high / value - 1, 1 - low / value) > ci:
+            return False
+    if not any(case.impl == baseline for case in rows):
+        for row in rows.values():
+            if max(row["median_high_s"] / row["median_s"] - 1,
+                   1 - row["median_low_s"] / row["median_s"]) > ci:  # fmt: skip
+                return False
+    return True
 
 
 class Progress:
@@ -227,20 +300,110 @@ def summary(row: dict) -> str:
     return f"{row['status']}: {row.get('note', '')}"
 
 
-def measure_gemm(config: SweepConfig) -> dict[str, list[float]]:
-    """GFLOP/s of each of START_PEAK_REPEATS matrix products per dtype, in a worker with the
-    sweep's threads."""
+def start_probe(config: SweepConfig, repeats: int) -> dict[str, dict]:
+    """The reference workloads per dtype, in a worker with the sweep's threads."""
     helper = Worker(config.threads)
     try:
         return {
-            dtype: helper.gemm_rates(dtype, PEAK_SIZE, START_PEAK_REPEATS) for dtype in config.dtype
+            dtype: helper.probe(dtype, PEAK_SIZE, repeats, STREAM_BYTES) for dtype in config.dtype
         }
     finally:
         helper.close()
 
 
-def peak_summary(rates: dict[str, list[float]]) -> dict[str, float]:
-    return {dtype: statistics.median(values) for dtype, values in rates.items()}
+def peak_summary(probes: dict[str, dict]) -> dict[str, float]:
+    return {dtype: statistics.median(p["gemm_rates"]) for dtype, p in probes.items()}
+
+
+@dataclass
+class Workers:
+    """The sweep's processes: a fresh one for every round of every case, and the probe."""
+
+    threads: int
+    timeout_s: float
+    current: Worker | None = None
+    probe_worker: Worker | None = None
+
+    def round(self, case: Case, plan: SamplingPlan, config: SweepConfig, inner: int | None):
+        """One round of `case` in a new worker, killed afterwards (it holds nothing worth a
+        clean exit, and an exit's teardown would take CPU from the next worker's samples).
+        A lost worker fails the case."""
+        try:
+            self.current = Worker(self.threads)
+            return self.current.measure(
+                case, plan, config.budget_s, config.seed, self.timeout_s, inner
+            )
+        except WorkerLost as lost:
+            return {"status": "failed", "note": str(lost), "worker_lost": True}
+        finally:
+            if self.current is not None:
+                self.current.kill()
+                self.current = None
+
+    def probe(self, dtype: str) -> dict | None:
+        """The round's reference workloads; None if the probe worker was lost (the round then
+        has no reference, and the shape falls back to the run's start)."""
+        try:
+            if self.probe_worker is None:
+                self.probe_worker = Worker(self.threads)
+            return self.probe_worker.probe(dtype, PEAK_SIZE, PEAK_REPEATS, STREAM_BYTES)
+        except WorkerLost:
+            self.probe_worker = None
+            return None
+
+    def kill(self) -> None:
+        for worker in (self.current, self.probe_worker):
+            if worker is not None:
+                worker.kill()
+
+    def close(self) -> None:
+        if self.probe_worker is not None:
+            self.probe_worker.close()
+
+
+@dataclass
+class ShapeRounds:
+    """The cases of one shape being measured round by round."""
+
+    first: dict[Case, dict] = field(default_factory=dict)  # the first round's row, per case
+    rounds_s: dict[Case, list[list[float]]] = field(default_factory=dict)
+    probes: list[dict] = field(default_factory=list)  # per round
+
+    def rows(self, start_probe: dict, balance: float) -> dict[Case, dict]:
+        probes = [p or start_probe for p in self.probes]
+        return {
+            case: finish_case(
+                self.first[case], self.rounds_s[case], probes, drift_reference(case, balance)
+            )
+            for case in self.first
+        }
+
+
+def method(config: SweepConfig, baseline: str) -> dict:
+    """How this run measures, recorded in meta.json: compare warns when two runs differ in it."""
+    return {
+        "rounds": config.rounds,
+        "ci": config.ci,
+        "max_rounds": config.max_rounds,
+        "round_process": "fresh worker per round of each case",
+        "order": "a shape's implementations take turns within each round",
+        "statistic": "median",
+        "interval": f"{stats.CONFIDENCE:.0%} percentile bootstrap over whole rounds (exact up "
+        f"to {stats.EXACT_MAX_ROUNDS} rounds, else {stats.MONTE_CARLO_RESAMPLES} resamples)",
+        "unstable": f"the median's interval spans more than {UNSTABLE_WIDTH:.0%} of it",
+        "baseline": baseline,
+        "references": {
+            "gemm": f"{PEAK_REPEATS} products of {PEAK_SIZE}^3 before each round, median",
+            "stream": f"{PEAK_REPEATS} streaming reads of {STREAM_BYTES >> 20} MiB before each "
+            "round, median",
+        },
+    }
+
+
+def resolve_baseline(config: SweepConfig, names: Sequence[str]) -> str:
+    if config.baseline:
+        return config.baseline
+    return "torch_sdpa" if "torch_sdpa" in names else "numpy"
 
 
 def run_sweep(
@@ -261,104 +424,89 @@ def run_sweep(
     cases = [c for c in plan_cases(config, names) if c.key not in done_keys]
     plan = SamplingPlan(
         config.min_sample_s, config.target_s, config.min_samples, config.max_samples
-    )
-    gemm = meta.setdefault("gemm_peak_rates", {})  # the start-of-run products, per dtype
-    for dtype, peak in meta.get("gemm_peak_gflops", {}).items():  # a run from before the rates
-        gemm.setdefault(dtype, [peak])  # keeps the peak its first rows were divided by
+    ).per_round(config.rounds)
+    baseline = resolve_baseline(config, names)
     written: list[dict] = []
     progress = progress_factory(len(cases))
-    workers: dict[str, Worker] = {}  # one per implementation, started at its first case
+    workers = Workers(config.threads, config.case_timeout_s)
 
-    def ask(case: Case, first_round: bool) -> dict:
-        """A round of `case` in its worker: ROUND_DONE or the row; a lost worker fails it."""
-        try:
-            if case.impl not in workers:
-                workers[case.impl] = Worker(config.threads)
-            worker = workers[case.impl]
-            if first_round:
-                reply = worker.measure(
-                    case, plan, config.budget_s, config.seed, config.case_timeout_s, config.rounds
-                )
-            else:
-                reply = worker.next_round(config.case_timeout_s)
-        except WorkerLost as lost:
-            workers.pop(case.impl, None)
-            return {"status": "failed", "note": str(lost), "worker_lost": True}
-        if "threading" in reply:
-            meta.setdefault("threading", {})[case.impl] = reply.pop("threading")
-        return reply
-
-    def peak_alongside(round_cases: list[Case], peaks: list[float]) -> bool:
-        """Before a round of cases about to run: if one is a large CPU case, PEAK_REPEATS
-        matrix products, the peak of that moment. Returns whether it measured.
-
-        A lost probe worker only costs the shape its local peak (the start-of-run one serves).
-        """
-        if not any(wants_peak_alongside(case) for case in round_cases):
-            return False
-        try:
-            if PEAK_WORKER not in workers:
-                workers[PEAK_WORKER] = Worker(config.threads)
-            probe = workers[PEAK_WORKER]
-            peaks.extend(probe.gemm_rates(round_cases[0].dtype, PEAK_SIZE, PEAK_REPEATS))
-        except WorkerLost:
-            workers.pop(PEAK_WORKER, None)
-        return True
-
-    def record(case: Case, reply: dict, predicted: float | None, peaks: list[float]) -> None:
+    def record(case: Case, row: dict, predicted: float | None, peaks: Sequence[float]) -> None:
         row = {
             **case.to_dict(),
-            **reply,
-            **derived(case, reply, peaks or gemm.get(case.dtype, ())),
+            **row,
+            **derived(case, row, peaks),
             "predicted_s": predicted,
             "measured_at": datetime.now(timezone.utc).isoformat(),
         }
+        if "threading" in row:
+            meta.setdefault("threading", {})[case.impl] = row.pop("threading")
         run.append(row)
         state.record(case, row)
         written.append(row)
         progress.finish(case, row)
 
     try:
-        if cases and any(dtype not in gemm for dtype in config.dtype):
-            meta["gemm_peak_rates"] = gemm = {**measure_gemm(config), **gemm}
-            meta["gemm_peak_gflops"] = peak_summary(gemm)
+        if cases and any(dtype not in meta.get("probe_start", {}) for dtype in config.dtype):
+            meta["probe_start"] = {**start_probe(config, START_PEAK_REPEATS),
+                                   **meta.get("probe_start", {})}  # fmt: skip
+            meta["gemm_peak_gflops"] = peak_summary(meta["probe_start"])
             run.write_meta(meta)
         for _, shape in itertools.groupby(cases, key=shape_key):
-            pending: dict[Case, float | None] = {}  # measured in rounds, with their predictions
-            peaks: list[float] = []  # the matrix products measured before each round
-            probed = False  # in the first round: before the first case that runs
+            shape = list(shape)
+            start = meta["probe_start"][shape[0].dtype]
+            balance = statistics.median(start["gemm_rates"]) / statistics.median(
+                start["stream_gbps"]
+            )
+            measured = ShapeRounds()
+            predicted: dict[Case, float | None] = {}
+            active = []
             for case in shape:
-                progress.start(case)
                 remaining = config.sweep_budget_s - (time.monotonic() - started)
-                reason, predicted = skip_reason(case, config, state, remaining)
-                if reason is not None:
-                    reply = {"status": "skipped", "note": reason}
+                reason, predicted[case] = skip_reason(case, config, state, remaining)
+                if reason is None:
+                    active.append(case)
                 else:
-                    probed = probed or peak_alongside([case], peaks)
-                    reply = ask(case, first_round=True)
-                if reply == ROUND_DONE:
-                    pending[case] = predicted
-                else:
-                    record(case, reply, predicted, peaks)
-            for _ in range(config.rounds - 1):  # the other rounds, implementation by implementation
-                peak_alongside(list(pending), peaks)
-                for case, predicted in list(pending.items()):
                     progress.start(case)
-                    reply = ask(case, first_round=False)
-                    if reply != ROUND_DONE:
-                        del pending[case]
-                        record(case, reply, predicted, peaks)
-        if cases:  # the peak again: how far the machine's speed drifted during the sweep
-            meta["gemm_peak_end_rates"] = measure_gemm(config)
-            meta["gemm_peak_end_gflops"] = peak_summary(meta["gemm_peak_end_rates"])
+                    record(case, {"status": "skipped", "note": reason}, predicted[case], ())
+            while active:
+                n_round = len(measured.probes)
+                if n_round >= config.rounds:
+                    if not config.ci or n_round >= config.max_rounds:
+                        break
+                    if precise_enough(measured.rows(start, balance), baseline, config.ci):
+                        break
+                    if time.monotonic() - started > config.sweep_budget_s:
+                        break
+                measured.probes.append(workers.probe(shape[0].dtype))
+                for case in list(active):
+                    progress.start(case)
+                    inner = measured.first[case]["inner_repeats"] if n_round else None
+                    reply = workers.round(case, plan, config, inner)
+                    if "round_samples_s" not in reply:  # skipped, failed, or never timed
+                        active.remove(case)
+                        failed = {**measured.first.pop(case, {}), **reply}
+                        measured.rounds_s.pop(case, None)
+                        if n_round:
+                            failed["note"] = f"round {n_round + 1}: {reply.get('note', '')}"
+                        record(case, failed, predicted[case], ())
+                        continue
+                    if not n_round:
+                        measured.first[case] = reply
+                    measured.rounds_s.setdefault(case, []).append(reply["round_samples_s"])
+            rows = measured.rows(start, balance)
+            ratios = ratio_fields(rows, baseline)
+            for case, row in rows.items():
+                peaks = [r for p in measured.probes if p for r in p["gemm_rates"]]
+                row.update(ratios.get(case, {}))
+                record(case, row, predicted[case], peaks or start["gemm_rates"])
+        if cases:  # the reference again: how far the machine's speed drifted during the sweep
+            meta["probe_end"] = start_probe(config, START_PEAK_REPEATS)
+            meta["gemm_peak_end_gflops"] = peak_summary(meta["probe_end"])
             run.write_meta(meta)
     except BaseException:  # interrupted: a worker may be mid-case, do not wait for it
-        for worker in workers.values():
-            worker.kill()
-        workers.clear()
+        workers.kill()
         raise
     finally:
-        for worker in workers.values():
-            worker.close()
+        workers.close()
         progress.close()
     return written

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-UNSTABLE_IQR_FRACTION = 0.10
-UNSTABLE_ROUND_SPREAD = 1.2
+CUDA_TIMER = "cuda events"  # the timer of GPU rows: the peak fraction (a CPU's) does not apply
 
 
 @dataclass(frozen=True)
@@ -28,16 +27,10 @@ class Stats:
     max_s: float
     samples: int
 
-    @property
-    def unstable(self) -> bool:
-        """The spread is too wide to trust the median: IQR above 10% of it."""
-        return self.iqr_s > UNSTABLE_IQR_FRACTION * self.median_s
-
 
 def round_spread(round_medians_s: list[float]) -> float:
-    """The slowest round's median over the fastest round's: the implementations of a shape take
-    turns between rounds, so above UNSTABLE_ROUND_SPREAD the machine changed speed during the
-    case (a slow episode), and the pooled median lies between two regimes."""
+    """The slowest round's median over the fastest round's (kept as a plain-number summary of
+    how far the rounds disagree; the interval is in harness/stats.py)."""
     return max(round_medians_s) / min(round_medians_s)
 
 
@@ -96,9 +89,11 @@ def take_samples(
     plan: SamplingPlan,
     warm_call_s: float,
     clock=time.perf_counter,
+    inner: int | None = None,
 ) -> tuple[list[float], int]:
-    """Seconds per call for each sample, and the calls per sample used."""
-    inner = inner_repeats(warm_call_s, plan.min_sample_s)
+    """Seconds per call for each sample, and the calls per sample used (`inner`, or enough
+    for a sample to last min_sample_s)."""
+    inner = inner or inner_repeats(warm_call_s, plan.min_sample_s)
     samples: list[float] = []
     start = clock()
     while len(samples) < plan.max_samples:

@@ -23,21 +23,26 @@ class WorkerLost(Exception):
     """The worker died or stopped answering; the message is the reason for the case's row."""
 
 
-ROUND_DONE = {"round_done": True}  # the answer to a round of samples that was not the last
-
-
 def serve(conn, threads: int) -> None:
-    """The worker's loop: set threads, then measure each case sent until told to stop.
+    """The worker's loop: set threads, then answer each request until told to stop.
 
-    A case measured in rounds stays prepared between them; `next_round` continues it.
+    Requests: a case's first round (`measure_case`), a later round (`measure_round`), or the
+    reference workloads (`probe`: matrix products and streaming reads).
     """
-    from harness.measure import gemm_rates, measure_case, set_threads, settle, threading_report
+    from harness.measure import (
+        gemm_rates,
+        measure_case,
+        measure_round,
+        set_threads,
+        settle,
+        stream_rates,
+        threading_report,
+    )
 
     # Ctrl-C reaches the whole process group: the main process decides, workers just end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(threads)
     conn.send({"pid": os.getpid()})
-    measuring = None  # the paused measurement of the current case
     while True:
         try:
             message = conn.recv()
@@ -45,30 +50,21 @@ def serve(conn, threads: int) -> None:
             return
         if message is None:
             return
-        if "gemm_dtype" in message:
-            rates = gemm_rates(message["gemm_dtype"], message["size"], message["repeats"])
-            settle()  # OpenBLAS's spinning pool would slow the next worker's samples
-            conn.send({"rates": rates})
-            continue
-        if "case" in message:
-            measuring = measure_case(
-                Case(**message["case"]),
-                SamplingPlan(**message["plan"]),
-                message["budget_s"],
-                message["seed"],
-                message["rounds"],
-            )
-        try:
-            next(measuring)
-            settle()  # quiet before the next worker's samples start
-        except StopIteration as finished:
-            settle()
-            measuring = None
-            row = finished.value
-            row["threading"] = threading_report()
-            conn.send(row)
+        if "probe_dtype" in message:
+            repeats = message["repeats"]
+            reply = {
+                "gemm_rates": gemm_rates(message["probe_dtype"], message["size"], repeats),
+                "stream_gbps": stream_rates(message["stream_bytes"], repeats),
+            }
         else:
-            conn.send(ROUND_DONE)
+            case, plan = Case(**message["case"]), SamplingPlan(**message["plan"])
+            if message["inner"] is None:
+                reply = measure_case(case, plan, message["budget_s"], message["seed"])
+                reply["threading"] = threading_report()
+            else:
+                reply = measure_round(case, plan, message["seed"], message["inner"])
+        settle()  # quiet before the next worker's samples start (OpenBLAS's pool spins)
+        conn.send(reply)
 
 
 def thread_environment(threads: int) -> dict[str, str]:
@@ -140,22 +136,20 @@ class Worker:
         budget_s: float,
         seed: int,
         timeout_s: float,
-        rounds: int = 1,
+        inner: int | None = None,
     ) -> dict:
-        """The case's row, or ROUND_DONE when `rounds` > 1: then call next_round."""
+        """One round of `case`: its first (inner None: compile, check, samples, memory) or a
+        later one, of samples of `inner` calls."""
         message = {"case": case.to_dict(), "plan": asdict(plan), "budget_s": budget_s}
-        self._send({**message, "seed": seed, "rounds": rounds})
+        self._send({**message, "seed": seed, "inner": inner})
         return self._receive(timeout_s)
 
-    def next_round(self, timeout_s: float) -> dict:
-        """The next round of samples of the case being measured: ROUND_DONE, or the row."""
-        self._send({"next_round": True})
-        return self._receive(timeout_s)
-
-    def gemm_rates(self, dtype: str, size: int = 2048, repeats: int = 5) -> list[float]:
-        """GFLOP/s of `repeats` size^3 matrix products in this worker, one each."""
-        self._send({"gemm_dtype": dtype, "size": size, "repeats": repeats})
-        return self._receive(STARTUP_TIMEOUT_S)["rates"]
+    def probe(self, dtype: str, size: int, repeats: int, stream_bytes: int) -> dict:
+        """The reference workloads in this worker: `gemm_rates` (GFLOP/s of size^3 products)
+        and `stream_gbps` (GB/s of streaming reads of stream_bytes), `repeats` of each."""
+        message = {"probe_dtype": dtype, "size": size, "repeats": repeats}
+        self._send({**message, "stream_bytes": stream_bytes})
+        return self._receive(STARTUP_TIMEOUT_S)
 
     def kill(self) -> None:
         if self.process.is_alive():

@@ -148,6 +148,10 @@ class Implementation:
         self.check_supported(args)
         return PreparedCall(self, args, self.module.prepare(args))
 
+    def module_has(self, hook: str) -> bool:
+        """Whether the module defines an optional hook (see the module docstring)."""
+        return self.module is not None and hasattr(self.module, hook)
+
     def release_workspace(self) -> None:
         """Free what the implementation keeps between calls (scratch buffers), if anything."""
         release = getattr(self.module, "release_workspace", None)

@@ -38,6 +38,16 @@ def simulator_limit_or_skip(impl: impls.Implementation, n: int, lead_size: int =
         )
 
 
+@pytest.fixture(autouse=True)
+def small_reference_workloads(monkeypatch):
+    """Sweeps in tests probe the machine with small products and reads: the rule is the same,
+    the seconds are not worth spending."""
+    from harness import sweep
+
+    monkeypatch.setattr(sweep, "PEAK_SIZE", 128)
+    monkeypatch.setattr(sweep, "STREAM_BYTES", 1 << 20)
+
+
 @pytest.fixture(params=impls.names())
 def impl(request) -> impls.Implementation:
     """Every registered implementation; unavailable ones skip with their reason."""

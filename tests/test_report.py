@@ -10,6 +10,7 @@ from test_plotting import NS, case_row, standard_rows, write_run
 
 from harness.cli import main
 from harness.plotting import figures, load_runs
+from harness.ratios import paired_ratios
 from harness.report import (
     best_peak_fraction,
     causal_speedups,
@@ -122,19 +123,49 @@ def test_problem_cases_keep_their_notes(frame):
     assert (disagree["impl"], disagree["cases"]) == ("fused", "n=1024 d=32")
 
 
-def test_unstable_cases_are_listed_with_their_spread(tmp_path):
-    rows = standard_rows()
-    shaky = next(r for r in rows if (r["impl"], r["n"], r["d"]) == ("numpy", 256, 64))
-    shaky.update(unstable=True, iqr_s=0.05 * shaky["median_s"], round_spread=1.5)
+def test_unstable_cases_are_judged_on_the_intervals_the_report_states(tmp_path):
+    """naive's rounds at n = 256, d = 64 disagree by half: its median's interval (and its
+    ratio's to numpy) spans 50%; every other case's rounds agree within 4%."""
+    rows = [r for r in standard_rows() if (r["impl"], r["n"], r["d"]) != ("naive", 256, 64)]
+    t = 1e-6 * 256 * 256 * 64
+    rows.append(case_row("naive", 256, 64, rounds_s=[[t], [1.5 * t], [t]]))
     run = write_run(tmp_path / "run", rows)
-    listed = unstable_cases(load_runs([run]).frame)
-    assert listed[["impl", "n", "d"]].values.tolist() == [["numpy", 256, 64]]
-    assert listed.loc[0, "round_spread"] == 1.5
-    assert listed.loc[0, "iqr_fraction"] == pytest.approx(0.05)
+    listed = unstable_cases(load_runs([run]).frame, "numpy")
+    assert listed[["impl", "n", "d"]].values.tolist() == [["naive", 256, 64]]
+    assert listed.loc[0, "median_width"] == pytest.approx(0.5)
+    assert listed.loc[0, "ratio_width"] > 0.4
+    assert listed.loc[0, "round_spread"] == pytest.approx(1.5)
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text()
     assert "## Unstable cases" in md and "1 measured cases are unstable" in md
-    assert "| numpy | float32 | 64 | 256 |" in md and "| 5% | 1.50 |" in md
+    assert "| naive | float32 | 64 | 256 |" in md and "| 50% |" in md
+
+
+def test_ratios_carry_intervals_and_ties_are_called_ties(tmp_path):
+    """numpy and fused take the same time in two of three rounds and differ by 1% in the other:
+    the interval of their ratio holds 1, so neither is called faster."""
+    t = 1e-3
+    rows = [
+        case_row("numpy", 512, 32, rounds_s=[[t], [t], [t]]),
+        case_row("fused", 512, 32, rounds_s=[[t], [1.01 * t], [0.99 * t]]),
+        case_row("numpy", 1024, 32, rounds_s=[[4 * t], [4 * t], [4 * t]]),
+        case_row("fused", 1024, 32, rounds_s=[[2 * t], [2.1 * t], [1.9 * t]]),
+    ]
+    frame = load_runs([write_run(tmp_path / "run", rows)]).frame
+    fastest = fastest_by_n(frame).set_index("n")
+    assert fastest.loc[512, "tied"] and not fastest.loc[1024, "tied"]
+    assert (fastest.loc[1024, "lead_low"], fastest.loc[1024, "lead_high"]) == pytest.approx(
+        (4 / 2.1, 4 / 1.9)
+    )
+    text = " ".join(findings(frame, several=False, baseline="numpy"))
+    assert (
+        "time over numpy's (95% interval; below 1 is faster): fused 0.5× [0.475, 0.525] faster"
+        in text
+    )
+    assert "fused is fastest" in text
+    ratios = paired_ratios(frame, "numpy").set_index("n")
+    assert ratios.loc[512, "relation"] == "tied"
+    assert (ratios.loc[512, "ratio_low"], ratios.loc[512, "ratio_high"]) == (0.99, 1.01)
 
 
 def test_report_writes_markdown_and_self_contained_html(tmp_path, capsys):
@@ -174,7 +205,7 @@ def test_the_peak_section_says_which_statistic_the_run_took(tmp_path):
         row["gemm_best_gflops"] = 110.0
     assert main(["report", str(write_run(tmp_path / "new", rows))]) == 0
     new = (tmp_path / "new" / "report.md").read_text()
-    assert "the median rate of the 2048³ matrix products" in new
+    assert "the median rate of the matrix products measured before each of the shape's" in new
     assert "| gemm_gflops | gemm_best_gflops | peak_fraction |" in new
     assert "| 100 | 110 |" in new
 

@@ -14,7 +14,7 @@ from harness.cli import main
 from harness.config import SweepConfig, apply
 from harness.results import COLUMNS, CUDA_TIMER, RunDir
 from harness.sweep import Progress, predict_seconds
-from harness.worker import ROUND_DONE, WorkerLost
+from harness.worker import WorkerLost
 
 TINY = ["--n", "8,16,32", "--d", "4,8", "--target", "0.02", "--threads", "1"]
 
@@ -73,6 +73,7 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
         "started",
         "ended",
         "gemm_peak_gflops",
+        "method",
         "settings",
         "threading",
     ):
@@ -80,7 +81,8 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
     assert meta["threads"] == 1 and meta["gemm_peak_gflops"]["float32"] > 0
     assert meta["gemm_peak_end_gflops"]["float32"] > 0  # measured again: the machine's drift
     assert meta["threading"]["numpy"]["numba_threads"] == 1
-    assert (table.gemm_gflops == meta["gemm_peak_gflops"]["float32"]).all()  # tiny: the start's
+    assert (table.gemm_gflops > 0).all()  # the products measured before each round
+    assert meta["method"]["round_process"] == "fresh worker per round of each case"
     assert "run directory" in capsys.readouterr().out
 
 
@@ -214,62 +216,79 @@ def test_both_masks_of_a_shape_are_measured_one_after_the_other():
 
 
 class ScriptedWorker:
-    """Stands in for a worker process: logs each request; `lose_at` names a (impl, round) whose
-    worker is lost there."""
+    """Stands in for a worker process: logs each request. A case's round r (from 1) takes
+    `times[impl][r - 1]` seconds per sample (times the machine's `slowdown` that round); the
+    probe's rates are divided by the same slowdown. `lose_at` names an (impl, round) whose worker
+    is lost there."""
 
-    log: ClassVar[list[tuple[str, int, int]]] = []  # (impl, n, round), or ("peak", size, repeats)
+    log: ClassVar[list[tuple]] = []  # ("spawn",), (impl, n, round), ("probe",)
     lose_at: ClassVar[tuple[str, int] | None] = None
-    peaks: ClassVar[list[float | None]] = []  # the rates it answers in turn; None: it is lost
+    times: ClassVar[dict[str, list[float]]] = {}
+    slowdown: ClassVar[list[float]] = []
+    probes_lost: ClassVar[set[int]] = set()  # rounds (from 1) whose probe worker is lost
+    rounds_done: ClassVar[dict[tuple, int]] = {}
 
     def __init__(self, threads):
-        self.case, self.round = None, 0
+        self.log.append(("spawn",))
 
-    def measure(self, case, plan, budget_s, seed, timeout_s, rounds):
-        self.case, self.round, self.rounds = case, 0, rounds
-        return self.next_round(timeout_s)
-
-    def next_round(self, timeout_s):
-        self.round += 1
-        self.log.append((self.case.impl, self.case.n, self.round))
-        if (self.case.impl, self.round) == self.lose_at:
+    def measure(self, case, plan, budget_s, seed, timeout_s, inner=None):
+        r = self.rounds_done[case.key] = self.rounds_done.get(case.key, 0) + 1
+        assert (inner is None) == (r == 1)  # later rounds are told the first round's size
+        self.log.append((case.impl, case.n, r))
+        if (case.impl, r) == self.lose_at:
             raise WorkerLost("worker crashed: killed by SIGSEGV")
-        if self.round < self.rounds:
-            return ROUND_DONE
-        return {"status": "ok", "median_s": 1e-3, "samples": 2 * self.rounds}
+        seconds = self.times.get(case.impl, [1e-3] * 20)[r - 1] * self.slow(r)
+        reply = {"status": "ok", "round_samples_s": [seconds] * 2}
+        return {**reply, "inner_repeats": 4, "compile_s": 0.0} if r == 1 else reply
 
-    def gemm_rates(self, dtype, size, repeats):
-        self.log.append(("peak", size, repeats))
-        rates = self.peaks.pop(0)
-        if rates is None:
+    def slow(self, r):
+        return self.slowdown[(r - 1) % len(self.slowdown)] if self.slowdown else 1.0
+
+    def probe(self, dtype, size, repeats, stream_bytes):
+        r = sum(1 for step in self.log if step == ("probe",)) + 1
+        self.log.append(("probe",))
+        if r in self.probes_lost:
             raise WorkerLost("worker crashed: killed by SIGKILL")
-        return rates
+        return {"gemm_rates": [100.0 / self.slow(r)] * 3, "stream_gbps": [10.0 / self.slow(r)]}
+
+    def kill(self):
+        pass
 
     def close(self):
         pass
 
 
-ROUND_PEAKS = ([90.0, 80.0, 130.0], [120.0, 105.0, 106.0], [110.0, 85.0, 99.0])
+START = {"float32": {"gemm_rates": [140.0, 100.0, 60.0], "stream_gbps": [10.0]}}
 
 
-def scripted_sweep(tmp_path, monkeypatch, lose_at=None, peaks=ROUND_PEAKS):
+def scripted_sweep(tmp_path, monkeypatch, impl_names=("numpy", "naive"), config=None, **script):
     monkeypatch.setattr(sweep, "Worker", ScriptedWorker)
-    monkeypatch.setattr(sweep, "measure_gemm", lambda config: {"float32": [140.0, 100.0, 60.0]})
+    monkeypatch.setattr(sweep, "start_probe", lambda config, repeats: START)
     monkeypatch.setattr(ScriptedWorker, "log", [])
-    monkeypatch.setattr(ScriptedWorker, "lose_at", lose_at)
-    monkeypatch.setattr(ScriptedWorker, "peaks", list(peaks))
+    monkeypatch.setattr(ScriptedWorker, "rounds_done", {})
+    for name in ("lose_at", "times", "slowdown", "probes_lost"):
+        monkeypatch.setattr(ScriptedWorker, name, script.get(name, getattr(ScriptedWorker, name)))
     run = RunDir(tmp_path)
-    config = SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
-    rows = sweep.run_sweep(config, run, ["numpy", "naive"], {}, lambda total: Progress(total))
+    config = config or SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
+    rows = sweep.run_sweep(config, run, list(impl_names), {}, lambda total: Progress(total))
     return rows, ScriptedWorker.log
 
 
-def test_rounds_interleave_the_implementations_of_one_shape(tmp_path, monkeypatch):
+def test_each_round_of_each_case_is_a_fresh_worker_and_implementations_take_turns(
+    tmp_path, monkeypatch
+):
     rows, log = scripted_sweep(tmp_path, monkeypatch)
-    assert log == [
-        (impl, n, r) for n in (64, 128) for r in (1, 2, 3) for impl in ("numpy", "naive")
+    steps = [step for step in log if step != ("spawn",)]
+    assert steps == [
+        step
+        for n in (64, 128)
+        for r in (1, 2, 3)
+        for step in (("probe",), ("numpy", n, r), ("naive", n, r))
     ]
-    assert [(row["impl"], row["n"], row["status"]) for row in rows] == [
-        ("numpy", 64, "ok"), ("naive", 64, "ok"), ("numpy", 128, "ok"), ("naive", 128, "ok")
+    assert log.count(("spawn",)) == 2 * 2 * 3 + 1  # every round of every case, and the probe
+    assert [(row["impl"], row["n"], row["status"], row["rounds"]) for row in rows] == [
+        ("numpy", 64, "ok", 3), ("naive", 64, "ok", 3), ("numpy", 128, "ok", 3),
+        ("naive", 128, "ok", 3),
     ]  # fmt: skip
 
 
@@ -277,38 +296,56 @@ def test_a_worker_lost_in_a_later_round_fails_only_its_case(tmp_path, monkeypatc
     rows, log = scripted_sweep(tmp_path, monkeypatch, lose_at=("naive", 2))
     statuses = {(row["impl"], row["n"]): (row["status"], row.get("note")) for row in rows}
     assert statuses[("numpy", 64)] == ("ok", None)
-    assert statuses[("naive", 64)] == ("failed", "worker crashed: killed by SIGSEGV")
+    assert statuses[("naive", 64)] == ("failed", "round 2: worker crashed: killed by SIGSEGV")
     assert ("numpy", 64, 3) in log and ("naive", 64, 3) not in log
     # after a crash, the larger cases of that implementation are skipped, the others measured
     assert statuses[("naive", 128)][0] == "skipped" and statuses[("numpy", 128)][0] == "ok"
 
 
-def test_large_cpu_shapes_get_the_peak_measured_before_each_round(tmp_path, monkeypatch):
-    """The peak fraction of a large case divides by the median matrix-product rate measured in
-    its own rounds, not by the start-of-run one minutes away; small shapes keep the latter."""
-    monkeypatch.setattr(sweep, "PEAK_ALONGSIDE_MIN_FLOPS", Case("numpy", 128, 8).flops)
-    rows, log = scripted_sweep(tmp_path, monkeypatch)
-    peak = ("peak", sweep.PEAK_SIZE, sweep.PEAK_REPEATS)
-    small = [(impl, 64, r) for r in (1, 2, 3) for impl in ("numpy", "naive")]
-    large = [step for r in (1, 2, 3) for step in (peak, ("numpy", 128, r), ("naive", 128, r))]
-    assert log == small + large
-    for row in rows:
-        large = row["n"] == 128
-        # the median of the nine products of its rounds, or of the start's five
-        assert row["gemm_gflops"] == (105.0 if large else 100.0)
-        assert row["gemm_best_gflops"] == (130.0 if large else 140.0)
-        assert row["peak_fraction"] == pytest.approx(row["gflops"] / row["gemm_gflops"])
+def test_ratios_are_formed_round_by_round_so_a_drifting_machine_cancels(tmp_path, monkeypatch):
+    """The machine runs 1x, 2x and 4x slow in the three rounds; naive is always half numpy's
+    time within a round. Pooled times spread 4x; the paired ratio is exactly 0.5."""
+    times = {"numpy": [2e-3] * 3, "naive": [1e-3] * 3}
+    config = SweepConfig(n=(64,), d=(8,), rounds=3, threads=1, baseline="numpy")
+    rows, _ = scripted_sweep(
+        tmp_path, monkeypatch, times=times, slowdown=[1.0, 2.0, 4.0], config=config
+    )
+    naive = next(row for row in rows if row["impl"] == "naive")
+    assert naive["round_medians_s"] == [1e-3, 2e-3, 4e-3]
+    assert (naive["ratio"], naive["ratio_low"], naive["ratio_high"]) == (0.5, 0.5, 0.5)
+    assert naive["baseline"] == "numpy"
+    # The median's interval from the rounds: exact bootstrap of 3 rounds spans min..max.
+    assert (naive["median_low_s"], naive["median_s"], naive["median_high_s"]) == (
+        1e-3, 2e-3, 4e-3
+    )  # fmt: skip
+    assert naive["unstable"]  # its time's interval spans far more than 20%
+    # Drift-normalised: each round's median times its round's GEMM rate (100 / slowdown).
+    assert naive["round_normalised"] == pytest.approx([0.1, 0.1, 0.1])
+    assert naive["drift_reference"] == "gemm"
+    assert naive["gemm_gflops"] == pytest.approx(50.0)  # median of 100, 50, 25 (x3 each)
 
 
-def test_a_lost_peak_worker_is_replaced_and_never_fails_a_case(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "PEAK_ALONGSIDE_MIN_FLOPS", Case("numpy", 128, 8).flops)
-    rows, log = scripted_sweep(tmp_path, monkeypatch, peaks=(None, [95.0, 97.0, 93.0], None))
-    assert log.count(("peak", sweep.PEAK_SIZE, sweep.PEAK_REPEATS)) == 3  # a new one each round
+def test_a_lost_probe_falls_back_to_the_start_and_never_fails_a_case(tmp_path, monkeypatch):
+    rows, _ = scripted_sweep(tmp_path, monkeypatch, probes_lost={1, 2})
     assert {row["status"] for row in rows} == {"ok"}
-    assert {row["gemm_gflops"] for row in rows if row["n"] == 128} == {95.0}
-    (tmp_path / "all-lost").mkdir()
-    rows, _ = scripted_sweep(tmp_path / "all-lost", monkeypatch, peaks=(None, None, None))
-    assert {row["gemm_gflops"] for row in rows} == {100.0}  # the start-of-run peak serves
+    first = rows[0]  # rounds 1 and 2 of n = 64 lost their probe: the start's median serves
+    assert first["round_reference_rates"] == [100.0, 100.0, 100.0]
+
+
+def test_ci_adds_rounds_until_the_ratios_are_precise_or_max_rounds(tmp_path, monkeypatch):
+    noisy = {"numpy": [1e-3] * 12, "naive": [1e-3, 1.5e-3, 0.7e-3] + [1e-3] * 9}
+    config = SweepConfig(n=(64,), d=(8,), rounds=3, threads=1, ci=0.02, max_rounds=12)
+    rows, _ = scripted_sweep(tmp_path, monkeypatch, times=noisy, config=config)
+    rounds = rows[0]["rounds"]
+    assert 3 < rounds < 12  # more rounds than asked, stopped once the ratio is within 2%
+    naive = next(row for row in rows if row["impl"] == "naive")
+    assert naive["ratio_high"] / naive["ratio"] - 1 <= 0.02
+    assert 1 - naive["ratio_low"] / naive["ratio"] <= 0.02
+    (tmp_path / "capped").mkdir()
+    config = SweepConfig(n=(64,), d=(8,), rounds=3, threads=1, ci=0.001, max_rounds=5)
+    always = {"numpy": [1e-3] * 12, "naive": [1e-3, 1.5e-3] * 6}
+    rows, _ = scripted_sweep(tmp_path / "capped", monkeypatch, times=always, config=config)
+    assert {row["rounds"] for row in rows} == {5}  # never precise: stopped at max_rounds
 
 
 def test_the_cpu_peak_fraction_is_for_cpu_rows_only():
@@ -331,9 +368,7 @@ def test_the_peak_is_the_median_product_and_its_best_is_kept_beside_it():
     assert row["peak_fraction"] == pytest.approx(row["gflops"] / 90.0)
 
 
-def test_the_peak_alongside_is_measured_in_a_real_worker(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "PEAK_ALONGSIDE_MIN_FLOPS", 0)
-    monkeypatch.setattr(sweep, "PEAK_SIZE", 256)  # a quick product; the rule is the same
+def test_the_reference_workloads_are_measured_in_a_real_worker(tmp_path):
     out = tmp_path / "run"
     assert run_cli("--impl", "numpy", "--n", "8,16", "--d", "4", "--target", "0.02",
                    "--threads", "1", "--out", str(out)) == 0  # fmt: skip
@@ -342,24 +377,9 @@ def test_the_peak_alongside_is_measured_in_a_real_worker(tmp_path, monkeypatch):
     assert (table.gemm_gflops > 0).all() and (table.gemm_gflops != start).all()
     assert (table.peak_fraction == table.gflops / table.gemm_gflops).all()
     for line in (out / "results.jsonl").read_text().splitlines():
-        row = json.loads(line)  # each product on record: three before each of the 3 rounds
+        row = json.loads(line)  # each product on record: PEAK_REPEATS before each of 3 rounds
         assert len(row["gemm_rates"]) == 3 * sweep.PEAK_REPEATS
         assert row["gemm_gflops"] == pytest.approx(float(np.median(row["gemm_rates"])))
         assert row["gemm_best_gflops"] == max(row["gemm_rates"])
-
-
-def test_resuming_a_run_from_before_the_rates_keeps_its_start_peak(tmp_path, monkeypatch):
-    """Its first rows were divided by that peak: measuring a new one would mix two yardsticks."""
-    measured = []
-    monkeypatch.setattr(sweep, "Worker", ScriptedWorker)
-    monkeypatch.setattr(
-        sweep, "measure_gemm", lambda config: measured.append(1) or {"float32": [50.0]}
-    )
-    monkeypatch.setattr(ScriptedWorker, "log", [])
-    monkeypatch.setattr(ScriptedWorker, "lose_at", None)
-    config = SweepConfig(n=(64,), d=(8,), rounds=1, threads=1)
-    meta = {"gemm_peak_gflops": {"float32": 123.0}}
-    sweep.run_sweep(config, RunDir(tmp_path), ["numpy"], meta, lambda total: Progress(total))
-    assert [row["gemm_gflops"] for row in RunDir(tmp_path).rows()] == [123.0]
-    assert meta["gemm_peak_gflops"] == {"float32": 123.0}
-    assert len(measured) == 1 and meta["gemm_peak_end_gflops"] == {"float32": 50.0}  # the end's
+        assert len(row["round_normalised"]) == row["rounds"] == 3
+        assert all(rate > 0 for rate in row["round_reference_rates"])

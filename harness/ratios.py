@@ -1,0 +1,64 @@
+"""Ratios to a baseline, round by round, with intervals (pure: tables in, tables out).
+
+Within a round the implementations of a shape took turns, so the ratio of their medians in that
+round compares the same seconds of the machine; the figure is the median of the per-round
+ratios and its interval resamples whole rounds (harness/stats.py). A ratio whose interval
+holds 1 is a tie: the run cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness import stats
+
+SHAPE = ["machine", "dtype", "d", "n", "batch", "heads", "causal"]
+COLUMNS = [*SHAPE, "impl", "baseline", "ratio", "ratio_low", "ratio_high", "relation"]
+
+
+def default_baseline(frame: pd.DataFrame, metas: dict) -> str:
+    """The run's own baseline, else torch_sdpa when measured, else numpy."""
+    for meta in metas.values():
+        chosen = meta.get("method", {}).get("baseline")
+        if chosen in set(frame["impl"]):
+            return chosen
+    return "torch_sdpa" if "torch_sdpa" in set(frame["impl"]) else "numpy"
+
+
+def _rounds(row) -> list[float] | None:
+    values = row.get("round_medians_s")
+    return list(values) if isinstance(values, list) and values else None
+
+
+def paired_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """time / baseline time per (shape, implementation) where both are ok with equal rounds;
+    `relation` says faster (the whole interval below 1), slower, or tied."""
+    ok = frame[frame["status"] == "ok"]
+    rows = []
+    for key, shape in ok.groupby(SHAPE, sort=True):
+        base = shape[shape["impl"] == baseline]
+        if base.empty or _rounds(base.iloc[0]) is None:
+            continue
+        base_rounds = _rounds(base.iloc[0])
+        for _, row in shape.iterrows():
+            rounds = _rounds(row)
+            if row["impl"] == baseline or rounds is None or len(rounds) != len(base_rounds):
+                continue
+            interval = stats.paired_ratio(rounds, base_rounds)
+            rows.append(
+                {
+                    **dict(zip(SHAPE, key, strict=True)),
+                    "impl": row["impl"],
+                    "baseline": baseline,
+                    "ratio": interval.value,
+                    "ratio_low": interval.low,
+                    "ratio_high": interval.high,
+                    "relation": stats.relation(interval),
+                }
+            )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def format_ratio(ratio: float, low: float, high: float) -> str:
+    """'0.48× [0.41, 0.51]': time over the baseline's, below 1 is faster."""
+    return f"{ratio:.3g}× [{low:.3g}, {high:.3g}]"

@@ -1,0 +1,70 @@
+"""Intervals from whole rounds, against numbers worked by hand (exact bootstrap enumeration)."""
+
+import math
+
+import pytest
+
+from harness import stats
+
+
+def binomial_at_least(k, trials, p):
+    return sum(math.comb(trials, j) * p**j * (1 - p) ** (trials - j) for j in range(k, trials + 1))
+
+
+def test_three_rounds_give_the_range_of_their_medians():
+    # Resampling 3 rounds: the median is the smallest value when at least 2 of the 3 draws are
+    # it, probability 7/27 > 2.5%, so the 95% interval runs from the smallest to the largest.
+    assert binomial_at_least(2, 3, 1 / 3) == pytest.approx(7 / 27)
+    interval = stats.median_of_rounds([4.0, 1.0, 2.0])
+    assert (interval.value, interval.low, interval.high) == (2.0, 1.0, 4.0)
+
+
+def test_two_rounds_and_one():
+    # {1, 1}: 1 (1/4), {1, 3}: 2 (1/2), {3, 3}: 3 (1/4)
+    assert stats.median_of_rounds([1.0, 3.0]) == stats.Interval(2.0, 1.0, 3.0)
+    assert stats.median_of_rounds([5.0]) == stats.Interval(5.0, 5.0, 5.0)
+
+
+def test_seven_rounds_leave_the_extremes_out():
+    # P(resampled median = 1) = P(at least 4 of 7 draws are the 1) = 1.0% < 2.5%;
+    # P(resampled median <= 2) = P(at least 4 draws from {1, 2}) = 10.8% > 2.5%.
+    assert binomial_at_least(4, 7, 1 / 7) == pytest.approx(0.01015, abs=1e-5)
+    assert binomial_at_least(4, 7, 2 / 7) == pytest.approx(0.1083, abs=1e-4)
+    interval = stats.median_of_rounds([float(v) for v in range(1, 8)])
+    assert (interval.low, interval.value, interval.high) == (2.0, 4.0, 6.0)
+
+
+def test_many_rounds_use_a_seeded_monte_carlo_bootstrap():
+    values = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98, 1.01, 0.99]
+    first, again = stats.median_of_rounds(values), stats.median_of_rounds(values)
+    assert first == again  # seeded: the same interval every time
+    assert 0.9 <= first.low <= first.value == 1.0 <= first.high <= 1.1
+
+
+def test_a_paired_ratio_cancels_what_both_rounds_share():
+    # The machine ran 1x, 2x, 4x slow in the three rounds: each round's ratio is exactly 2.
+    assert stats.paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0]) == stats.Interval(2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="rounds: expected as many rounds"):
+        stats.paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_pooled_median_resamples_rounds_not_samples():
+    # Rounds {1, 1.1}, {2, 2.1}, {4, 4.1}: the pooled median of a resample of whole rounds.
+    interval = stats.pooled_median([[1.0, 1.1], [2.0, 2.1], [4.0, 4.1]])
+    assert interval.value == 2.05
+    assert (interval.low, interval.high) == (1.05, 4.05)
+
+
+def test_verdict_and_relation():
+    assert stats.verdict(stats.Interval(1.12, 1.06, 1.18), 0.05) == "slower"
+    assert stats.verdict(stats.Interval(1.12, 1.04, 1.18), 0.05) == ""  # reaches inside 5%
+    assert stats.verdict(stats.Interval(0.85, 0.80, 0.94), 0.05) == "faster"
+    assert stats.relation(stats.Interval(0.5, 0.4, 0.6)) == "faster"
+    assert stats.relation(stats.Interval(1.5, 1.4, 1.6)) == "slower"
+    assert stats.relation(stats.Interval(0.98, 0.9, 1.05)) == "tied"
+    assert stats.Interval(1.0, 0.9, 1.1).width == pytest.approx(1.1 / 0.9)
+
+
+def test_no_rounds_is_refused():
+    with pytest.raises(ValueError, match="rounds: expected at least one round"):
+        stats.median_of_rounds([])
