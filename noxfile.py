@@ -57,20 +57,31 @@ def benchmark_gpu(session: nox.Session) -> None:
 
 
 def sweep_and_report(session: nox.Session) -> None:
-    session.run("attnbench", "run", *session.posargs)  # also points results/latest at the run
-    session.run("attnbench", "report", "results/latest")  # prints the report's path
-    # pytest-benchmark, one process per implementation (shared thread pools slow each other).
+    session.run("attnbench", "run", *session.posargs)  # points results/latest at the run
+    # pytest-benchmark, one process per available implementation (shared thread pools slow
+    # each other); its tables go to a file in the run directory, not over the report.
     names = session.run(
-        "python", "-c", "import impls; print(' '.join(impls.names()))", silent=True
+        "python",
+        "-c",
+        "import impls; print(' '.join(i.name for i in impls.registry().values() if i.available))",
+        silent=True,
     ).split()
+    tables = []
     for name in names:
-        session.run(
-            "pytest",
-            "-o",
-            "addopts=",
-            "--benchmark-only",
-            f"--benchmark-save={name}",
-            "--benchmark-storage=results/pytest-benchmark",
-            "tests/benchmarks",
-            env={"ATTNBENCH_BENCH_IMPL": name},
+        tables.append(
+            session.run(
+                "pytest",
+                "-o",
+                "addopts=",
+                "--benchmark-only",
+                f"--benchmark-save={name}",
+                "--benchmark-storage=results/pytest-benchmark",
+                "tests/benchmarks",
+                env={"ATTNBENCH_BENCH_IMPL": name},
+                silent=True,
+            )
         )
+    with open("results/latest/pytest-benchmark.txt", "w") as out:
+        out.write("\n".join(tables))
+    session.log("pytest-benchmark tables: results/latest/pytest-benchmark.txt")
+    session.run("attnbench", "report", "results/latest")  # last: its path and headline findings

@@ -44,7 +44,7 @@ def cmd_check(ns: argparse.Namespace) -> int:
     n, d = parse_positive_int("--n", ns.n), parse_positive_int("--d", ns.d)
     lead = (parse_positive_int("--batch", ns.batch), parse_positive_int("--heads", ns.heads))
     seed = parse_seed("--seed", ns.seed)
-    rows, all_ok = [], True
+    rows, all_ok, unchecked = [], True, set()
     for dtype in dtypes:
         q, k, v = make_qkv(n, n, d, lead=lead, dtype=dtype, seed=seed)
         args = impls.check_attention_args(q, k, v, causal=ns.causal)
@@ -52,7 +52,9 @@ def cmd_check(ns: argparse.Namespace) -> int:
             row = {"impl": impl.name, "dtype": dtype, "causal": ns.causal, "n": n, "d": d}
             reason = impl.unavailable_reason()
             if reason is not None:
-                rows.append({**row, "status": f"skipped: {reason}"})
+                if ns.impl is not None:  # asked for by name: not checking it is a failure
+                    unchecked.add(impl.name)
+                rows.append({**row, "status": f"NOT CHECKED: {reason}"})
                 continue
             try:
                 agreement = checking.check_implementation(impl, args)
@@ -72,8 +74,14 @@ def cmd_check(ns: argparse.Namespace) -> int:
                 }
             )
     print(format_table(rows))
-    print("all agree" if all_ok else "some implementations disagree or failed")
-    return 0 if all_ok else 1
+    if unchecked:
+        print(f"not checked, though asked for: {', '.join(sorted(unchecked))} (reasons above)")
+    if not all_ok:
+        print("some implementations disagree or failed")
+    elif not unchecked:
+        checked = {row["impl"] for row in rows if "max_abs_err" in row}
+        print(f"all {len(checked)} checked implementations agree")
+    return 0 if all_ok and not unchecked else 1
 
 
 def cmd_new(ns: argparse.Namespace) -> int:
@@ -125,9 +133,12 @@ def cmd_report(ns: argparse.Namespace) -> int:
     from harness.report import write_report
 
     n_fixed = None if ns.n_fixed is None else parse_positive_int("--n-fixed", ns.n_fixed)
-    written, notes = write_report(ns.dir, ns.baseline, n_fixed)
+    written, notes, headlines = write_report(ns.dir, ns.baseline, n_fixed)
     for note in notes:
         print(note)
+    print("findings:")
+    for line in headlines:
+        print(f"  - {line}")
     print(f"report: {', '.join(str(path) for path in written)}")
     return 0
 

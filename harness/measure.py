@@ -14,7 +14,7 @@ import numpy as np
 import impls
 from harness import checking
 from harness.cases import Case, case_inputs
-from harness.timing import CUDA_TIMER, SamplingPlan, cpu_sampler, take_samples
+from harness.timing import CUDA_TIMER, SamplingPlan, cpu_sampler, inner_repeats, take_samples
 
 CHECKED_ROWS = 64  # large cases are checked on this many evenly spread query rows
 
@@ -152,8 +152,8 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
             else:  # a disagreement stays the finding
                 row["note"] += f"; not timed: {over}"
             return row
-        settle()  # the reference check's BLAS threads, before the samples
-        samples, inner = take_samples(sample, plan, warm_call_s)
+        inner = inner_repeats(warm_call_s, plan.min_sample_s)
+        samples = warm_then_sample(sample, plan, warm_call_s, inner)
         row.update(
             round_samples_s=samples,
             inner_repeats=inner,
@@ -184,11 +184,19 @@ def measure_round(case: Case, plan: SamplingPlan, seed: int, inner: int) -> dict
         call = impl.prepare_checked(args)
         _threads_after_import()
         sample, warm_call_s = sampler(impl, call)
-        settle()
-        samples, _ = take_samples(sample, plan, warm_call_s, inner=inner)
+        samples = warm_then_sample(sample, plan, warm_call_s, inner)
         return {"status": "ok", "round_samples_s": samples}
     except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
         return {"status": "failed", **failure(exc)}
+
+
+def warm_then_sample(sample, plan: SamplingPlan, warm_call_s: float, inner: int) -> list[float]:
+    """Quiet (the reference check's or the warm-up's BLAS threads spin on), one untimed sample
+    (the first after a quiet spell was 10-80% slow in a fresh worker: sleeping pools waking),
+    then the samples."""
+    settle()
+    sample(inner)
+    return take_samples(sample, plan, warm_call_s, inner=inner)[0]
 
 
 def sampler(impl: impls.Implementation, call: impls.PreparedCall):

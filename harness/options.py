@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 
 import impls
@@ -65,13 +66,18 @@ def resolve_impls(names, only_available: bool) -> list[impls.Implementation]:
     if names is None:
         chosen = list(impls.registry().values())
         return [i for i in chosen if i.available] if only_available else chosen
-    selected = []
-    for name in names:
-        try:
-            selected.append(impls.get(name))
-        except impls.UnknownImplementationError as exc:
-            raise UsageError(f"--impl: {exc}") from None
-    return selected
+    registered = impls.names()
+    unknown = [name for name in names if name not in registered]
+    if unknown:
+        guesses = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, registered, n=1)
+            guesses.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+        raise UsageError(
+            f"--impl: unknown implementation{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(guesses)}; valid names: {', '.join(registered)}"
+        )
+    return [impls.get(name) for name in names]
 
 
 def parse_fraction(option: str, text, allow_zero: bool = False) -> float:

@@ -39,12 +39,19 @@ FIGURE_CAPTIONS = {
 }
 
 
+def trusted_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Valid cases whose median is not flagged unstable: what fastest and crossover claims rest
+    on (a disturbed case is listed apart, never built on)."""
+    ok = valid_rows(frame)
+    return ok[~ok["unstable"].eq(True)]
+
+
 def fastest_by_n(frame: pd.DataFrame) -> pd.DataFrame:
     """For each panel and n: the fastest valid implementation, its time, and its lead over the
     runner-up (runner-up time / fastest time, round by round) with its interval; `tied` when
     that interval holds 1 (the run cannot tell the two apart)."""
     rows = []
-    for key, group in valid_rows(frame).groupby([*PANEL, "n"], sort=True):
+    for key, group in trusted_rows(frame).groupby([*PANEL, "n"], sort=True):
         ranked = group.sort_values("median_s")
         first = ranked.iloc[0]
         second = ranked.iloc[1] if len(ranked) > 1 else None
@@ -84,7 +91,7 @@ def crossovers(frame: pd.DataFrame) -> pd.DataFrame:
     the crossover a reader means; earlier flips are often noise at small n.
     """
     rows = []
-    for key, group in valid_rows(frame).groupby(PANEL, sort=True):
+    for key, group in trusted_rows(frame).groupby(PANEL, sort=True):
         times = group.pivot_table(index="n", columns="impl", values="median_s", aggfunc="last")
         for a, b in itertools.combinations(sorted(times.columns), 2):
             both = times[[a, b]].dropna()
@@ -344,6 +351,18 @@ def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) ->
             + ", ".join(f"{r.impl} {r.speedup:.2f}×" for r in largest.itertuples())
             + " faster than the full mask (about 2× is the aim: half the work)."
         )
+    left_out = valid_rows(frame)[valid_rows(frame)["unstable"].eq(True)]
+    if not left_out.empty:
+        spans = (left_out["median_high_s"] - left_out["median_low_s"]) / left_out["median_s"]
+        lines.append(
+            "Left out of the fastest and crossover findings, their median's interval spanning "
+            f"more than {UNSTABLE_WIDTH:.0%}: "
+            + ", ".join(
+                f"{r.impl} n={r.n} d={r.d} ({span:.0%})"
+                for r, span in zip(left_out.itertuples(), spans, strict=True)
+            )
+            + "."
+        )
     shaky = len(unstable_cases(frame, baseline))
     if shaky:
         lines.append(
@@ -554,6 +573,13 @@ def build_report(
             ),
             ("table", shaky),
         ]
+    left_out = [
+        f"{name}{f' ({label})' if several else ''}: {reason}"
+        for label, meta in runs.metas.items()
+        for name, reason in meta.get("not_measured", {}).items()
+    ]
+    if left_out:
+        blocks += [("h", 2, "Not measured here"), ("ul", left_out)]
     problems = problem_cases(frame)
     if not several:
         problems = problems.drop(columns="machine")
@@ -635,8 +661,9 @@ def to_html(blocks: list[tuple]) -> str:
 
 def write_report(
     path: str | Path, baseline: str | None = None, n_fixed: int | None = None
-) -> tuple[list[Path], list[str]]:
-    """Draw the figures into the run directory, then write report.md and report.html there."""
+) -> tuple[list[Path], list[str], list[str]]:
+    """Draw the figures into the run directory, then write report.md and report.html there;
+    returns them, notes on figures not drawn, and the findings."""
     directory = Path(path)
     runs = plotting.load_runs([directory])
     built, notes = plotting.figures(runs, baseline, n_fixed)
@@ -651,4 +678,4 @@ def write_report(
     md, page = directory / "report.md", directory / "report.html"
     md.write_text(to_markdown(blocks))
     page.write_text(to_html(blocks))
-    return [md, page], notes
+    return [md, page], notes, findings(runs.frame, runs.several, baseline)

@@ -28,7 +28,7 @@ COLUMNS = [
     "ratio_low",  # its 95% interval
     "ratio_high",
     "normalised",  # median over rounds of time x the round's reference rate (drift removed)
-    "drift_reference",  # gemm or stream: the reference workload that rate is of
+    "drift_reference",  # gemm, stream (the reference workload that rate is of) or none (GPU)
     "iqr_s",
     "min_s",
     "mean_s",

@@ -21,6 +21,15 @@ def implementation_names(config: SweepConfig) -> list[str]:
     return [impl.name for impl in resolve_impls(config.impl or None, only_available=True)]
 
 
+def not_measured(names: list[str]) -> dict[str, str]:
+    """Every registered implementation the run leaves out, with why (and how to install it)."""
+    left_out = {}
+    for impl in resolve_impls(None, only_available=False):
+        if impl.name not in names:
+            left_out[impl.name] = impl.unavailable_reason() or "not asked for (--impl)"
+    return left_out
+
+
 RESULTS = Path("results")
 
 
@@ -35,15 +44,17 @@ def new_run_dir(out: str | None) -> RunDir:
 
 
 def point_latest_at(run: RunDir) -> None:
-    """results/latest: the run most recently started or resumed (nox's report reads it)."""
+    """results/latest: the run most recently completed under results/ (nox's report reads it);
+    a run elsewhere (--out) leaves it alone."""
+    if run.path.resolve().parent != RESULTS.resolve():
+        return
     latest = RESULTS / "latest"
     if latest.is_symlink():
         latest.unlink()
     elif latest.exists():
         return  # something of the user's: leave it alone
     RESULTS.mkdir(exist_ok=True)
-    target = run.path.resolve()
-    latest.symlink_to(target.name if target.parent == RESULTS.resolve() else target)
+    latest.symlink_to(run.path.resolve().name)
 
 
 def resume_config(run: RunDir, given: dict, config_file_values: dict) -> tuple[SweepConfig, dict]:
@@ -95,6 +106,7 @@ def run_command(config: SweepConfig, resume: str | None, given: dict, config_val
         meta = {
             "settings": config.settings(),
             "impls": names,
+            "not_measured": not_measured(names),
             "machine": machine.describe_machine(),
             "versions": machine.package_versions(),
             "blas": machine.blas_info(),  # as loaded here; each worker's is under "threading"
@@ -106,15 +118,25 @@ def run_command(config: SweepConfig, resume: str | None, given: dict, config_val
             "ended": None,
         }
     run.write_meta(meta)
-    point_latest_at(run)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     print(f"run directory: {run.path}", flush=True)
+    for name, reason in meta.get("not_measured", {}).items():
+        print(f"not measured: {name}: {reason}", flush=True)
     try:
         run_sweep(config, run, names, meta)
         meta["ended"] = datetime.now(timezone.utc).isoformat()
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: every finished case is in {run.jsonl}; measure the rest with\n"
+            f"    attnbench run --resume {shlex.quote(str(run.path))}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         run.write_meta(meta)
         frame = run.write_csv()
         print(f"{len(frame)} cases in {run.csv}", flush=True)
+    point_latest_at(run)  # a completed run only
     return run.path

@@ -161,11 +161,13 @@ def derived(case: Case, row: dict, peak_rates: Sequence[float] = ()) -> dict:
     return out
 
 
-def drift_reference(case: Case, balance_flops_per_byte: float) -> str:
+def drift_reference(case: Case, balance_flops_per_byte: float, timer: str | None) -> str:
     """'gemm' for a compute-bound case, 'stream' for a memory-bound one: whichever reference
     workload drifts as the case does. Attention reads q, k, v and writes the output once at
     best; below the machine's balance (its GEMM rate over its streaming rate) it waits on
-    memory."""
+    memory. 'none' for a GPU case: the references are the CPU's."""
+    if timer == CUDA_TIMER:
+        return "none"
     itemsize = 4 if case.dtype == "float32" else 8
     moved = 4 * case.batch * case.heads * case.n * case.d * itemsize
     return "gemm" if case.flops / moved >= balance_flops_per_byte else "stream"
@@ -178,8 +180,10 @@ def finish_case(first: dict, rounds_s: list[list[float]], probes: list[dict], re
     pooled = summarize(samples)
     interval = stats.pooled_median(rounds_s)
     round_medians_s = [float(np.median(r)) for r in rounds_s]
-    rates = [statistics.median(p["gemm_rates" if reference == "gemm" else "stream_gbps"])
-             for p in probes]  # fmt: skip
+    # The fastest of the round's reference runs: a lasting slow phase slows all of them, a
+    # passing disturbance only some, and it is the lasting drift that the rate is to remove.
+    column = {"gemm": "gemm_rates", "stream": "stream_gbps"}.get(reference)
+    rates = [max(p[column]) if column else 1.0 for p in probes]
     normalised = [t * rate for t, rate in zip(round_medians_s, rates, strict=True)]
     row = {k: v for k, v in first.items() if k != "round_samples_s"}
     row.update(
@@ -296,6 +300,11 @@ def summary(row: dict) -> str:
         text = f"{row['median_s'] * 1e3:.4g} ms"
         if row.get("gflops"):
             text += f", {row['gflops']:.3g} GFLOP/s"
+        if row.get("ratio") is not None and row["impl"] != row.get("baseline"):
+            text += (
+                f", {row['ratio']:.3g}x [{row['ratio_low']:.3g}, {row['ratio_high']:.3g}] of "
+                f"{row['baseline']}'s time in {row['rounds']} rounds"
+            )
         return text if row["status"] == "ok" else f"DISAGREES ({row['note']}); {text}"
     return f"{row['status']}: {row.get('note', '')}"
 
@@ -373,7 +382,10 @@ class ShapeRounds:
         probes = [p or start_probe for p in self.probes]
         return {
             case: finish_case(
-                self.first[case], self.rounds_s[case], probes, drift_reference(case, balance)
+                self.first[case],
+                self.rounds_s[case],
+                probes,
+                drift_reference(case, balance, self.first[case].get("timer")),
             )
             for case in self.first
         }
@@ -393,9 +405,9 @@ def method(config: SweepConfig, baseline: str) -> dict:
         "unstable": f"the median's interval spans more than {UNSTABLE_WIDTH:.0%} of it",
         "baseline": baseline,
         "references": {
-            "gemm": f"{PEAK_REPEATS} products of {PEAK_SIZE}^3 before each round, median",
+            "gemm": f"{PEAK_REPEATS} products of {PEAK_SIZE}^3 before each round, the fastest",
             "stream": f"{PEAK_REPEATS} streaming reads of {STREAM_BYTES >> 20} MiB before each "
-            "round, median",
+            "round, the fastest",
         },
     }
 
@@ -485,6 +497,7 @@ def run_sweep(
                     if "round_samples_s" not in reply:  # skipped, failed, or never timed
                         active.remove(case)
                         failed = {**measured.first.pop(case, {}), **reply}
+                        failed.pop("round_samples_s", None)
                         measured.rounds_s.pop(case, None)
                         if n_round:
                             failed["note"] = f"round {n_round + 1}: {reply.get('note', '')}"

@@ -22,7 +22,24 @@ def test_check_agrees_and_exits_zero(capsys):
     assert main(["check", "--impl", "naive,numpy", "--n", "65", "--d", "9", "--causal"]) == 0
     out = capsys.readouterr().out
     assert out.count("agrees") == 4  # two implementations x two dtypes
-    assert "all agree" in out
+    assert "all 2 checked implementations agree" in out
+
+
+def test_check_fails_when_an_implementation_asked_for_cannot_be_checked(capsys, monkeypatch):
+    monkeypatch.setattr(impls.get("numpy").module, "unavailable_reason", lambda: "no BLAS here")
+    assert main(["check", "--impl", "numpy,naive", "--n", "9", "--d", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "NOT CHECKED: no BLAS here" in out
+    assert "not checked, though asked for: numpy" in out and "agree" not in out.splitlines()[-1]
+    assert main(["check", "--n", "9", "--d", "3"]) == 0  # not asked for by name: listed only
+    assert "NOT CHECKED: no BLAS here" in capsys.readouterr().out
+
+
+def test_every_unknown_implementation_is_named_with_its_closest_name(capsys):
+    assert main(["check", "--impl", "numpi,numba_paralel,zzz"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown implementations 'numpi' (did you mean 'numpy'?), " in err
+    assert "'numba_paralel' (did you mean 'numba_parallel'?), 'zzz'; valid names:" in err
 
 
 def test_check_exits_one_when_an_implementation_disagrees(tmp_path, monkeypatch, capsys):

@@ -324,13 +324,21 @@ def test_a_torn_last_line_is_dropped_and_resume_remeasures_it(tmp_path):
     assert len(RunDir(out).rows()) == 2
 
 
-def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path):
-    """500 tiny cases: the main process holds no per-case state beyond a small record."""
+def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path, monkeypatch):
+    """500 cases: the main process holds no per-case state beyond a small record. (The workers
+    are scripted: it is the main process that is measured.)"""
     import psutil
+    from test_sweep import START, ScriptedWorker
 
+    from harness import sweep
     from harness.config import SweepConfig
     from harness.results import RunDir
     from harness.sweep import Progress, run_sweep
+
+    monkeypatch.setattr(sweep, "Worker", ScriptedWorker)
+    monkeypatch.setattr(sweep, "start_probe", lambda config, repeats: START)
+    monkeypatch.setattr(ScriptedWorker, "log", [])
+    monkeypatch.setattr(ScriptedWorker, "rounds_done", {})
 
     rss_bytes = []
 
