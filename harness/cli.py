@@ -133,7 +133,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
     from harness.report import write_report
 
     n_fixed = None if ns.n_fixed is None else parse_positive_int("--n-fixed", ns.n_fixed)
-    written, notes, headlines = write_report(ns.dir, ns.baseline, n_fixed)
+    written, notes, headlines = write_report(ns.dir, ns.baseline, n_fixed, ns.out)
     for note in notes:
         print(note)
     print("findings:")
@@ -231,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="run directory")
     p.add_argument("--baseline", help="implementation the speedups are relative to (numpy)")
     p.add_argument("--n-fixed", dest="n_fixed", help="n of the time-vs-d plot")
+    p.add_argument(
+        "--out",
+        help="directory for the report and figures (default: DIR, or results/reports/<name> "
+        "when git tracks DIR, as it does the committed sample)",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="which cases got slower or faster from run A to run B")

@@ -1,12 +1,12 @@
 """`attnbench compare A B`: which cases got slower or faster from run A to run B.
 
-Each case is compared on its drift-normalised rounds (`round_normalised`: a round's median time
-times the rate of that round's reference workload, measured just before it), so that a machine
-running 10-30% slower during one run than during the other does not read as a change of the
-code. The change is median(B) / median(A) with a 95% interval from resampling whole rounds of
-each run (harness/stats.py); a case is marked only when the whole interval lies beyond the
-threshold. Samples within a round are not independent (one process, one moment), so no test
-treats them as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
+Each case is compared on its drift-normalised samples (each round's times the rate of that
+round's reference workload, measured just before it), so that a machine running 10-30% slower
+during one run than during the other does not read as a change of the code. The change is
+median(B) / median(A) with a 95% interval from resampling whole rounds of each run
+(harness/stats.py); a case is marked only when the whole interval lies beyond the threshold.
+Samples within a round are not independent (one process, one moment), so no test treats them
+as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
 """
 
 from __future__ import annotations
@@ -42,22 +42,35 @@ class Change:
 
 
 def compare_rounds(
-    a_rounds_s: list[float],
-    b_rounds_s: list[float],
-    a_normalised: list[float],
-    b_normalised: list[float],
-    threshold: float,
+    a_rounds_s: list, b_rounds_s: list, a_normalised: list, b_normalised: list, threshold: float
 ) -> Change:
-    """One case: raw and normalised B/A with their intervals; judged on the normalised one."""
+    """One case: raw and normalised B/A with their intervals; judged on the normalised one.
+    Each list holds a run's rounds: a round's samples, or one number per round."""
     normalised = stats.change(a_normalised, b_normalised)
     return Change(
         stats.change(a_rounds_s, b_rounds_s), normalised, stats.verdict(normalised, threshold)
     )
 
 
-def _rounds(row: pd.Series, column: str, side: str) -> list[float]:
+def _rounds(row: pd.Series, column: str, side: str) -> list:
     values = row.get(f"{column}_{side}")
     return list(values) if isinstance(values, list) else []
+
+
+def _raw(row: pd.Series, side: str) -> list:
+    """Each round's samples (seconds), or each round's median where the run kept no more."""
+    return _rounds(row, "round_samples_s", side) or _rounds(row, "round_medians_s", side)
+
+
+def _normalised(row: pd.Series, side: str) -> list:
+    """Each round's samples times that round's reference rate: the drift taken out."""
+    samples, rates = (
+        _rounds(row, "round_samples_s", side),
+        _rounds(row, "round_reference_rates", side),
+    )
+    if samples and len(rates) == len(samples):
+        return [[s * rate for s in r] for r, rate in zip(samples, rates, strict=True)]
+    return _rounds(row, "round_normalised", side)
 
 
 def compare_tables(
@@ -71,6 +84,7 @@ def compare_tables(
     now fails or disagrees.
     """
     keep = [*CASE_COLUMNS, "status", "median_s", "round_medians_s", "round_normalised"]
+    keep += ["round_samples_s", "round_reference_rates"]
     a = a.reindex(columns=keep)
     b = b.reindex(columns=keep)
     shared = a.merge(b, on=CASE_COLUMNS, suffixes=("_a", "_b"))
@@ -85,12 +99,9 @@ def compare_tables(
         )
         if row["status_a"] == "ok" and row["status_b"] == "ok":
             change = compare_rounds(
-                _rounds(row, "round_medians_s", "a"),
-                _rounds(row, "round_medians_s", "b"),
-                _rounds(row, "round_normalised", "a"),
-                _rounds(row, "round_normalised", "b"),
+                _raw(row, "a"), _raw(row, "b"), _normalised(row, "a"), _normalised(row, "b"),
                 threshold,
-            )
+            )  # fmt: skip
             verdict = change.change if judge else OTHER_MACHINE
             out.update(
                 raw_ratio=change.raw.value,

@@ -83,6 +83,21 @@ def git_state(directory: Path) -> dict:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+def tracked_by_git(directory: Path) -> bool:
+    """Whether git tracks any file in `directory` (a committed run: not to be written into)."""
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "--", "."],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
 def machine_id() -> str:
     """A short, path-safe name of this host, for run directory names."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname())[:40] or "host"

@@ -36,6 +36,7 @@ KNOWN_STYLES = {
 FALLBACK_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939")
 FALLBACK_MARKERS = ("P", "*", "h", "<", ">", "p", "d")
 MACHINE_LINESTYLES = ("-", "--", ":", "-.")
+FAR_SLOWER = 0.05  # a typical speedup below this is left out of the speedup figure, named
 STATUS_MARKERS = {"skipped": "x", "failed": "X", "disagrees": r"$\neq$"}
 STATUS_LEGEND = {
     "skipped": "skipped (over budget or unsupported)",
@@ -269,7 +270,7 @@ def _mark_unmeasured(
     along the bottom by the caller) clear the data. Returns the statuses drawn, for the legend.
     """
     drawn, strips = set(), 0
-    for _, _, style, _, rows in _series(runs, frame):
+    for _, _, style, label, rows in _series(runs, frame):
         unmeasured = rows[rows["status"].isin(list(STATUS_MARKERS))]
         if unmeasured.empty:
             continue
@@ -287,6 +288,16 @@ def _mark_unmeasured(
                     transform=ax.get_xaxis_transform(),
                     clip_on=False,
                 )
+        ax.text(  # whose markers these are, in its colour, at the strip's right end
+            1.005,
+            1 - 0.035 - STRIP_STEP * strips,
+            label,
+            color=style["color"],
+            fontsize="x-small",
+            va="center",
+            transform=ax.transAxes,
+            clip_on=False,
+        )
         strips += 1
     if strips or bottom_strips:
         top = 0.03 + STRIP_STEP * strips if strips else 0.0
@@ -407,7 +418,7 @@ def throughput_figure(runs: Runs, dtype: str):
                     color="black",
                     linestyle=runs.linestyle(machine),
                     linewidth=1.2,
-                    label=f"CPU matrix-product peak{where}: {peak:.3g} GFLOP/s (measured)",
+                    label=f"CPU matrix-product peak{where}: {peak:.3g} GFLOP/s (at the start)",
                 )
                 alongside = rows.dropna(subset=["gemm_gflops"])
                 alongside = alongside[alongside["gemm_gflops"] != peak].drop_duplicates(
@@ -422,7 +433,7 @@ def throughput_figure(runs: Runs, dtype: str):
                         markersize=14,
                         markeredgewidth=2.5,
                         color="black",
-                        label=f"the same, measured alongside that n{where}",
+                        label=f"matrix-product peak measured during this n{where}",
                     )
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -444,13 +455,17 @@ def speedup_figure(runs: Runs, dtype: str, baseline: str):
 
     fig, panels = _per_d_panels(runs, dtype, f"Speedup over {baseline} (95% intervals)")
     for d, ax, frame in panels:
-        missing = []
+        missing, far = [], []
         ratios = paired_ratios(frame, baseline)
         for impl, machine, style, label, rows in _series(runs, frame):
             base = valid_rows(frame[(frame["impl"] == baseline) & (frame["machine"] == machine)])
             merged = valid_rows(rows).merge(base[["n", "median_s"]], on="n", suffixes=("", "_base"))
             if merged.empty:
                 missing.append(_missing_handle(label, style))
+                continue
+            typical = float(np.median(merged["median_s_base"] / merged["median_s"]))
+            if typical < FAR_SLOWER:  # it would squeeze the band where the comparisons are
+                far.append(f"{label}: {typical:.2g}× (left out)")
                 continue
             paired = ratios[(ratios["impl"] == impl) & (ratios["machine"] == machine)]
             if len(paired) == len(merged):  # round by round, with the interval drawn
@@ -469,6 +484,16 @@ def speedup_figure(runs: Runs, dtype: str, baseline: str):
             speedup = merged["median_s_base"] / merged["median_s"]  # an older run: no rounds
             ax.plot(merged["n"], speedup, label=label, **style)
         ax.axhline(1.0, color="black", linewidth=0.8)
+        if far:
+            ax.text(
+                0.98,
+                0.02,
+                f"over {1 / FAR_SLOWER:g}× slower than {baseline}: " + "; ".join(far),
+                transform=ax.transAxes,
+                ha="right",
+                fontsize="x-small",
+                color="0.3",
+            )
         base_ok = set(valid_rows(frame[frame["impl"] == baseline])["n"])
         lacking = sorted(set(valid_rows(frame)["n"]) - base_ok)
         if lacking:
@@ -735,7 +760,13 @@ def compile_figure(runs: Runs):
     ax.set_yscale("log")
     _eng_y(ax, "s")
     ax.set_ylim(floor, max(1.0, first["compile_s"].max() * 30 if not first.empty else 1.0))
-    ax.set_xticks(range(len(groups)), [runs.label(i, m).replace(" @ ", "\n@ ") for m, i in groups])
+    ax.set_xticks(
+        range(len(groups)),
+        [runs.label(i, m).replace(" @ ", "\n@ ") for m, i in groups],
+        rotation=20,
+        ha="right",  # long names side by side would run into each other
+        rotation_mode="anchor",
+    )
     ax.set_ylabel("compile time (s): first call − median call")
     ax.set_xlabel("implementation (bar label: seconds and where the code came from)")
     ax.grid(True, axis="y", which="major", alpha=0.3)
@@ -787,7 +818,10 @@ def figures(runs: Runs, baseline: str | None = None, n_fixed: int | None = None)
             built[f"throughput_{stem}"] = throughput_figure(part, dtype)
             if baseline in known:
                 built[f"speedup_{stem}"] = speedup_figure(part, dtype, baseline)
-            built[f"time_vs_d_{stem}"] = time_vs_d_figure(part, dtype, n_fixed)
+            if part.frame.loc[part.frame["dtype"] == dtype, "d"].nunique() > 1:
+                built[f"time_vs_d_{stem}"] = time_vs_d_figure(part, dtype, n_fixed)
+            else:
+                notes.append(f"no time-vs-d figure for {dtype}{suffix}: the run has one d")
             built[f"memory_{stem}"] = memory_figure(part, dtype)
         built[f"agreement{suffix}"] = agreement_figure(part)
         built[f"compile_time{suffix}"] = compile_figure(part)

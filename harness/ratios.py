@@ -1,8 +1,8 @@
 """Ratios to a baseline, round by round, with intervals (pure: tables in, tables out).
 
-Within a round the implementations of a shape took turns, so the ratio of their medians in that
-round compares the same seconds of the machine; the figure is the median of the per-round
-ratios and its interval resamples whole rounds (harness/stats.py). A ratio whose interval
+Within a round the implementations of a shape took turns, so their samples come from the same
+seconds of the machine; the figure is the ratio of their medians over all rounds, and its
+interval resamples whole rounds, the same rounds for both (harness/stats.py). A ratio whose interval
 holds 1 is a tie: the run cannot tell the two apart.
 """
 
@@ -25,9 +25,13 @@ def default_baseline(frame: pd.DataFrame, metas: dict) -> str:
     return "torch_sdpa" if "torch_sdpa" in set(frame["impl"]) else "numpy"
 
 
-def _rounds(row) -> list[float] | None:
-    values = row.get("round_medians_s")
-    return list(values) if isinstance(values, list) and values else None
+def round_values(row) -> list | None:
+    """Each round's samples, or (runs that kept no more) each round's median."""
+    for column in ("round_samples_s", "round_medians_s"):
+        values = row.get(column)
+        if isinstance(values, list) and values:
+            return list(values)
+    return None
 
 
 def paired_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -37,11 +41,11 @@ def paired_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
     rows = []
     for key, shape in ok.groupby(SHAPE, sort=True):
         base = shape[shape["impl"] == baseline]
-        if base.empty or _rounds(base.iloc[0]) is None:
+        if base.empty or round_values(base.iloc[0]) is None:
             continue
-        base_rounds = _rounds(base.iloc[0])
+        base_rounds = round_values(base.iloc[0])
         for _, row in shape.iterrows():
-            rounds = _rounds(row)
+            rounds = round_values(row)
             if row["impl"] == baseline or rounds is None or len(rounds) != len(base_rounds):
                 continue
             interval = stats.paired_ratio(rounds, base_rounds)

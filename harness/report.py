@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from harness import plotting, stats
+from harness.machine import tracked_by_git
 from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds, valid_rows
-from harness.ratios import default_baseline, format_ratio, paired_ratios
+from harness.ratios import default_baseline, format_ratio, paired_ratios, round_values
 from harness.results import CUDA_TIMER
 
 UNSTABLE_WIDTH = 0.2  # a stated figure whose interval spans more than 20% of it
@@ -76,8 +77,8 @@ def _lead(first, second) -> stats.Interval | None:
     """The runner-up's time over the fastest's, paired by round when both have their rounds."""
     if second is None:
         return None
-    rounds_a, rounds_b = first.get("round_medians_s"), second.get("round_medians_s")
-    if isinstance(rounds_a, list) and isinstance(rounds_b, list) and len(rounds_a) == len(rounds_b):
+    rounds_a, rounds_b = round_values(first), round_values(second)
+    if rounds_a is not None and rounds_b is not None and len(rounds_a) == len(rounds_b):
         return stats.paired_ratio(rounds_b, rounds_a)
     value = second["median_s"] / first["median_s"]
     return stats.Interval(value, value, value)  # an older run: no rounds to pair
@@ -660,18 +661,25 @@ def to_html(blocks: list[tuple]) -> str:
 
 
 def write_report(
-    path: str | Path, baseline: str | None = None, n_fixed: int | None = None
+    path: str | Path,
+    baseline: str | None = None,
+    n_fixed: int | None = None,
+    out: str | Path | None = None,
 ) -> tuple[list[Path], list[str], list[str]]:
-    """Draw the figures into the run directory, then write report.md and report.html there;
-    returns them, notes on figures not drawn, and the findings."""
-    directory = Path(path)
-    runs = plotting.load_runs([directory])
+    """Draw the figures, then write report.md and report.html: into `out`, else into the run
+    directory, unless git tracks it (a committed run), then into results/reports/<its name>;
+    returns the two files, notes on figures not drawn, and the findings."""
+    runs = plotting.load_runs([Path(path)])
+    directory = Path(out) if out is not None else Path(path)
+    if out is None and tracked_by_git(directory):
+        directory = Path("results") / "reports" / Path(path).resolve().name
+    directory.mkdir(parents=True, exist_ok=True)
     built, notes = plotting.figures(runs, baseline, n_fixed)
     baseline = baseline or default_baseline(runs.frame, runs.metas)
     pngs = {}
     for stem, fig in built.items():
         pngs[stem] = plotting.save_figure(fig, directory, stem)[0]
-    title = f"attnbench report: {directory.resolve().name}"
+    title = f"attnbench report: {Path(path).resolve().name}"
     blocks = build_report(runs, pngs, title, baseline)
     if notes:
         blocks.insert(1, ("ul", notes))

@@ -85,49 +85,75 @@ def round_interval(
 
 
 def median_of_rounds(round_values: Sequence[float]) -> Interval:
-    """The median of per-round figures (ratios, normalised times) and its interval."""
+    """The median of per-round figures and its interval."""
     return round_interval(list(round_values), lambda chosen: float(np.median(chosen)))
+
+
+def _pooled(chosen: Sequence[Sequence[float]]) -> float:
+    return float(np.median([s for r in chosen for s in r]))
 
 
 def pooled_median(round_samples: Sequence[Sequence[float]]) -> Interval:
     """The median of every sample of every round, its interval resampling whole rounds."""
+    return round_interval([list(r) for r in round_samples], _pooled)
+
+
+def paired_ratio(
+    round_samples: Sequence[Sequence[float]], baseline_round_samples: Sequence[Sequence[float]]
+) -> Interval:
+    """median(all samples) / median(all the baseline's samples), the two having taken turns
+    within each round; its interval resamples whole rounds, the same rounds for both.
+
+    (A round may be one number, its median, as in runs that kept no more.) The pooled medians
+    use every sample; a median of per-round ratios would rest on one round of three.
+    """
+    if len(round_samples) != len(baseline_round_samples):
+        raise ValueError(
+            f"rounds: expected as many rounds as the baseline's ({len(baseline_round_samples)}), "
+            f"got {len(round_samples)}"
+        )
+    pairs = [
+        (_as_samples(a), _as_samples(b))
+        for a, b in zip(round_samples, baseline_round_samples, strict=True)
+    ]
     return round_interval(
-        [list(r) for r in round_samples],
-        lambda chosen: float(np.median([s for r in chosen for s in r])),
+        pairs, lambda chosen: _pooled([a for a, _ in chosen]) / _pooled([b for _, b in chosen])
     )
 
 
-def paired_ratio(round_medians: Sequence[float], baseline_medians: Sequence[float]) -> Interval:
-    """time / baseline time, round by round (the two took turns within each round): the
-    median of the per-round ratios and its interval."""
-    if len(round_medians) != len(baseline_medians):
-        raise ValueError(
-            f"rounds: expected as many rounds as the baseline's ({len(baseline_medians)}), "
-            f"got {len(round_medians)}"
-        )
-    return median_of_rounds([t / b for t, b in zip(round_medians, baseline_medians, strict=True)])
+def _as_samples(round_value) -> list[float]:
+    return [float(round_value)] if np.ndim(round_value) == 0 else [float(x) for x in round_value]
 
 
-def change(rounds_a: Sequence[float], rounds_b: Sequence[float]) -> Interval:
-    """median(B) / median(A) of per-round figures of two runs, each run's rounds resampled
-    independently (every pair of resamples, weighted by both probabilities)."""
+def _resampled_medians(rounds: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled median of each bootstrap resample of the rounds, and its probability."""
+    samples = [_as_samples(r) for r in rounds]
+    sets, weights = _resamples(len(samples))
+    return np.array([_pooled([samples[i] for i in chosen]) for chosen in sets]), weights
+
+
+def change(rounds_a: Sequence, rounds_b: Sequence) -> Interval:
+    """median(B) / median(A) of two runs' pooled samples (each round a list of samples, or one
+    number), each run's rounds resampled independently (every pair of resamples, weighted by
+    both probabilities, or a seeded draw of pairs when there are too many)."""
     if len(rounds_a) == 0 or len(rounds_b) == 0:
         raise ValueError("rounds: expected at least one round on each side")
-    a, b = np.asarray(rounds_a, float), np.asarray(rounds_b, float)
-    sets_a, weights_a = _resamples(len(a))
-    sets_b, weights_b = _resamples(len(b))
-    medians_a, medians_b = np.median(a[sets_a], axis=1), np.median(b[sets_b], axis=1)
+    medians_a, weights_a = _resampled_medians(rounds_a)
+    medians_b, weights_b = _resampled_medians(rounds_b)
     if len(medians_a) * len(medians_b) <= MAX_PAIRS:
         values = (medians_b[None, :] / medians_a[:, None]).ravel()
         weights = (weights_a[:, None] * weights_b[None, :]).ravel()
-    else:  # a seeded draw of pairs, each side by its own probabilities
+    else:
         rng = np.random.default_rng(SEED)
         pick_a = rng.choice(len(medians_a), MONTE_CARLO_RESAMPLES, p=weights_a)
         pick_b = rng.choice(len(medians_b), MONTE_CARLO_RESAMPLES, p=weights_b)
         values = medians_b[pick_b] / medians_a[pick_a]
         weights = np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
     low, high = _quantiles(values, weights, CONFIDENCE)
-    return Interval(float(np.median(b) / np.median(a)), low, high)
+    value = _pooled([_as_samples(r) for r in rounds_b]) / _pooled(
+        [_as_samples(r) for r in rounds_a]
+    )
+    return Interval(value, low, high)
 
 
 def verdict(interval: Interval, threshold: float) -> str:

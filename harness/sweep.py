@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -45,6 +45,7 @@ PEAK_SIZE = 2048
 STREAM_BYTES = 64 << 20  # over the L2 of the machines seen, cheap to read (about 5 ms)
 PEAK_REPEATS = 3
 START_PEAK_REPEATS = 5  # the start and the end of a run: how far the machine drifted
+CALIBRATION_N = 128  # a series starting above this n is first timed here, to predict it
 UNSTABLE_WIDTH = 0.2  # a median whose interval spans more than 20% of it is flagged unstable
 
 
@@ -185,7 +186,7 @@ def finish_case(first: dict, rounds_s: list[list[float]], probes: list[dict], re
     column = {"gemm": "gemm_rates", "stream": "stream_gbps"}.get(reference)
     rates = [max(p[column]) if column else 1.0 for p in probes]
     normalised = [t * rate for t, rate in zip(round_medians_s, rates, strict=True)]
-    row = {k: v for k, v in first.items() if k != "round_samples_s"}
+    row = dict(first)
     row.update(
         median_s=pooled.median_s,
         median_low_s=interval.low,
@@ -200,6 +201,7 @@ def finish_case(first: dict, rounds_s: list[list[float]], probes: list[dict], re
         round_spread=round_spread(round_medians_s),
         unstable=(interval.high - interval.low) > UNSTABLE_WIDTH * interval.value,
         samples_s=samples,
+        round_samples_s=[list(r) for r in rounds_s],
         drift_reference=reference,
         round_reference_rates=rates,
         round_normalised=normalised,
@@ -215,7 +217,7 @@ def ratio_fields(rows: dict[Case, dict], baseline: str) -> dict[Case, dict]:
         return {}
     out = {}
     for case, row in rows.items():
-        ratio = stats.paired_ratio(row["round_medians_s"], base["round_medians_s"])
+        ratio = stats.paired_ratio(row["round_samples_s"], base["round_samples_s"])
         out[case] = {
             "baseline": baseline,
             "ratio": ratio.value,
@@ -307,6 +309,23 @@ def summary(row: dict) -> str:
             )
         return text if row["status"] == "ok" else f"DISAGREES ({row['note']}); {text}"
     return f"{row['status']}: {row.get('note', '')}"
+
+
+def needs_calibration(case: Case, state: SweepState) -> bool:
+    """A series' first case past CALIBRATION_N: nothing to predict it from, and a blind start
+    could burn the case timeout on a hopeless case (the pure-Python loops at n = 10^5)."""
+    return case.n > CALIBRATION_N and not state.times.get(series_key(case))
+
+
+def calibrate(case: Case, workers: Workers, config: SweepConfig, state: SweepState) -> None:
+    """One quick round of the same series at n = CALIBRATION_N (not recorded as a case), from
+    which the case is predicted by its n^2 (see predict_seconds); a failure predicts nothing."""
+    tiny = replace(case, n=CALIBRATION_N)
+    plan = SamplingPlan(config.min_sample_s, 0.05, 1, 5)
+    reply = workers.round(tiny, plan, config, None)
+    if reply.get("round_samples_s"):
+        median_s = float(np.median(reply["round_samples_s"]))
+        state.times.setdefault(series_key(case), []).append((CALIBRATION_N, median_s))
 
 
 def start_probe(config: SweepConfig, repeats: int) -> dict[str, dict]:
@@ -473,6 +492,9 @@ def run_sweep(
             predicted: dict[Case, float | None] = {}
             active = []
             for case in shape:
+                if needs_calibration(case, state):
+                    progress.start(case)
+                    calibrate(case, workers, config, state)
                 remaining = config.sweep_budget_s - (time.monotonic() - started)
                 reason, predicted[case] = skip_reason(case, config, state, remaining)
                 if reason is None:

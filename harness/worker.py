@@ -51,6 +51,9 @@ def serve(conn, threads: int) -> None:
 
     # Ctrl-C reaches the whole process group: the main process decides, workers just end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker never starts processes; said so, numba guards its thread-pool start with no
+    # process lock, which a killed worker would leave behind as a leaked semaphore.
+    multiprocessing.set_start_method("spawn", force=True)
     os.environ.update(thread_environment(threads))  # for pools created from here on (torch's)
     set_threads(threads)  # and the ones that exist already, at run time
     conn.send({"pid": os.getpid()})

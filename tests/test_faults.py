@@ -188,7 +188,9 @@ def test_sigterm_stops_cleanly_with_the_table_written(tmp_path):
     wait_for_lines(out / "results.jsonl", 1)
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 130
-    assert "Traceback" not in process.stderr.read()
+    err = process.stderr.read()
+    assert "Traceback" not in err
+    assert f"attnbench run --resume {out}" in err  # how to go on, to paste
     rows = len((out / "results.jsonl").read_text().splitlines())
     assert len(pd.read_csv(out / "results.csv")) == rows
 

@@ -1,6 +1,7 @@
 """Report: findings computed from the data (checked against hand-worked numbers on synthetic runs),
 report.md and a self-contained report.html."""
 
+import json
 import math
 import re
 
@@ -258,3 +259,31 @@ def test_report_of_a_tiny_real_run(tmp_path):
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "numpy" in md and "naive" in md and "Scaling exponents" in md
+
+
+def test_a_run_tracked_by_git_is_reported_elsewhere_unless_asked(tmp_path, monkeypatch):
+    """The committed sample stays as committed: its report goes to results/reports/<name>."""
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    run = write_run(tmp_path / "results" / "sample", standard_rows())
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "results/sample"], cwd=tmp_path, check=True)
+    assert main(["report", str(run)]) == 0
+    assert not (run / "report.md").exists()
+    assert (tmp_path / "results" / "reports" / "sample" / "report.md").is_file()
+    assert main(["report", str(run), "--out", str(run)]) == 0  # asked for: written there
+    assert (run / "report.md").is_file()
+
+
+def test_the_report_names_what_the_run_left_out(tmp_path, capsys):
+    run = write_run(tmp_path / "run", standard_rows())
+    meta = json.loads((run / "meta.json").read_text())
+    meta["not_measured"] = {"torch_sdpa": "torch is not installed (pip install 'attnbench[peers]')"}
+    (run / "meta.json").write_text(json.dumps(meta))
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    assert "## Not measured here" in md
+    assert "torch_sdpa: torch is not installed (pip install 'attnbench[peers]')" in md
+    out = capsys.readouterr().out
+    assert "findings:\n  - " in out and out.rstrip().splitlines()[-1].startswith("report: ")

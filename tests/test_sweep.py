@@ -383,3 +383,17 @@ def test_the_reference_workloads_are_measured_in_a_real_worker(tmp_path):
         assert row["gemm_best_gflops"] == max(row["gemm_rates"])
         assert len(row["round_normalised"]) == row["rounds"] == 3
         assert all(rate > 0 for rate in row["round_reference_rates"])
+
+
+def test_a_series_that_starts_large_is_predicted_from_a_quick_calibration(tmp_path, monkeypatch):
+    """No blind start: naive at n = 100000 is timed at n = 128 first (1 ms), predicted at
+    (100000 / 128)^2 times that, 610 s per call, and skipped at once with the prediction."""
+    config = SweepConfig(n=(100_000,), d=(8,), rounds=3, threads=1)
+    rows, log = scripted_sweep(
+        tmp_path, monkeypatch, impl_names=("naive",), config=config, times={"naive": [1e-3] * 3}
+    )
+    assert [step for step in log if step[0] == "naive"] == [("naive", sweep.CALIBRATION_N, 1)]
+    (row,) = rows
+    assert row["status"] == "skipped" and row["n"] == 100_000
+    assert row["predicted_s"] == pytest.approx(1e-3 * (100_000 / 128) ** 2)
+    assert "per call > budget 2 s" in row["note"]
