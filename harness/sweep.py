@@ -1,18 +1,21 @@
 """The sweep: every case of the grid, in rounds of fresh worker processes, results kept at once.
 
-Order: dtype, d, n ascending. The implementations of one shape are measured side by side in
-`rounds` rounds (A B C, A B C, ...), each round of each implementation in a fresh worker process
-(as asv and pyperf do), after the reference workloads of that round (matrix products, streaming
-reads) in a probe worker. So:
-- a ratio is formed round by round, from the same seconds of the machine, and its interval
-  comes from resampling whole rounds (harness/stats.py);
-- what varies from process to process (allocation, alignment, thread placement) varies from
-  round to round, and is inside that interval;
-- each case's time is also expressed in units of the round's reference workload
-  (`round_normalised`), which drifts with the machine, so that runs taken at different speeds
-  can be compared (`attnbench compare`).
-A case's time can be predicted from the same implementation's smaller cases measured before it:
-a case predicted over budget is skipped with its prediction instead of burning minutes.
+Round by round over the whole grid (as asv does): round 1 of every shape, dtype, d, then n
+ascending, then round 2 of every shape, and so on. Within a round the implementations of a shape
+take turns, each in a fresh worker process, after the reference workloads of that round
+(matrix products, streaming reads) in a probe worker. So:
+- two implementations' samples of a round come from the same seconds of the machine, and their
+  ratio's interval resamples whole rounds (harness/stats.py);
+- a case's rounds are minutes apart, in different phases of a shared machine, and in different
+  processes (allocation, alignment, thread placement): what varies between them is inside the
+  intervals, not hidden in one good or bad minute;
+- each round is also expressed in units of its reference workload (`round_normalised`), which
+  drifts with the machine, so that runs taken at different speeds can be compared;
+- each shape's rows are written after each of its rounds (the last record of a case counts),
+  so an interruption loses no round already measured.
+A case's time is predicted from the same implementation's smaller cases (or a quick calibration
+at small n): a case predicted over budget is skipped with its prediction instead of burning
+minutes.
 """
 
 from __future__ import annotations
@@ -104,12 +107,17 @@ class SweepState:
         return None
 
     def record(self, case: Case, row: dict) -> None:
+        """What a row teaches: its time (the latest, for a case written after each round)."""
         if row.get("worker_lost"):
             self.lost.append((case, row["note"]))
         if row.get("status") in ("ok", "disagrees") and row.get("median_s"):
-            self.times.setdefault(series_key(case), []).append((case.n, row["median_s"]))
+            self.learn(case, row["median_s"])
         elif row.get("status") == "skipped" and row.get("first_call_s"):
-            self.times.setdefault(series_key(case), []).append((case.n, row["first_call_s"]))
+            self.learn(case, row["first_call_s"])
+
+    def learn(self, case: Case, seconds: float) -> None:
+        series = self.times.setdefault(series_key(case), [])
+        series[:] = [(n, s) for n, s in series if n != case.n] + [(case.n, seconds)]
 
 
 def skip_reason(
@@ -276,12 +284,13 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, description=describe(case))
 
-    def finish(self, case: Case, row: dict) -> None:
-        self.done += 1
+    def finish(self, case: Case, row: dict, steps: int = 1) -> None:
+        """A round of a case measured (or `steps` rounds settled at once: skipped, failed)."""
+        self.done += steps
         line = f"[{self.done}/{self.total}] {describe(case)}: {summary(row)}"
         if self.bar is not None:
             self.bar.console.print(line, highlight=False, markup=False)
-            self.bar.advance(self.task)
+            self.bar.advance(self.task, steps)
         else:
             print(line, file=self.stream, flush=True)
 
@@ -324,8 +333,7 @@ def calibrate(case: Case, workers: Workers, config: SweepConfig, state: SweepSta
     plan = SamplingPlan(config.min_sample_s, 0.05, 1, 5)
     reply = workers.round(tiny, plan, config, None)
     if reply.get("round_samples_s"):
-        median_s = float(np.median(reply["round_samples_s"]))
-        state.times.setdefault(series_key(case), []).append((CALIBRATION_N, median_s))
+        state.learn(tiny, float(np.median(reply["round_samples_s"])))
 
 
 def start_probe(config: SweepConfig, repeats: int) -> dict[str, dict]:
@@ -391,8 +399,11 @@ class Workers:
 
 @dataclass
 class ShapeRounds:
-    """The cases of one shape being measured round by round."""
+    """The cases of one shape (they differ only in the implementation), round by round."""
 
+    cases: list[Case]
+    active: list[Case] = field(default_factory=list)  # measured, not failed or skipped
+    predicted: dict[Case, float | None] = field(default_factory=dict)
     first: dict[Case, dict] = field(default_factory=dict)  # the first round's row, per case
     rounds_s: dict[Case, list[list[float]]] = field(default_factory=dict)
     probes: list[dict] = field(default_factory=list)  # per round
@@ -417,7 +428,8 @@ def method(config: SweepConfig, baseline: str) -> dict:
         "ci": config.ci,
         "max_rounds": config.max_rounds,
         "round_process": "fresh worker per round of each case",
-        "order": "a shape's implementations take turns within each round",
+        "order": "round by round over the whole grid; in a round, shape by shape, a shape's "
+        "implementations in turn",
         "statistic": "median",
         "interval": f"{stats.CONFIDENCE:.0%} percentile bootstrap over whole rounds (exact up "
         f"to {stats.EXACT_MAX_ROUNDS} rounds, else {stats.MONTE_CARLO_RESAMPLES} resamples)",
@@ -444,104 +456,142 @@ def run_sweep(
     meta: dict,
     progress_factory: Callable[[int], Progress] = Progress,
 ) -> list[dict]:
-    """Measure every case not yet in `run`; returns the rows written by this call."""
-    started = time.monotonic()
-    state = SweepState()
-    done_keys = set()
-    for row in run.rows():
-        case = Case(**{c: row[c] for c in CASE_COLUMNS})
-        done_keys.add(case.key)
-        state.record(case, row)
-    cases = [c for c in plan_cases(config, names) if c.key not in done_keys]
-    plan = SamplingPlan(
-        config.min_sample_s, config.target_s, config.min_samples, config.max_samples
-    ).per_round(config.rounds)
-    baseline = resolve_baseline(config, names)
-    written: list[dict] = []
-    progress = progress_factory(len(cases))
-    workers = Workers(config.threads, config.case_timeout_s)
+    """Measure every case not yet in `run`; returns each case's last row written by this call.
 
-    def record(case: Case, row: dict, predicted: float | None, peaks: Sequence[float]) -> None:
-        row = {
-            **case.to_dict(),
-            **row,
-            **derived(case, row, peaks),
-            "predicted_s": predicted,
-            "measured_at": datetime.now(timezone.utc).isoformat(),
-        }
-        if "threading" in row:
-            meta.setdefault("threading", {})[case.impl] = row.pop("threading")
-        run.append(row)
-        state.record(case, row)
-        written.append(row)
-        progress.finish(case, row)
-
+    Round by round over the whole grid: round 1 of every shape (smallest first, which also
+    decides what is skipped), then round 2 of every shape, and so on, so that a case's rounds
+    are minutes apart, in different phases of a shared machine, and what varies between
+    phases is inside its intervals. Each shape's rows are written after each of its rounds
+    (the last record of a case counts), so an interruption loses no round already measured.
+    """
+    sweep = Sweep(config, run, names, meta, progress_factory)
     try:
-        if cases and any(dtype not in meta.get("probe_start", {}) for dtype in config.dtype):
-            meta["probe_start"] = {**start_probe(config, START_PEAK_REPEATS),
-                                   **meta.get("probe_start", {})}  # fmt: skip
-            meta["gemm_peak_gflops"] = peak_summary(meta["probe_start"])
-            run.write_meta(meta)
-        for _, shape in itertools.groupby(cases, key=shape_key):
-            shape = list(shape)
-            start = meta["probe_start"][shape[0].dtype]
-            balance = statistics.median(start["gemm_rates"]) / statistics.median(
-                start["stream_gbps"]
-            )
-            measured = ShapeRounds()
-            predicted: dict[Case, float | None] = {}
-            active = []
-            for case in shape:
-                if needs_calibration(case, state):
-                    progress.start(case)
-                    calibrate(case, workers, config, state)
-                remaining = config.sweep_budget_s - (time.monotonic() - started)
-                reason, predicted[case] = skip_reason(case, config, state, remaining)
-                if reason is None:
-                    active.append(case)
-                else:
-                    progress.start(case)
-                    record(case, {"status": "skipped", "note": reason}, predicted[case], ())
-            while active:
-                n_round = len(measured.probes)
-                if n_round >= config.rounds:
-                    if not config.ci or n_round >= config.max_rounds:
-                        break
-                    if precise_enough(measured.rows(start, balance), baseline, config.ci):
-                        break
-                    if time.monotonic() - started > config.sweep_budget_s:
-                        break
-                measured.probes.append(workers.probe(shape[0].dtype))
-                for case in list(active):
-                    progress.start(case)
-                    inner = measured.first[case]["inner_repeats"] if n_round else None
-                    reply = workers.round(case, plan, config, inner)
-                    if "round_samples_s" not in reply:  # skipped, failed, or never timed
-                        active.remove(case)
-                        failed = {**measured.first.pop(case, {}), **reply}
-                        failed.pop("round_samples_s", None)
-                        measured.rounds_s.pop(case, None)
-                        if n_round:
-                            failed["note"] = f"round {n_round + 1}: {reply.get('note', '')}"
-                        record(case, failed, predicted[case], ())
-                        continue
-                    if not n_round:
-                        measured.first[case] = reply
-                    measured.rounds_s.setdefault(case, []).append(reply["round_samples_s"])
-            rows = measured.rows(start, balance)
-            ratios = ratio_fields(rows, baseline)
-            for case, row in rows.items():
-                peaks = [r for p in measured.probes if p for r in p["gemm_rates"]]
-                row.update(ratios.get(case, {}))
-                record(case, row, predicted[case], peaks or start["gemm_rates"])
-        if cases:  # the reference again: how far the machine's speed drifted during the sweep
+        sweep.reference_at_start()
+        shapes = [ShapeRounds(list(group)) for _, group in itertools.groupby(
+            sweep.cases, key=shape_key)]  # fmt: skip
+        for shape in shapes:
+            sweep.decide(shape)
+            sweep.measure_round(shape)
+        for n_round in range(1, config.max_rounds if config.ci else config.rounds):
+            for shape in shapes:
+                if n_round < config.rounds or sweep.wants_more(shape):
+                    sweep.measure_round(shape)
+        if sweep.cases:  # the reference again: how far the machine's speed drifted
             meta["probe_end"] = start_probe(config, START_PEAK_REPEATS)
             meta["gemm_peak_end_gflops"] = peak_summary(meta["probe_end"])
             run.write_meta(meta)
     except BaseException:  # interrupted: a worker may be mid-case, do not wait for it
-        workers.kill()
+        sweep.workers.kill()
         raise
     finally:
-        workers.close()
-        progress.close()
-    return written
+        sweep.workers.close()
+        sweep.progress.close()
+    return list({tuple(row[c] for c in CASE_COLUMNS): row for row in sweep.written}.values())
+
+
+class Sweep:
+    """One call of run_sweep: its settings, its processes, and what it has learnt so far."""
+
+    def __init__(self, config, run, names, meta, progress_factory):
+        self.config, self.run, self.meta = config, run, meta
+        self.started = time.monotonic()
+        self.state = SweepState()
+        done_keys = set()
+        for row in run.rows():
+            case = Case(**{c: row[c] for c in CASE_COLUMNS})
+            done_keys.add(case.key)
+            self.state.record(case, row)
+        self.cases = [c for c in plan_cases(config, names) if c.key not in done_keys]
+        self.plan = SamplingPlan(
+            config.min_sample_s, config.target_s, config.min_samples, config.max_samples
+        ).per_round(config.rounds)
+        self.baseline = resolve_baseline(config, names)
+        self.written: list[dict] = []
+        self.progress = progress_factory(len(self.cases) * config.rounds)
+        self.workers = Workers(config.threads, config.case_timeout_s)
+
+    def remaining_s(self) -> float:
+        return self.config.sweep_budget_s - (time.monotonic() - self.started)
+
+    def reference_at_start(self) -> None:
+        probes = self.meta.get("probe_start", {})
+        if self.cases and any(dtype not in probes for dtype in self.config.dtype):
+            self.meta["probe_start"] = {**start_probe(self.config, START_PEAK_REPEATS), **probes}
+            self.meta["gemm_peak_gflops"] = peak_summary(self.meta["probe_start"])
+            self.run.write_meta(self.meta)
+
+    def decide(self, shape: ShapeRounds) -> None:
+        """Before a shape's first round: which of its cases run, and their predictions."""
+        for case in shape.cases:
+            if needs_calibration(case, self.state):
+                self.progress.start(case)
+                calibrate(case, self.workers, self.config, self.state)
+            reason, shape.predicted[case] = skip_reason(
+                case, self.config, self.state, self.remaining_s()
+            )
+            if reason is None:
+                shape.active.append(case)
+            else:
+                self.progress.start(case)
+                row = {"status": "skipped", "note": reason}
+                self.record(case, row, shape, (), steps=self.config.rounds)
+
+    def wants_more(self, shape: ShapeRounds) -> bool:
+        """--ci: another round while a ratio's interval is wider than asked, within budget."""
+        if not shape.active or len(shape.probes) >= self.config.max_rounds:
+            return False
+        if self.remaining_s() <= 0:
+            return False
+        return not precise_enough(self.rows(shape), self.baseline, self.config.ci)
+
+    def measure_round(self, shape: ShapeRounds) -> None:
+        """One round of each of the shape's cases, after the reference workloads; then the
+        shape's rows, with the rounds so far."""
+        if not shape.active:
+            return
+        n_round = len(shape.probes)
+        shape.probes.append(self.workers.probe(shape.cases[0].dtype))
+        for case in list(shape.active):
+            self.progress.start(case)
+            inner = shape.first[case]["inner_repeats"] if n_round else None
+            reply = self.workers.round(case, self.plan, self.config, inner)
+            if "round_samples_s" in reply:
+                shape.first.setdefault(case, reply)
+                shape.rounds_s.setdefault(case, []).append(reply["round_samples_s"])
+                continue
+            # skipped (over budget), failed, or never timed: the case ends here
+            shape.active.remove(case)
+            row = {**shape.first.pop(case, {}), **reply}
+            row.pop("round_samples_s", None)
+            shape.rounds_s.pop(case, None)
+            if n_round:
+                row["note"] = f"round {n_round + 1}: {reply.get('note', '')}"
+            steps = self.config.rounds - n_round if n_round < self.config.rounds else 0
+            self.record(case, row, shape, (), steps=steps)
+        rows = self.rows(shape)
+        ratios = ratio_fields(rows, self.baseline)
+        peaks = [r for p in shape.probes if p for r in p["gemm_rates"]]
+        start = self.meta["probe_start"][shape.cases[0].dtype]["gemm_rates"]
+        for case, row in rows.items():
+            row.update(ratios.get(case, {}))
+            self.record(case, row, shape, peaks or start, steps=int(n_round < self.config.rounds))
+
+    def rows(self, shape: ShapeRounds) -> dict[Case, dict]:
+        start = self.meta["probe_start"][shape.cases[0].dtype]
+        balance = statistics.median(start["gemm_rates"]) / statistics.median(start["stream_gbps"])
+        return shape.rows(start, balance)
+
+    def record(self, case: Case, row: dict, shape: ShapeRounds, peaks, steps: int = 1) -> None:
+        row = {
+            **case.to_dict(),
+            **row,
+            **derived(case, row, peaks),
+            "predicted_s": shape.predicted.get(case),
+            "measured_at": datetime.now(timezone.utc).isoformat(),
+        }
+        if "threading" in row:
+            self.meta.setdefault("threading", {})[case.impl] = row.pop("threading")
+        self.run.append(row)
+        self.state.record(case, row)
+        self.written.append(row)
+        self.progress.finish(case, row, steps)

@@ -33,7 +33,7 @@ class WorkerLost(Exception):
 PRELOAD = ["numpy", "numba", "harness.measure"]  # imported once, in the server
 
 
-def serve(conn, threads: int) -> None:
+def serve(conn, threads: int, environ: dict[str, str]) -> None:
     """The worker's loop: set threads, then answer each request until told to stop.
 
     Requests: a case's first round (`measure_case`), a later round (`measure_round`), or the
@@ -49,6 +49,10 @@ def serve(conn, threads: int) -> None:
         threading_report,
     )
 
+    # The main process's environment as it is now, not as it was when the server started
+    # (ATTNBENCH_IMPLS_PATH, for one, is read when the registry is first used, here).
+    os.environ.clear()
+    os.environ.update(environ)
     # Ctrl-C reaches the whole process group: the main process decides, workers just end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A worker never starts processes; said so, numba guards its thread-pool start with no
@@ -101,7 +105,9 @@ class Worker:
         saved = {k: os.environ.get(k) for k in thread_environment(threads)}
         os.environ.update(thread_environment(threads))  # the server's, when this starts it
         try:
-            self.process = context.Process(target=serve, args=(child_conn, threads), daemon=True)
+            self.process = context.Process(
+                target=serve, args=(child_conn, threads, dict(os.environ)), daemon=True
+            )
             self.process.start()
         finally:
             for key, value in saved.items():

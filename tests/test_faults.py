@@ -62,7 +62,9 @@ def test_crashes_hangs_and_exceptions_are_recorded_and_the_sweep_goes_on(planted
 
 def test_a_crash_skips_only_larger_cases_and_resume_remembers_it(planted, tmp_path):
     out = tmp_path / "run"
-    table = quick_run(out, "fault_segfault", "8,16,32", "--dtype", "float32,float64", d="4,8")
+    table = quick_run(  # one round: a record per case, so that the last two can be lost
+        out, "fault_segfault", "8,16,32", "--dtype", "float32,float64", "--rounds", "1", d="4,8"
+    )
     table = table.set_index(["dtype", "d", "n"])
     for dtype in ("float32", "float64"):
         assert table.loc[(dtype, 4, 8), "status"] == "ok"
@@ -164,7 +166,7 @@ def test_sigkill_mid_sweep_loses_nothing_and_resume_completes_it(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     before = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert 2 <= len(before) < 8
+    assert 2 <= len(before) < 8 * 3  # a record per case and round
     resumed = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--resume", str(out)],
         env={**os.environ, impls.PATH_ENV: str(FAULTY)},
@@ -175,9 +177,8 @@ def test_sigkill_mid_sweep_loses_nothing_and_resume_completes_it(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     after = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert after[: len(before)] == before  # nothing measured was lost or re-measured
-    keys = [(r["impl"], r["n"]) for r in after]
-    assert len(keys) == len(set(keys)) == 8  # complete, each case once
-    table = pd.read_csv(out / "results.csv")
+    assert len({(r["impl"], r["n"]) for r in after}) == 8  # complete
+    table = pd.read_csv(out / "results.csv")  # each case once: its last record
     assert len(table) == 8 and set(table.status) == {"ok"}
     assert json.loads((out / "meta.json").read_text())["resumed"]
 
@@ -321,14 +322,14 @@ def test_a_torn_last_line_is_dropped_and_resume_remeasures_it(tmp_path):
     out = make_run(tmp_path)
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
-    assert len(RunDir(out).rows()) == 1
+    assert len(RunDir(out).rows()) == 1  # n = 8's first round; n = 16's was torn
     assert main(["run", "--resume", str(out)]) == 0
-    assert len(RunDir(out).rows()) == 2
+    assert list(RunDir(out).table()["n"]) == [8, 16]
 
 
 def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path, monkeypatch):
-    """500 cases: the main process holds no per-case state beyond a small record. (The workers
-    are scripted: it is the main process that is measured.)"""
+    """500 cases: the main process holds no per-case state beyond a record and its samples.
+    (The workers are scripted: it is the main process that is measured.)"""
     import psutil
     from test_sweep import START, ScriptedWorker
 
@@ -345,7 +346,7 @@ def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path, monkeypatch):
     rss_bytes = []
 
     class RecordingProgress(Progress):
-        def finish(self, case, row):
+        def finish(self, case, row, steps=1):
             rss_bytes.append(psutil.Process().memory_info().rss)
 
     config = SweepConfig(

@@ -49,7 +49,7 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli("--impl", "numpy,naive", *TINY, "--out", str(out)) == 0
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 2 * 3 * 2
+    assert len(lines) == 2 * 3 * 2 * 3  # a record per case after each of its 3 rounds
     table = pd.read_csv(out / "results.csv")
     assert list(table.columns) == COLUMNS
     assert len(table) == 12 and set(table.status) == {"ok"}
@@ -57,7 +57,7 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
     assert (table.gflops == table.flops / table.median_s / 1e9).all()
     assert (table.round_spread >= 1).all()  # the slowest round's median over the fastest's
     assert table.max_rel_err.max() < 1e-5
-    raw = json.loads(lines[0])
+    raw = json.loads(lines[-1])  # a case's last record
     assert len(raw["samples_s"]) == raw["samples"] >= 5  # pooled from the rounds
     assert raw["rounds"] == 3
     assert raw["median_s"] == pytest.approx(float(np.median(raw["samples_s"])), rel=1e-12)
@@ -87,14 +87,20 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
 
 
 def test_implementations_of_one_shape_are_measured_one_after_another(tmp_path):
-    """Case-major order: the ratio of two implementations is taken on the same minute of the
-    machine, not minutes apart, and smaller n still come first for the prediction."""
+    """Within a round, shape by shape: the implementations of a shape take turns in the same
+    seconds of the machine, and smaller n come first for the prediction."""
     out = tmp_path / "run"
     assert run_cli("--impl", "numpy,naive", *TINY, "--out", str(out)) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    order = [(row["d"], row["n"], row["impl"]) for row in rows]
+    order = [(row["rounds"], row["d"], row["n"], row["impl"]) for row in rows]
     impl_names = ("numpy", "naive")
-    assert order == [(d, n, impl) for d in (4, 8) for n in (8, 16, 32) for impl in impl_names]
+    assert order == [
+        (r, d, n, impl)
+        for r in (1, 2, 3)
+        for d in (4, 8)
+        for n in (8, 16, 32)
+        for impl in impl_names
+    ]
 
 
 def test_naive_loops_are_skipped_past_the_budget_with_the_prediction(tmp_path):
@@ -218,11 +224,11 @@ def test_both_masks_of_a_shape_are_measured_one_after_the_other():
 class ScriptedWorker:
     """Stands in for a worker process: logs each request. A case's round r (from 1) takes
     `times[impl][r - 1]` seconds per sample (times the machine's `slowdown` that round); the
-    probe's rates are divided by the same slowdown. `lose_at` names an (impl, round) whose worker
-    is lost there."""
+    probe's rates are divided by the same slowdown. `lose_at` names an (impl, n, round) whose
+    worker is lost there."""
 
     log: ClassVar[list[tuple]] = []  # ("spawn",), (impl, n, round), ("probe",)
-    lose_at: ClassVar[tuple[str, int] | None] = None
+    lose_at: ClassVar[tuple[str, int, int] | None] = None
     times: ClassVar[dict[str, list[float]]] = {}
     slowdown: ClassVar[list[float]] = []
     probes_lost: ClassVar[set[int]] = set()  # rounds (from 1) whose probe worker is lost
@@ -235,7 +241,7 @@ class ScriptedWorker:
         r = self.rounds_done[case.key] = self.rounds_done.get(case.key, 0) + 1
         assert (inner is None) == (r == 1)  # later rounds are told the first round's size
         self.log.append((case.impl, case.n, r))
-        if (case.impl, r) == self.lose_at:
+        if (case.impl, case.n, r) == self.lose_at:
             raise WorkerLost("worker crashed: killed by SIGSEGV")
         seconds = self.times.get(case.impl, [1e-3] * 20)[r - 1] * self.slow(r)
         reply = {"status": "ok", "round_samples_s": [seconds] * 2}
@@ -274,15 +280,15 @@ def scripted_sweep(tmp_path, monkeypatch, impl_names=("numpy", "naive"), config=
     return rows, ScriptedWorker.log
 
 
-def test_each_round_of_each_case_is_a_fresh_worker_and_implementations_take_turns(
+def test_rounds_go_over_the_grid_each_case_in_a_fresh_worker_implementations_in_turn(
     tmp_path, monkeypatch
 ):
     rows, log = scripted_sweep(tmp_path, monkeypatch)
     steps = [step for step in log if step != ("spawn",)]
-    assert steps == [
+    assert steps == [  # round by round over the whole grid: a case's rounds minutes apart
         step
-        for n in (64, 128)
         for r in (1, 2, 3)
+        for n in (64, 128)
         for step in (("probe",), ("numpy", n, r), ("naive", n, r))
     ]
     assert log.count(("spawn",)) == 2 * 2 * 3 + 1  # every round of every case, and the probe
@@ -293,13 +299,24 @@ def test_each_round_of_each_case_is_a_fresh_worker_and_implementations_take_turn
 
 
 def test_a_worker_lost_in_a_later_round_fails_only_its_case(tmp_path, monkeypatch):
-    rows, log = scripted_sweep(tmp_path, monkeypatch, lose_at=("naive", 2))
+    rows, log = scripted_sweep(tmp_path, monkeypatch, lose_at=("naive", 64, 2))
     statuses = {(row["impl"], row["n"]): (row["status"], row.get("note")) for row in rows}
     assert statuses[("numpy", 64)] == ("ok", None)
     assert statuses[("naive", 64)] == ("failed", "round 2: worker crashed: killed by SIGSEGV")
     assert ("numpy", 64, 3) in log and ("naive", 64, 3) not in log
-    # after a crash, the larger cases of that implementation are skipped, the others measured
-    assert statuses[("naive", 128)][0] == "skipped" and statuses[("numpy", 128)][0] == "ok"
+    # naive at n = 128 had its first round before the crash: it goes on, as numpy does
+    assert statuses[("naive", 128)][0] == "ok" and statuses[("numpy", 128)][0] == "ok"
+
+
+def test_rows_are_written_after_every_round_so_an_interruption_keeps_them(tmp_path, monkeypatch):
+    rows, _ = scripted_sweep(tmp_path, monkeypatch)
+    records = RunDir(tmp_path).rows()
+    assert [(r["impl"], r["n"], r["rounds"]) for r in records] == [
+        (impl, n, r) for r in (1, 2, 3) for n in (64, 128) for impl in ("numpy", "naive")
+    ]
+    table = RunDir(tmp_path).table()  # the last record of each case
+    assert list(table["rounds"]) == [3, 3, 3, 3]
+    assert [row["rounds"] for row in rows] == [3, 3, 3, 3]
 
 
 def test_ratios_are_formed_round_by_round_so_a_drifting_machine_cancels(tmp_path, monkeypatch):
@@ -328,8 +345,9 @@ def test_ratios_are_formed_round_by_round_so_a_drifting_machine_cancels(tmp_path
 def test_a_lost_probe_falls_back_to_the_start_and_never_fails_a_case(tmp_path, monkeypatch):
     rows, _ = scripted_sweep(tmp_path, monkeypatch, probes_lost={1, 2})
     assert {row["status"] for row in rows} == {"ok"}
-    first = rows[0]  # rounds 1 and 2 of n = 64 lost their probe: the start's serves
-    assert first["round_reference_rates"] == [140.0, 140.0, 100.0]  # the fastest product
+    # The first two probes (round 1 of n = 64 and of n = 128) are lost: the start's serves.
+    by_n = {row["n"]: row["round_reference_rates"] for row in rows if row["impl"] == "numpy"}
+    assert by_n == {64: [140.0, 100.0, 100.0], 128: [140.0, 100.0, 100.0]}  # the fastest
 
 
 def test_ci_adds_rounds_until_the_ratios_are_precise_or_max_rounds(tmp_path, monkeypatch):
@@ -377,11 +395,11 @@ def test_the_reference_workloads_are_measured_in_a_real_worker(tmp_path):
     assert (table.gemm_gflops > 0).all() and (table.gemm_gflops != start).all()
     assert (table.peak_fraction == table.gflops / table.gemm_gflops).all()
     for line in (out / "results.jsonl").read_text().splitlines():
-        row = json.loads(line)  # each product on record: PEAK_REPEATS before each of 3 rounds
-        assert len(row["gemm_rates"]) == 3 * sweep.PEAK_REPEATS
+        row = json.loads(line)  # each product on record: PEAK_REPEATS before each round so far
+        assert len(row["gemm_rates"]) == row["rounds"] * sweep.PEAK_REPEATS
         assert row["gemm_gflops"] == pytest.approx(float(np.median(row["gemm_rates"])))
         assert row["gemm_best_gflops"] == max(row["gemm_rates"])
-        assert len(row["round_normalised"]) == row["rounds"] == 3
+        assert len(row["round_normalised"]) == row["rounds"]
         assert all(rate > 0 for rate in row["round_reference_rates"])
 
 
