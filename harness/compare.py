@@ -4,7 +4,8 @@ Each case is compared on its drift-normalised samples (each round's times the ra
 round's reference workload, measured just before it), so that a machine running 10-30% slower
 during one run than during the other does not read as a change of the code. The change is
 median(B) / median(A) with a 95% interval from resampling whole rounds of each run
-(harness/stats.py); a case is marked only when the whole interval lies beyond the threshold.
+(harness/stats.py); a case is marked only when the whole interval lies beyond the threshold,
+and the raw change's interval too (see `compare_rounds`).
 Samples within a round are not independent (one process, one moment), so no test treats them
 as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
 """
@@ -44,12 +45,14 @@ class Change:
 def compare_rounds(
     a_rounds_s: list, b_rounds_s: list, a_normalised: list, b_normalised: list, threshold: float
 ) -> Change:
-    """One case: raw and normalised B/A with their intervals; judged on the normalised one.
-    Each list holds a run's rounds: a round's samples, or one number per round."""
-    normalised = stats.change(a_normalised, b_normalised)
-    return Change(
-        stats.change(a_rounds_s, b_rounds_s), normalised, stats.verdict(normalised, threshold)
-    )
+    """One case: raw and normalised B/A with their intervals. Marked when the normalised
+    interval lies beyond the threshold, and the raw one too, on the same side: a drift of the
+    machine moves the raw figure alone, a passing disturbance of a reference workload the
+    normalised one alone; a change of the code moves both. Each list holds a run's rounds: a
+    round's samples, or one number per round."""
+    raw, normalised = stats.change(a_rounds_s, b_rounds_s), stats.change(a_normalised, b_normalised)
+    judged = stats.verdict(normalised, threshold)
+    return Change(raw, normalised, judged if stats.verdict(raw, threshold) == judged else "")
 
 
 def _rounds(row: pd.Series, column: str, side: str) -> list:
@@ -105,6 +108,8 @@ def compare_tables(
             verdict = change.change if judge else OTHER_MACHINE
             out.update(
                 raw_ratio=change.raw.value,
+                raw_low=change.raw.low,
+                raw_high=change.raw.high,
                 ratio=change.normalised.value,
                 ratio_low=change.normalised.low,
                 ratio_high=change.normalised.high,
@@ -115,6 +120,8 @@ def compare_tables(
             moved = row["status_a"] != row["status_b"]
             out.update(
                 raw_ratio=math.nan,
+                raw_low=math.nan,
+                raw_high=math.nan,
                 ratio=math.nan,
                 ratio_low=math.nan,
                 ratio_high=math.nan,
@@ -129,6 +136,8 @@ def compare_tables(
         "median_a_s",
         "median_b_s",
         "raw_ratio",
+        "raw_low",
+        "raw_high",
         "ratio",
         "ratio_low",
         "ratio_high",
@@ -199,15 +208,18 @@ def summary(table: pd.DataFrame, threshold: float, only_a: int, only_b: int) -> 
     ]
     text = "; ".join(p for p in parts if p)
     return (
-        f"{text} (marked only when the whole 95% interval of B/A, drift-normalised, lies beyond "
-        f"±{threshold:.1%}); {only_a} cases only in A, {only_b} only in B"
+        f"{text} (marked only when the whole 95% interval of B/A, drift-normalised and raw, lies "
+        f"beyond ±{threshold:.1%}); {only_a} cases only in A, {only_b} only in B"
     )
 
 
-def _interval(row: pd.Series) -> str:
-    if pd.isna(row["ratio"]):
+def _interval(row: pd.Series, prefix: str = "") -> str:
+    value = row[f"{prefix}ratio"]
+    if pd.isna(value):
         return ""
-    return f"{row['ratio']:.3f} [{row['ratio_low']:.3f}, {row['ratio_high']:.3f}]"
+    return f"{value:.3f} [{row[f'{prefix}low' if prefix else 'ratio_low']:.3f}, " + (
+        f"{row[f'{prefix}high' if prefix else 'ratio_high']:.3f}]"
+    )
 
 
 def display_table(table: pd.DataFrame) -> list[dict]:
@@ -220,7 +232,7 @@ def display_table(table: pd.DataFrame) -> list[dict]:
             A=format_seconds(row["median_a_s"]) if row["status_a"] == "ok" else row["status_a"],
             B=format_seconds(row["median_b_s"]) if row["status_b"] == "ok" else row["status_b"],
             **{
-                "B/A raw": "" if pd.isna(row["raw_ratio"]) else f"{row['raw_ratio']:.3f}",
+                "B/A raw [95%]": _interval(row, "raw_"),
                 "B/A normalised [95%]": _interval(row),
             },
             change=row["change"].upper() if row["regression"] else row["change"],

@@ -405,9 +405,25 @@ def throughput_figure(runs: Runs, dtype: str):
 
     fig, panels = _per_d_panels(runs, dtype, "Throughput vs sequence length")
     for d, ax, frame in panels:
-        missing = []
+        missing, far, lines = [], [], []
         for style, label, ok in _valid_series(runs, frame, missing):
-            ax.plot(ok["n"], ok["flops"] / ok["median_s"] / 1e9, label=label, **style)
+            lines.append((style, label, ok, ok["flops"] / ok["median_s"] / 1e9))
+        best = max((float(np.median(rate)) for *_, rate in lines), default=0.0)
+        for style, label, ok, rate in lines:
+            if float(np.median(rate)) < FAR_SLOWER * best:  # it would squeeze the others
+                far.append(f"{label}: {float(np.median(rate)):.2g} GFLOP/s (left out)")
+                continue
+            ax.plot(ok["n"], rate, label=label, **style)
+        if far:
+            ax.text(
+                0.98,
+                0.02,
+                f"over {1 / FAR_SLOWER:g}× below the fastest: " + "; ".join(far),
+                transform=ax.transAxes,
+                ha="right",
+                fontsize="x-small",
+                color="0.3",
+            )
         for machine, meta in runs.metas.items():
             peak = meta.get("gemm_peak_gflops", {}).get(dtype)
             rows = frame[frame["machine"] == machine]
