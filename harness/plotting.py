@@ -260,6 +260,15 @@ def _valid_series(runs: Runs, frame: pd.DataFrame, missing: list):
         yield style, label, ok
 
 
+def _note_far(ax, why: str, far: list[str]) -> None:
+    """Name, in the panel's corner, the lines left out for being far off the others."""
+    if far:
+        text = f"{why}: " + "; ".join(far)
+        ax.text(
+            0.98, 0.02, text, transform=ax.transAxes, ha="right", fontsize="x-small", color="0.3"
+        )
+
+
 def _mark_unmeasured(
     ax, runs: Runs, frame: pd.DataFrame, x: str = "n", bottom_strips: int = 0
 ) -> set[str]:
@@ -414,16 +423,7 @@ def throughput_figure(runs: Runs, dtype: str):
                 far.append(f"{label}: {float(np.median(rate)):.2g} GFLOP/s (left out)")
                 continue
             ax.plot(ok["n"], rate, label=label, **style)
-        if far:
-            ax.text(
-                0.98,
-                0.02,
-                f"over {1 / FAR_SLOWER:g}× below the fastest: " + "; ".join(far),
-                transform=ax.transAxes,
-                ha="right",
-                fontsize="x-small",
-                color="0.3",
-            )
+        _note_far(ax, f"over {1 / FAR_SLOWER:g}× below the fastest", far)
         for machine, meta in runs.metas.items():
             peak = meta.get("gemm_peak_gflops", {}).get(dtype)
             rows = frame[frame["machine"] == machine]
@@ -500,16 +500,7 @@ def speedup_figure(runs: Runs, dtype: str, baseline: str):
             speedup = merged["median_s_base"] / merged["median_s"]  # an older run: no rounds
             ax.plot(merged["n"], speedup, label=label, **style)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        if far:
-            ax.text(
-                0.98,
-                0.02,
-                f"over {1 / FAR_SLOWER:g}× slower than {baseline}: " + "; ".join(far),
-                transform=ax.transAxes,
-                ha="right",
-                fontsize="x-small",
-                color="0.3",
-            )
+        _note_far(ax, f"over {1 / FAR_SLOWER:g}× slower than {baseline}", far)
         base_ok = set(valid_rows(frame[frame["impl"] == baseline])["n"])
         lacking = sorted(set(valid_rows(frame)["n"]) - base_ok)
         if lacking:
