@@ -314,7 +314,7 @@ def summary(row: dict) -> str:
         if row.get("ratio") is not None and row["impl"] != row.get("baseline"):
             text += (
                 f", {row['ratio']:.3g}x [{row['ratio_low']:.3g}, {row['ratio_high']:.3g}] of "
-                f"{row['baseline']}'s time in {row['rounds']} rounds"
+                f"{row['baseline']}'s time, {row['rounds']} round{'s' * (row['rounds'] != 1)}"
             )
         return text if row["status"] == "ok" else f"DISAGREES ({row['note']}); {text}"
     return f"{row['status']}: {row.get('note', '')}"
