@@ -70,10 +70,14 @@ def fastest_by_n(frame: pd.DataFrame) -> pd.DataFrame:
                 "lead_high": None if lead is None else lead.high,
                 "tied": lead is not None and lead.low <= 1,
                 "left_out_unstable": ", ".join(sorted(left_out["impl"])),
+                # a disturbed case that measured faster: no winner can be named at this n
+                "faster_unstable": ", ".join(
+                    sorted(left_out.loc[left_out["median_s"] < first["median_s"], "impl"])
+                ),
             }
         )
     columns = [*PANEL, "n", "fastest", "median_s", "runner_up", "lead", "lead_low", "lead_high"]
-    return pd.DataFrame(rows, columns=[*columns, "tied", "left_out_unstable"])
+    return pd.DataFrame(rows, columns=[*columns, "tied", "left_out_unstable", "faster_unstable"])
 
 
 def _lead(first, second) -> stats.Interval | None:
@@ -281,6 +285,12 @@ def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) ->
     for _, group in fastest.groupby(PANEL, sort=True):
         last = group.sort_values("n").iloc[-1]
         where = f"{_panel_name(last, several)}: at the largest valid n = {last['n']}, "
+        if last["faster_unstable"]:
+            lines.append(
+                f"{where}no fastest can be named: {last['faster_unstable']} measured faster "
+                f"than {last['fastest']} but unstable (measure again with more rounds, --ci)."
+            )
+            continue
         interval = (
             f"[{last['lead_low']:.3g}, {last['lead_high']:.3g}]"
             if pd.notna(last["runner_up"])
@@ -440,7 +450,7 @@ def build_report(
             ],
             runner_up=lambda t: t["runner_up"].fillna(""),
         )
-        .drop(columns=["lead_low", "lead_high"])
+        .drop(columns=["lead_low", "lead_high", "faster_unstable"])
     )
     blocks += [
         ("h", 3, "Fastest implementation at each n"),

@@ -287,3 +287,14 @@ def test_the_report_names_what_the_run_left_out(tmp_path, capsys):
     assert "torch_sdpa: torch is not installed (pip install 'attnbench[peers]')" in md
     out = capsys.readouterr().out
     assert "findings:\n  - " in out and out.rstrip().splitlines()[-1].startswith("report: ")
+
+
+def test_no_fastest_is_named_where_a_faster_case_was_disturbed(tmp_path):
+    """At n = 512 only the slow loops are stable: they are not called fastest."""
+    rows = [case_row("naive", n, 16, 1e-6 * n * n) for n in (256, 512)]
+    rows += [case_row("fused", n, 16, 1e-9 * n * n) for n in (256, 512)]
+    rows[-1]["unstable"] = True  # fused at n = 512: faster, but its rounds disagreed
+    frame = load_runs([write_run(tmp_path / "run", rows)]).frame
+    text = " ".join(findings(frame, several=False, baseline="naive"))
+    assert "n = 512, no fastest can be named: fused measured faster than naive but unstable" in text
+    assert "naive is fastest" not in text
