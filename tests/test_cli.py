@@ -13,9 +13,10 @@ from harness.cli import main
 def test_list_shows_every_implementation_and_its_availability(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
     for impl in impls.registry().values():
-        assert impl.name in out
-    assert "available" in out
+        reason = impl.unavailable_reason()
+        assert (" yes " if reason is None else f" no: {reason}") in lines[impl.name]
 
 
 def test_check_agrees_and_exits_zero(capsys):

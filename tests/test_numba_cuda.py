@@ -502,10 +502,10 @@ def test_optional_hooks(impl):
     state = mod.prepare(args)
     assert mod.device_memory_bytes(state) == q.nbytes + k.nbytes + v.nbytes + 5 * 3 * 4
     elapsed = mod.event_time_s(state)
-    assert isinstance(elapsed, float) and elapsed >= 0.0
+    assert isinstance(elapsed, float) and elapsed > 0.0  # simulated: the launch's wall time
     out = mod.fetch(state)
     np.testing.assert_allclose(out, reference(q, k, v, scale=0.5), **TOL["float32"])
-    assert mod.transfer_s(state) >= 0.0
+    assert mod.transfer_s(state) > 0.0  # the copies in prepare and in fetch, timed
     assert mod.is_simulated() == (os.environ.get("NUMBA_ENABLE_CUDASIM") == "1")
 
 

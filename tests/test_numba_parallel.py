@@ -69,14 +69,6 @@ def around(size):
     return sorted({max(1, size - 1), size, size + 1})
 
 
-def test_module_surface():
-    assert kernel.NAME == "numba_parallel"
-    assert kernel.DTYPES == ("float32", "float64")
-    assert kernel.CAUSAL is True
-    assert kernel.DEVICE == "cpu"
-    assert kernel.unavailable_reason() is None
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 def test_tails_around_every_tile_size(dtype, causal):

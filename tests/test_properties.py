@@ -103,5 +103,9 @@ def test_float64_reference_matches_a_hand_worked_case(dtype):
     k = np.array([[1.0, 0.0], [0.0, 1.0]], dtype)
     v = np.array([[1.0], [0.0]], dtype)
     expected = np.e / (np.e + 1)
-    assert checking.reference_attention(q, k, v, scale=1.0)[0, 0] == pytest.approx(expected, 1e-15)
-    assert impls.get("naive").attention(q, k, v, scale=1.0)[0, 0] == pytest.approx(expected, 1e-6)
+    reference = checking.reference_attention(q, k, v, scale=1.0)
+    assert reference.dtype == np.float64  # whatever the inputs' dtype: they are exact here
+    assert reference[0, 0] == pytest.approx(expected, rel=1e-15)
+    out = impls.get("naive").attention(q, k, v, scale=1.0)
+    assert out.dtype == np.dtype(dtype)  # the inputs' dtype, rounded once at the end
+    assert out[0, 0] == pytest.approx(expected, rel=float(np.finfo(dtype).eps))
