@@ -48,6 +48,7 @@ PEAK_SIZE = 2048
 STREAM_BYTES = 64 << 20  # over the L2 of the machines seen, cheap to read (about 5 ms)
 PEAK_REPEATS = 3
 START_PEAK_REPEATS = 5  # the start and the end of a run: how far the machine drifted
+WORKER_START_S = 0.5  # a fresh worker's start and the implementation's import, measured 0.3-0.5 s
 CALIBRATION_N = 128  # a series starting above this n is first timed here, to predict it
 UNSTABLE_WIDTH = 0.2  # a median whose interval spans more than 20% of it is flagged unstable
 
@@ -509,9 +510,16 @@ class Sweep:
         self.written: list[dict] = []
         self.progress = progress_factory(len(self.cases) * config.rounds)
         self.workers = Workers(config.threads, config.case_timeout_s)
+        self.reserved_s = 0.0  # set aside for the later rounds of the cases that run
 
     def remaining_s(self) -> float:
         return self.config.sweep_budget_s - (time.monotonic() - self.started)
+
+    def round_cost_s(self) -> float:
+        """What a later round of a case is expected to take: its share of the target and a
+        worker's start. Round 1 decides what runs, so it sets this much aside per round to
+        come, for the sweep budget to hold."""
+        return self.plan.target_s + WORKER_START_S
 
     def reference_at_start(self) -> None:
         probes = self.meta.get("probe_start", {})
@@ -527,10 +535,11 @@ class Sweep:
                 self.progress.start(case)
                 calibrate(case, self.workers, self.config, self.state)
             reason, shape.predicted[case] = skip_reason(
-                case, self.config, self.state, self.remaining_s()
+                case, self.config, self.state, self.remaining_s() - self.reserved_s
             )
             if reason is None:
                 shape.active.append(case)
+                self.reserved_s += (self.config.rounds - 1) * self.round_cost_s()
             else:
                 self.progress.start(case)
                 row = {"status": "skipped", "note": reason}
@@ -553,6 +562,8 @@ class Sweep:
         shape.probes.append(self.workers.probe(shape.cases[0].dtype))
         for case in list(shape.active):
             self.progress.start(case)
+            if 0 < n_round < self.config.rounds:
+                self.reserved_s -= self.round_cost_s()
             inner = shape.first[case]["inner_repeats"] if n_round else None
             reply = self.workers.round(case, self.plan, self.config, inner)
             if "round_samples_s" in reply:
