@@ -66,7 +66,11 @@ def _raw(row: pd.Series, side: str) -> list:
 
 
 def _normalised(row: pd.Series, side: str) -> list:
-    """Each round's samples times that round's reference rate: the drift taken out."""
+    """Each round's samples times that round's reference rate: the drift taken out. Where the
+    two runs took different references (a case near the machine's balance), the raw rounds:
+    GFLOP and GB are not to be divided by each other."""
+    if row.get("drift_reference_a") != row.get("drift_reference_b"):
+        return _raw(row, side)
     samples, rates = (
         _rounds(row, "round_samples_s", side),
         _rounds(row, "round_reference_rates", side),
@@ -87,7 +91,7 @@ def compare_tables(
     now fails or disagrees.
     """
     keep = [*CASE_COLUMNS, "status", "median_s", "round_medians_s", "round_normalised"]
-    keep += ["round_samples_s", "round_reference_rates"]
+    keep += ["round_samples_s", "round_reference_rates", "drift_reference"]
     a = a.reindex(columns=keep)
     b = b.reindex(columns=keep)
     shared = a.merge(b, on=CASE_COLUMNS, suffixes=("_a", "_b"))

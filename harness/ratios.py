@@ -8,6 +8,8 @@ holds 1 is a tie: the run cannot tell the two apart.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from harness import stats
@@ -65,4 +67,6 @@ def paired_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 def format_ratio(ratio: float, low: float, high: float) -> str:
     """'0.48× [0.41, 0.51]': time over the baseline's, below 1 is faster."""
+    if math.isnan(low) or math.isnan(high):
+        return f"{ratio:.3g}× (one round: no interval)"
     return f"{ratio:.3g}× [{low:.3g}, {high:.3g}]"

@@ -26,7 +26,7 @@ SEED = 20261201
 
 @dataclass(frozen=True)
 class Interval:
-    """A statistic and its bootstrap confidence interval; low == high for a single round."""
+    """A statistic and its bootstrap confidence interval (NaN bounds from a single round)."""
 
     value: float
     low: float
@@ -78,6 +78,8 @@ def round_interval(
     """statistic(rounds) with a percentile interval from resampling whole rounds."""
     if not rounds:
         raise ValueError("rounds: expected at least one round, got none")
+    if len(rounds) == 1:  # one round says nothing of how rounds vary: no interval
+        return Interval(float(statistic(list(rounds))), math.nan, math.nan)
     sets, weights = _resamples(len(rounds))
     values = np.array([statistic([rounds[i] for i in chosen]) for chosen in sets])
     low, high = _quantiles(values, weights, confidence)
@@ -138,6 +140,11 @@ def change(rounds_a: Sequence, rounds_b: Sequence) -> Interval:
     both probabilities, or a seeded draw of pairs when there are too many)."""
     if len(rounds_a) == 0 or len(rounds_b) == 0:
         raise ValueError("rounds: expected at least one round on each side")
+    value = _pooled([_as_samples(r) for r in rounds_b]) / _pooled(
+        [_as_samples(r) for r in rounds_a]
+    )
+    if len(rounds_a) == 1 or len(rounds_b) == 1:  # no interval without rounds to resample
+        return Interval(value, math.nan, math.nan)
     medians_a, weights_a = _resampled_medians(rounds_a)
     medians_b, weights_b = _resampled_medians(rounds_b)
     if len(medians_a) * len(medians_b) <= MAX_PAIRS:
@@ -150,9 +157,6 @@ def change(rounds_a: Sequence, rounds_b: Sequence) -> Interval:
         values = medians_b[pick_b] / medians_a[pick_a]
         weights = np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
     low, high = _quantiles(values, weights, CONFIDENCE)
-    value = _pooled([_as_samples(r) for r in rounds_b]) / _pooled(
-        [_as_samples(r) for r in rounds_a]
-    )
     return Interval(value, low, high)
 
 
@@ -166,7 +170,8 @@ def verdict(interval: Interval, threshold: float) -> str:
 
 
 def relation(interval: Interval) -> str:
-    """How a ratio to the baseline reads: 'faster' (below 1), 'slower' or 'tied' (1 inside)."""
+    """How a ratio to the baseline reads: 'faster' (below 1), 'slower' or 'tied' (1 inside, or
+    no interval to tell)."""
     if interval.high < 1:
         return "faster"
     if interval.low > 1:

@@ -20,6 +20,7 @@ minutes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -208,7 +209,8 @@ def finish_case(first: dict, rounds_s: list[list[float]], probes: list[dict], re
         rounds=len(rounds_s),
         round_medians_s=round_medians_s,
         round_spread=round_spread(round_medians_s),
-        unstable=(interval.high - interval.low) > UNSTABLE_WIDTH * interval.value,
+        # unknown (one round) or wide: not to be trusted alone
+        unstable=not (interval.high - interval.low) <= UNSTABLE_WIDTH * interval.value,
         samples_s=samples,
         round_samples_s=[list(r) for r in rounds_s],
         drift_reference=reference,
@@ -242,12 +244,12 @@ def precise_enough(rows: dict[Case, dict], baseline: str, ci: float) -> bool:
         if case.impl == baseline:
             continue
         value, low, high = fields["ratio"], fields["ratio_low"], fields["ratio_high"]
-        if max(high / value - 1, 1 - low / value) > ci:
+        if not max(high / value - 1, 1 - low / value) <= ci:  # NaN: one round, no interval
             return False
     if not any(case.impl == baseline for case in rows):
         for row in rows.values():
-            if max(row["median_high_s"] / row["median_s"] - 1,
-                   1 - row["median_low_s"] / row["median_s"]) > ci:  # fmt: skip
+            if not max(row["median_high_s"] / row["median_s"] - 1,
+                       1 - row["median_low_s"] / row["median_s"]) <= ci:  # fmt: skip
                 return False
     return True
 
@@ -319,6 +321,14 @@ def summary(row: dict) -> str:
             )
         return text if row["status"] == "ok" else f"DISAGREES ({row['note']}); {text}"
     return f"{row['status']}: {row.get('note', '')}"
+
+
+def complete(row: dict, rounds: int) -> bool:
+    """Whether a recorded case is done: not interrupted between its rounds. (A resumed run
+    measures an interrupted case again, all its rounds; its earlier records stay, superseded.)"""
+    if row.get("status") not in ("ok", "disagrees") or not isinstance(row.get("rounds"), int):
+        return True
+    return row["rounds"] >= rounds or not isinstance(row.get("round_samples_s"), list)
 
 
 def needs_calibration(case: Case, state: SweepState) -> bool:
@@ -478,9 +488,10 @@ def run_sweep(
                 if n_round < config.rounds or sweep.wants_more(shape):
                     sweep.measure_round(shape)
         if sweep.cases:  # the reference again: how far the machine's speed drifted
-            meta["probe_end"] = start_probe(config, START_PEAK_REPEATS)
-            meta["gemm_peak_end_gflops"] = peak_summary(meta["probe_end"])
-            run.write_meta(meta)
+            with contextlib.suppress(WorkerLost):  # a lost probe costs only this figure
+                meta["probe_end"] = start_probe(config, START_PEAK_REPEATS)
+                meta["gemm_peak_end_gflops"] = peak_summary(meta["probe_end"])
+                run.write_meta(meta)
     except BaseException:  # interrupted: a worker may be mid-case, do not wait for it
         sweep.workers.kill()
         raise
@@ -498,9 +509,11 @@ class Sweep:
         self.started = time.monotonic()
         self.state = SweepState()
         done_keys = set()
-        for row in run.rows():
+        last = {tuple(row[c] for c in CASE_COLUMNS): row for row in run.rows()}
+        for row in last.values():  # each case's last record
             case = Case(**{c: row[c] for c in CASE_COLUMNS})
-            done_keys.add(case.key)
+            if complete(row, config.rounds):
+                done_keys.add(case.key)
             self.state.record(case, row)
         self.cases = [c for c in plan_cases(config, names) if c.key not in done_keys]
         self.plan = SamplingPlan(
@@ -531,12 +544,14 @@ class Sweep:
     def decide(self, shape: ShapeRounds) -> None:
         """Before a shape's first round: which of its cases run, and their predictions."""
         for case in shape.cases:
-            if needs_calibration(case, self.state):
+            remaining_s = self.remaining_s() - self.reserved_s
+            reason, shape.predicted[case] = skip_reason(case, self.config, self.state, remaining_s)
+            if reason is None and needs_calibration(case, self.state):
                 self.progress.start(case)
                 calibrate(case, self.workers, self.config, self.state)
-            reason, shape.predicted[case] = skip_reason(
-                case, self.config, self.state, self.remaining_s() - self.reserved_s
-            )
+                reason, shape.predicted[case] = skip_reason(
+                    case, self.config, self.state, remaining_s
+                )
             if reason is None:
                 shape.active.append(case)
                 self.reserved_s += (self.config.rounds - 1) * self.round_cost_s()

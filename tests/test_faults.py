@@ -92,13 +92,13 @@ def test_a_module_removed_before_resume_is_skipped_with_its_reason(planted, tmp_
     out = tmp_path / "run"
     quick_run(out, "numpy,fault_slow", "8")
     lines = (out / "results.jsonl").read_text().splitlines()
-    (out / "results.jsonl").write_text(lines[0] + "\n")  # only numpy's row survives
+    (out / "results.jsonl").write_text(lines[0] + "\n")  # numpy's first round alone survives
     monkeypatch.setenv(impls.PATH_ENV, "")
     impls.registry(refresh=True)
     assert main(["run", "--resume", str(out)]) == 0
-    last = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
-    assert last["impl"] == "fault_slow" and last["status"] == "skipped"
-    assert "no longer registered" in last["note"]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    (gone,) = [row for row in rows if row["impl"] == "fault_slow"]
+    assert gone["status"] == "skipped" and "no longer registered" in gone["note"]
 
 
 def test_wrong_numbers_nan_and_wrong_shape_are_recorded_as_disagreeing(planted, tmp_path):
@@ -389,3 +389,19 @@ def test_a_simulated_gpu_is_never_timed(planted, tmp_path, monkeypatch):
     out = tmp_path / "run"
     row = quick_run(out, "planted_device", "16").iloc[0]
     assert row.status == "skipped" and "CUDA simulator" in row.note
+
+
+def test_a_resumed_run_measures_again_the_cases_interrupted_between_rounds(tmp_path):
+    """Cut to its first round's records, a run resumes those cases in full: every case ends
+    with all its rounds, and the earlier records stay in results.jsonl."""
+    from harness.results import RunDir
+
+    out = tmp_path / "run"
+    quick_run(out, "numpy", "8,16")
+    lines = (out / "results.jsonl").read_text().splitlines()
+    first_round = [line for line in lines if json.loads(line)["rounds"] == 1]
+    (out / "results.jsonl").write_text("\n".join(first_round) + "\n")
+    assert main(["run", "--resume", str(out)]) == 0
+    records = RunDir(out).rows()
+    assert [json.loads(line) for line in first_round] == records[: len(first_round)]
+    assert list(RunDir(out).table()["rounds"]) == [3, 3]
