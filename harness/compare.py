@@ -217,13 +217,8 @@ def summary(table: pd.DataFrame, threshold: float, only_a: int, only_b: int) -> 
     )
 
 
-def _interval(row: pd.Series, prefix: str = "") -> str:
-    value = row[f"{prefix}ratio"]
-    if pd.isna(value):
-        return ""
-    return f"{value:.3f} [{row[f'{prefix}low' if prefix else 'ratio_low']:.3f}, " + (
-        f"{row[f'{prefix}high' if prefix else 'ratio_high']:.3f}]"
-    )
+def _interval(value, low, high) -> str:
+    return "" if pd.isna(value) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def display_table(table: pd.DataFrame) -> list[dict]:
@@ -236,8 +231,10 @@ def display_table(table: pd.DataFrame) -> list[dict]:
             A=format_seconds(row["median_a_s"]) if row["status_a"] == "ok" else row["status_a"],
             B=format_seconds(row["median_b_s"]) if row["status_b"] == "ok" else row["status_b"],
             **{
-                "B/A raw [95%]": _interval(row, "raw_"),
-                "B/A normalised [95%]": _interval(row),
+                "B/A raw [95%]": _interval(row["raw_ratio"], row["raw_low"], row["raw_high"]),
+                "B/A normalised [95%]": _interval(
+                    row["ratio"], row["ratio_low"], row["ratio_high"]
+                ),
             },
             change=row["change"].upper() if row["regression"] else row["change"],
         )

@@ -187,7 +187,7 @@ def measure_round(case: Case, plan: SamplingPlan, seed: int, inner: int) -> dict
         samples = warm_then_sample(sample, plan, warm_call_s, inner)
         return {"status": "ok", "round_samples_s": samples}
     except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
-        return {"status": "failed", **failure(exc)}
+        return failure(exc)
 
 
 def warm_then_sample(sample, plan: SamplingPlan, warm_call_s: float, inner: int) -> list[float]:

@@ -32,14 +32,6 @@ class Interval:
     low: float
     high: float
 
-    @property
-    def width(self) -> float:
-        """high / low: 1.0 is a point; 1.2 is about +-10% around the value."""
-        return self.high / self.low if self.low > 0 else math.inf
-
-    def excludes(self, x: float) -> bool:
-        return x < self.low or x > self.high
-
 
 def _resamples(rounds: int) -> tuple[np.ndarray, np.ndarray]:
     """(index sets, probabilities) of the bootstrap resamples of `rounds` rounds.
@@ -84,11 +76,6 @@ def round_interval(
     values = np.array([statistic([rounds[i] for i in chosen]) for chosen in sets])
     low, high = _quantiles(values, weights, confidence)
     return Interval(float(statistic(list(rounds))), low, high)
-
-
-def median_of_rounds(round_values: Sequence[float]) -> Interval:
-    """The median of per-round figures and its interval."""
-    return round_interval(list(round_values), lambda chosen: float(np.median(chosen)))
 
 
 def _pooled(chosen: Sequence[Sequence[float]]) -> float:
