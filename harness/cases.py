@@ -46,15 +46,18 @@ def make_qkv(
     d_v: int | None = None,
     *,
     lead: tuple[int, ...] = (),
+    kv_heads: int | None = None,
     dtype: str = "float32",
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standard normal q (*lead, n_q, d_k), k (*lead, n_k, d_k), v (*lead, n_k, d_v)."""
+    """Standard normal q (*lead, n_q, d_k), k (*kv_lead, n_k, d_k), v (*kv_lead, n_k, d_v); kv_lead
+    is lead with its last (head) dimension replaced by kv_heads, if given (grouped-query)."""
     rng = np.random.default_rng(seed)
     d_v = d_k if d_v is None else d_v
+    kv_lead = lead if kv_heads is None else (*lead[:-1], kv_heads)
     q = rng.standard_normal((*lead, n_q, d_k)).astype(dtype)
-    k = rng.standard_normal((*lead, n_k, d_k)).astype(dtype)
-    v = rng.standard_normal((*lead, n_k, d_v)).astype(dtype)
+    k = rng.standard_normal((*kv_lead, n_k, d_k)).astype(dtype)
+    v = rng.standard_normal((*kv_lead, n_k, d_v)).astype(dtype)
     return q, k, v
 
 

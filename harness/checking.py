@@ -38,8 +38,13 @@ def reference_attention(
     scale: float | None = None,
     rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """softmax(q k^T * scale) v in float64, optionally for a subset of query rows only."""
+    """softmax(q k^T * scale) v in float64, optionally for a subset of query rows only.
+
+    k and v may have fewer heads (axis -3) than q: grouped-query attention, query head h
+    attending with key/value head h // (H / H_kv).
+    """
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    k, v = (shared_heads(x, q) for x in (k, v))
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     row_ids = np.arange(q.shape[-2]) if rows is None else np.asarray(rows)
     s = (q[..., row_ids, :] @ np.swapaxes(k, -1, -2)) * scale  # (..., rows, n_k)
@@ -49,12 +54,19 @@ def reference_attention(
     return (p / p.sum(axis=-1, keepdims=True)) @ v  # (..., rows, d_v)
 
 
+def shared_heads(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """k or v with each key/value head repeated for the query heads that share it."""
+    if x.shape[:-2] == q.shape[:-2]:
+        return x
+    return np.repeat(x, q.shape[-3] // x.shape[-3], axis=-3)
+
+
 def score_magnitude(q: np.ndarray, k: np.ndarray, scale: float, rows=None) -> float:
     """T = scale * max_ij sum_l |q_il k_jl|, the size that bounds a score's rounding error."""
     q_abs = np.abs(np.asarray(q, dtype=np.float64))
     if rows is not None:
         q_abs = q_abs[..., rows, :]
-    k_abs = np.abs(np.asarray(k, dtype=np.float64))
+    k_abs = np.abs(shared_heads(np.asarray(k, dtype=np.float64), q_abs))
     return float(scale * (q_abs @ np.swapaxes(k_abs, -1, -2)).max())
 
 

@@ -17,11 +17,15 @@ SUPPORTED_DTYPES = ("float32", "float64")
 
 @dataclass(frozen=True)
 class AttentionArgs:
-    """Checked inputs flattened to (batch, n, d); `lead` restores the caller's leading dims."""
+    """Checked inputs flattened to (batch, n, d); `lead` restores the caller's leading dims.
+
+    Grouped-query attention: k and v may have fewer heads than q (`group` query heads share one
+    key/value head); flattened, query entry b attends with key/value entry b // group.
+    """
 
     q: np.ndarray  # (batch, n_q, d_k)
-    k: np.ndarray  # (batch, n_k, d_k)
-    v: np.ndarray  # (batch, n_k, d_v)
+    k: np.ndarray  # (batch / group, n_k, d_k)
+    v: np.ndarray  # (batch / group, n_k, d_v)
     causal: bool
     scale: float
     lead: tuple[int, ...]
@@ -29,6 +33,11 @@ class AttentionArgs:
     @property
     def dtype(self) -> np.dtype:
         return self.q.dtype
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head: 1 unless grouped-query attention."""
+        return self.q.shape[0] // self.k.shape[0]
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -76,8 +85,25 @@ def check_causal(causal) -> bool:
     return bool(causal)
 
 
+def _check_grouped_heads(q_shape: tuple, k_shape: tuple) -> None:
+    """q (..., H, n_q, d_k) against k (..., H_kv, n_k, d_k): same batch dims, H_kv dividing H."""
+    if len(q_shape) != len(k_shape) or len(q_shape) < 3 or q_shape[:-3] != k_shape[:-3]:
+        raise ValueError(
+            "q, k, v: expected the same leading (batch, head) dimensions, or the same batch "
+            "dimensions and fewer key/value heads (grouped-query attention), got "
+            f"q {q_shape[:-2]}, k {k_shape[:-2]}"
+        )
+    heads, kv_heads = q_shape[-3], k_shape[-3]
+    if kv_heads == 0 or heads % kv_heads:
+        raise ValueError(
+            f"k: expected a number of key/value heads that divides the {heads} query heads "
+            f"(grouped-query attention), got {kv_heads} key/value heads"
+        )
+
+
 def check_attention_args(q, k, v, causal=False, scale=None) -> AttentionArgs:
-    """Check q (..., n_q, d_k), k (..., n_k, d_k), v (..., n_k, d_v); flatten the leading dims."""
+    """Check q (..., H, n_q, d_k), k (..., H_kv, n_k, d_k), v (..., H_kv, n_k, d_v), H_kv = H or
+    a divisor of it (grouped-query attention); flatten the leading dims."""
     arrays = {"q": q, "k": k, "v": v}
     arrays = {name: _as_float_array(name, x) for name, x in arrays.items()}
     for name, arr in arrays.items():
@@ -90,11 +116,13 @@ def check_attention_args(q, k, v, causal=False, scale=None) -> AttentionArgs:
         raise TypeError(
             f"q, k, v: expected one dtype for all three, got q {q.dtype}, k {k.dtype}, v {v.dtype}"
         )
-    if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
+    if k.shape[:-2] != v.shape[:-2]:
         raise ValueError(
-            "q, k, v: expected the same leading (batch, head) dimensions, got "
-            f"q {q.shape[:-2]}, k {k.shape[:-2]}, v {v.shape[:-2]}"
+            "k, v: expected the same leading (batch, head) dimensions, got "
+            f"k {k.shape[:-2]}, v {v.shape[:-2]}"
         )
+    if q.shape[:-2] != k.shape[:-2]:
+        _check_grouped_heads(q.shape, k.shape)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"k: expected last dimension d_k = {q.shape[-1]} to match q, got shape {k.shape}"
@@ -108,8 +136,11 @@ def check_attention_args(q, k, v, causal=False, scale=None) -> AttentionArgs:
             )
         if arr.shape[-1] == 0:
             raise ValueError(f"{name}: expected a feature dimension d >= 1, got shape {arr.shape}")
-    if any(s == 0 for s in q.shape[:-2]):
-        raise ValueError(f"q: expected non-empty leading dimensions, got shape {q.shape}")
+    for name, arr in (("q", q), ("k", k)):
+        if any(s == 0 for s in arr.shape[:-2]):
+            raise ValueError(
+                f"{name}: expected non-empty leading dimensions, got shape {arr.shape}"
+            )
     for name, arr in (("q", q), ("k", k), ("v", v)):
         _check_finite(name, arr)
     lead = q.shape[:-2]

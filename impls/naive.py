@@ -46,8 +46,11 @@ def run(state):
     # q [batch][n_q][d_k], k [batch][n_k][d_k], and the values stored feature by feature,
     # [batch][d_v][n_k], so that each output feature is one weighted sum.
     v_columns = np.swapaxes(args.v, 1, 2).tolist()
+    keys = args.k.tolist()
     out = []
-    for q, k, v in zip(args.q.tolist(), args.k.tolist(), v_columns, strict=True):
+    for b, q in enumerate(args.q.tolist()):
+        # Grouped-query attention: `group` query heads in a row share one key/value head.
+        k, v = keys[b // args.group], v_columns[b // args.group]
         rows = []
         for i, query in enumerate(q):
             # Causal: query i sees keys 0..i (top-left aligned, as torch's is_causal).

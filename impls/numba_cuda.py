@@ -373,6 +373,7 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
         d_v = v.shape[2]
         row_tiles = (n_q + BM - 1) // BM
         b = cuda.blockIdx.x // row_tiles
+        kv = b // (q.shape[0] // k.shape[0])  # its key/value head (grouped-query attention)
         tile = cuda.blockIdx.x % row_tiles
         if causal:  # longest blocks first: blocks start in index order, the short ones fill in
             tile = row_tiles - 1 - tile
@@ -405,7 +406,7 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
         # registers while tile t is computed, so the loads' latency is hidden.
         prefetch = PF and n_chunks == 1
         if prefetch:
-            load_tile(k, v, kr, vr, b, 0, c0, tid)
+            load_tile(k, v, kr, vr, kv, 0, c0, tid)
         for t in range(n_tiles):
             k0 = t * BN
             for jj in range(KPT):
@@ -434,7 +435,7 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
                         c = idx % W
                         x = zero
                         if k0 + j < n_k and kc0 + c < d_k:
-                            x = k[b, k0 + j, kc0 + c]
+                            x = k[kv, k0 + j, kc0 + c]
                         ks[j, c] = x
                     if ch == 0:
                         for idx in range(tid, BN * WV, NT):
@@ -442,11 +443,11 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
                             c = idx % WV
                             x = zero  # zeros, not stale memory: 0 * NaN would poison the sum
                             if k0 + j < n_k and c0 + c < d_v:
-                                x = v[b, k0 + j, c0 + c]
+                                x = v[kv, k0 + j, c0 + c]
                             vs[j, c] = x
                 cuda.syncthreads()
                 if prefetch and t + 1 < n_tiles:
-                    load_tile(k, v, kr, vr, b, k0 + BN, c0, tid)
+                    load_tile(k, v, kr, vr, kv, k0 + BN, c0, tid)
                 for c4 in range(W // 4):
                     c = uint64(c4) * U4
                     q0 = qs[ru, c]
@@ -623,6 +624,7 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
         bid = uint64(cuda.blockIdx.x)
         split = bid % n_splits  # the key splits of one row tile are neighbours in the grid
         b = bid // n_splits // row_tiles
+        kv = b // (uint64(q.shape[0]) // uint64(k.shape[0]))  # its key/value head (grouped)
         tile = bid // n_splits % row_tiles
         if causal:  # longest blocks first: blocks start in index order, the short ones fill in
             tile = row_tiles - U1 - tile
@@ -666,7 +668,7 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
         t_begin = min(all_tiles, split * per_split)
         t_end = min(all_tiles, t_begin + per_split)
         if t_begin < t_end:  # an empty split (a short causal row tile) loads nothing
-            load_kv(k, v, kr, vr, b, t_begin * UBN, tid)
+            load_kv(k, v, kr, vr, kv, t_begin * UBN, tid)
         for step in range(t_end - t_begin):
             t = t_begin + uint64(step)
             k0 = t * UBN
@@ -682,7 +684,7 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
                     vs[vbase + uint64(e)] = vr[it * 4 + e]
             cuda.syncthreads()
             if t + U1 < t_end:
-                load_kv(k, v, kr, vr, b, k0 + UBN, tid)
+                load_kv(k, v, kr, vr, kv, k0 + UBN, tid)
 
             for i in range(TM):
                 for j in range(TN):

@@ -567,6 +567,7 @@ if numba is not None:
         sizes differ by at most ROWS (at most one block per ROWS rows).
         """
         batch, n_rows = q.shape[0], q.shape[1]
+        group = batch // k_packed.shape[0]  # query heads per key/value head
         units = n_rows // ROWS  # the rows, ROWS at a time: block boundaries fall between them
         strip_width = k_packed.shape[4]
         block_keys = k_packed.shape[2] * strip_width
@@ -594,7 +595,7 @@ if numba is not None:
                 k0 = key_block * block_keys
                 cols = min(block_keys, keys - k0)
                 n_strips = (cols + strip_width - 1) // strip_width
-                _scores_block(q_rows, k_packed[b, key_block], n_strips, scores)
+                _scores_block(q_rows, k_packed[b // group, key_block], n_strips, scores)
                 if fast_softmax and cols == BLOCK_KEYS and (not causal or q0 + 1 - k0 >= cols):
                     # A full float32 tile that no row's mask cuts into: the fixed-length path.
                     _softmax_full_tile(scores, rows, key_block == 0, row_max, row_sum, rescale)
@@ -610,7 +611,7 @@ if numba is not None:
                         row_sum,
                         rescale,
                     )
-                _accumulate_block(scores, cols, v_packed[b, key_block], o_rows, rescale)
+                _accumulate_block(scores, cols, v_packed[b // group, key_block], o_rows, rescale)
             for r in range(rows):
                 o_rows[r, :] *= 1.0 / row_sum[r]
 
@@ -639,7 +640,7 @@ if numba is not None:
             for c in range(d_k):
                 q_packed[b, i, c] = q[b, i, c] * q_factor
         n_blocks = k_packed.shape[1]
-        for task in prange(batch * n_blocks):
+        for task in prange(k.shape[0] * n_blocks):  # each key/value head once
             b, block = task // n_blocks, task % n_blocks
             k0 = block * block_keys
             for key in range(k0, min(n_k, k0 + block_keys)):
@@ -650,14 +651,18 @@ if numba is not None:
                     v_packed[b, block, c // width, key - k0, c % width] = v[b, key, c]
 
 
-def packed_shapes(batch: int, n_q: int, n_k: int, d_k: int, d_v: int, width: int) -> tuple:
+def packed_shapes(
+    batch: int, n_q: int, n_k: int, d_k: int, d_v: int, width: int, kv_batch: int | None = None
+) -> tuple:
     """Shapes of the kernel's q (rows padded to ROWS), k (k^T in strips per key block) and v
-    (per key block, d_v in strips), zero padded to whole tiles."""
+    (per key block, d_v in strips), zero padded to whole tiles; k and v have kv_batch entries
+    (fewer than q's with grouped-query attention)."""
+    kv_batch = batch if kv_batch is None else kv_batch
     n_blocks = -(-n_k // BLOCK_KEYS)
     return (
         (batch, _round_up(n_q, ROWS), d_k),
-        (batch, n_blocks, BLOCK_KEYS // width, d_k, width),
-        (batch, n_blocks, -(-d_v // width), BLOCK_KEYS, width),
+        (kv_batch, n_blocks, BLOCK_KEYS // width, d_k, width),
+        (kv_batch, n_blocks, -(-d_v // width), BLOCK_KEYS, width),
     )
 
 
@@ -684,7 +689,9 @@ def prepare(args):
     batch, n_q, d_k = args.q.shape
     n_k, d_v = args.v.shape[1:]
     dtype = args.dtype
-    q_shape, k_shape, v_shape = packed_shapes(batch, n_q, n_k, d_k, d_v, STRIP[dtype.name])
+    q_shape, k_shape, v_shape = packed_shapes(
+        batch, n_q, n_k, d_k, d_v, STRIP[dtype.name], args.k.shape[0]
+    )
     state = {
         "args": args,
         "q_factor": dtype.type(args.scale * math.log2(math.e)),  # exp(s * scale) = exp2(q'.k)

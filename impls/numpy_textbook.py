@@ -27,13 +27,18 @@ def prepare(args):
 
 def run(state) -> None:
     args = state["args"]
-    scores = (args.q @ np.swapaxes(args.k, 1, 2)) * args.q.dtype.type(args.scale)  # (b, n_q, n_k)
+    batch, n_q, d_k = args.q.shape
+    # The query heads that share a key/value head (grouped-query attention), side by side:
+    # q (kv batch, group, n_q, d_k) against k (kv batch, 1, n_k, d_k).
+    q = args.q.reshape(-1, args.group, n_q, d_k)
+    k_t = np.swapaxes(args.k, 1, 2)[:, None]
+    scores = (q @ k_t) * args.q.dtype.type(args.scale)  # (kv batch, group, n_q, n_k)
     if state["future"] is not None:
-        scores[:, state["future"]] = -np.inf
-    scores -= scores.max(axis=2, keepdims=True)
+        scores[..., state["future"]] = -np.inf
+    scores -= scores.max(axis=3, keepdims=True)
     weights = np.exp(scores, out=scores)
-    weights /= weights.sum(axis=2, keepdims=True)
-    state["out"] = weights @ args.v  # (batch, n_q, d_v)
+    weights /= weights.sum(axis=3, keepdims=True)
+    state["out"] = (weights @ args.v[:, None]).reshape(batch, n_q, -1)  # (batch, n_q, d_v)
 
 
 def fetch(state) -> np.ndarray:

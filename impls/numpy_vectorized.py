@@ -36,13 +36,14 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def block_rows(n_q: int, n_k: int, itemsize: int, threads: int) -> int:
-    """Rows per block: enough for BLAS to be efficient, few enough to bound the memory and to
-    give every thread BLOCKS_PER_THREAD blocks."""
-    if n_q * n_k * itemsize <= ONE_BLOCK_BYTES:
+def block_rows(n_q: int, n_k: int, itemsize: int, threads: int, group: int = 1) -> int:
+    """Query rows per block (of each of the `group` heads that share keys): enough for BLAS to be
+    efficient, few enough to bound the memory and to give every thread BLOCKS_PER_THREAD blocks."""
+    if group * n_q * n_k * itemsize <= ONE_BLOCK_BYTES:
         return n_q
     balanced = -(-n_q // (BLOCKS_PER_THREAD * threads))
-    return int(min(n_q, max(MIN_ROWS, min(SCORE_BLOCK_BYTES // (n_k * itemsize), balanced))))
+    budget = SCORE_BLOCK_BYTES // (group * n_k * itemsize)
+    return int(min(n_q, max(-(-MIN_ROWS // group), min(budget, balanced))))
 
 
 @functools.cache
@@ -59,7 +60,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 @functools.lru_cache(maxsize=1)
-def _workspace(caller: int, threads: int, block: int, n_k: int, d_k: int, dtype: str) -> tuple:
+def _workspace(caller: int, threads: int, rows: int, n_k: int, d_k: int, d_v: int, dtype: str):
     """Each thread's scratch, kept for the next call of the same shape from the same caller.
 
     Fresh 4 MiB score blocks cost a call their page faults every time (both threads faulting at
@@ -68,9 +69,10 @@ def _workspace(caller: int, threads: int, block: int, n_k: int, d_k: int, dtype:
     """
     return tuple(
         {
-            "q_block": np.empty((block, d_k), dtype),
-            "scores": np.empty((block, n_k), dtype),
-            "row_sums": np.empty((block, 1), dtype),
+            "q_block": np.empty((rows, d_k), dtype),
+            "scores": np.empty((rows, n_k), dtype),
+            "row_sums": np.empty((rows, 1), dtype),
+            "out_block": np.empty((rows, d_v), dtype),
         }
         for _ in range(threads)
     )
@@ -83,10 +85,11 @@ def release_workspace() -> None:
 
 def prepare(args):
     batch, n_q, d_k = args.q.shape
-    n_k, d_v = args.v.shape[1:]
+    kv_batch, n_k, d_v = args.v.shape
+    group = args.group
     blas_threads = max((lib["num_threads"] for lib in _blas().info()), default=1)
-    block = block_rows(n_q, n_k, args.dtype.itemsize, blas_threads)
-    blocks = [(b, start) for b in range(batch) for start in range(0, n_q, block)]
+    block = block_rows(n_q, n_k, args.dtype.itemsize, blas_threads, group)
+    blocks = [(b, start) for b in range(kv_batch) for start in range(0, n_q, block)]
     threads = min(len(blocks), blas_threads)
     caller = threading.get_ident()  # concurrent callers never share scratch
     return {
@@ -95,7 +98,7 @@ def prepare(args):
         "threads": threads,
         # Thread t takes blocks t, t + threads, ...: causal blocks late in a head cost more.
         "shares": [blocks[t::threads] for t in range(threads)],
-        "scratch": _workspace(caller, threads, block, n_k, d_k, args.dtype.str),
+        "scratch": _workspace(caller, threads, group * block, n_k, d_k, d_v, args.dtype.str),
         # Above-diagonal entries of a block x block tile: the keys a causal row may not see.
         "future": np.triu(np.ones((block, block), dtype=bool), k=1),
         "out": np.empty((batch, n_q, d_v), args.dtype),
@@ -103,24 +106,32 @@ def prepare(args):
 
 
 def attend_blocks(state, share, scratch) -> None:
-    args, out, block = state["args"], state["out"], state["block"]
-    q, k, v = args.q, args.k, args.v
-    n_q, n_k = q.shape[1], k.shape[1]
+    """Each block: rows start..stop-1 of every query head that shares key/value head b, stacked
+    into one product, so that k[b] and v[b] are read once for all of them (grouped-query
+    attention and decode, where n_q is small, are bound by reading them)."""
+    args, block = state["args"], state["block"]
+    group, n_q, d_k = args.group, args.q.shape[1], args.q.shape[2]
+    q = args.q.reshape(-1, group, n_q, d_k)  # (kv batch, group, n_q, d_k)
+    out = state["out"].reshape(-1, group, n_q, state["out"].shape[2])
+    k, v = args.k, args.v
+    n_k = k.shape[1]
     for b, start in share:
         stop = min(start + block, n_q)
         rows = stop - start
         # Causal rows start..stop-1 see keys 0..stop-1 at most (top-left aligned).
         keys = min(n_k, stop) if args.causal else n_k
-        q_block = np.multiply(q[b, start:stop], args.scale, out=scratch["q_block"][:rows])
-        s = np.matmul(q_block, k[b, :keys].T, out=scratch["scores"][:rows, :keys])
+        q_block = scratch["q_block"][: group * rows]
+        np.multiply(q[b, :, start:stop], args.scale, out=q_block.reshape(group, rows, d_k))
+        s = np.matmul(q_block, k[b, :keys].T, out=scratch["scores"][: group * rows, :keys])
         if args.causal and start < keys:
-            diagonal = s[:, start:keys]  # (rows, keys - start), a view
-            diagonal[state["future"][:rows, : keys - start]] = -np.inf
+            diagonal = s.reshape(group, rows, keys)[:, :, start:keys]  # a view
+            diagonal[:, state["future"][:rows, : keys - start]] = -np.inf
         s -= s.max(axis=1, keepdims=True)
         np.exp(s, out=s)
-        row_sums = np.sum(s, axis=1, keepdims=True, out=scratch["row_sums"][:rows])
-        np.matmul(s, v[b, :keys], out=out[b, start:stop])
-        out[b, start:stop] /= row_sums
+        row_sums = np.sum(s, axis=1, keepdims=True, out=scratch["row_sums"][: group * rows])
+        o = np.matmul(s, v[b, :keys], out=scratch["out_block"][: group * rows])
+        np.divide(o, row_sums, out=o)
+        out[b, :, start:stop] = o.reshape(group, rows, -1)
 
 
 def run(state):

@@ -33,6 +33,8 @@ def run(state) -> None:
     # (batch, n, d) -> (1, batch, n, d): torch's fused CPU (flash) kernel wants 4-D inputs and
     # falls back to the unfused math path, which materialises the scores, for 3-D ones. No copy
     # for contiguous inputs (the usual case); a strided one is copied, as a user's call would.
+    # Grouped-query attention: query head b of the batch uses key/value head b // group, which is
+    # torch's enable_gqa mapping for these (1, heads, n, d) tensors.
     q, k, v = (to_torch(a)[None] for a in (args.q, args.k, args.v))
     state["out"] = sdpa(q, k, v, args.causal, args.scale)
 
@@ -48,8 +50,11 @@ def sdpa(q, k, v, causal: bool, scale: float):
     import torch
     import torch.nn.functional as F
 
+    grouped = q.shape[-3] != k.shape[-3]
     with torch.inference_mode():
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=causal, scale=scale, enable_gqa=grouped
+        )
 
 
 def fetch(state) -> np.ndarray:

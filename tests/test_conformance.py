@@ -59,6 +59,34 @@ def test_agrees_with_float64_reference(impl, shape, causal, dtype):
     assert_agrees(impl, q, k, v, causal=causal)
 
 
+# (n_q, n_k, d_k, d_v, batch, heads, kv_heads): heads / kv_heads query heads share a kv head
+GROUPED = [
+    (9, 9, 8, 8, 1, 4, 2),
+    (1, 300, 16, 16, 2, 4, 1),  # decode: one query against a long cache, every head shares it
+    (3, 270, 16, 12, 1, 8, 2),  # a few queries (speculative decode), d_v != d_k
+    (40, 17, 8, 8, 1, 6, 3),  # n_q > n_k
+    (33, 70, 8, 8, 2, 2, 1),  # n_q < n_k, two batch entries
+]
+
+
+def grouped_id(shape):
+    n_q, n_k, d_k, d_v, batch, heads, kv_heads = shape
+    return f"q{n_q}k{n_k}d{d_k}v{d_v}b{batch}h{heads}kv{kv_heads}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", GROUPED, ids=grouped_id)
+def test_grouped_query_heads_agree_with_float64_reference(impl, shape, causal, dtype):
+    """Query head h attends with key/value head h // (heads / kv_heads), as torch's enable_gqa."""
+    n_q, n_k, d_k, d_v, batch, heads, kv_heads = shape
+    simulator_limit_or_skip(impl, max(n_q, n_k), batch * heads)
+    q, k, v = make_qkv(
+        n_q, n_k, d_k, d_v, lead=(batch, heads), kv_heads=kv_heads, dtype=dtype, seed=n_k + heads
+    )
+    assert_agrees(impl, q, k, v, causal=causal)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_custom_scale(impl, dtype):
     q, k, v = make_qkv(33, 21, 8, 6, dtype=dtype, seed=1)

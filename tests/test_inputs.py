@@ -27,6 +27,16 @@ BAD_INPUTS = {
         "v: expected n_k = 6",
     ),
     "leading dims": (dict(q=q[None].repeat(2, 0)), ValueError, "leading (batch, head) dimensions"),
+    "kv heads not dividing": (
+        dict(
+            q=make_qkv(6, 6, 4, lead=(1, 6), dtype="float64")[0],
+            k=k[None, None].repeat(4, 1),
+            v=v[None, None].repeat(4, 1),
+        ),
+        ValueError,
+        "k: expected a number of key/value heads that divides the 6 query heads",
+    ),
+    "k and v heads differ": (dict(k=k[None]), ValueError, "k, v: expected the same leading"),
     "1-d q": (dict(q=q[0]), ValueError, "q: expected at least 2 dimensions"),
     "0-d v": (dict(v=np.float64(1.0)), ValueError, "v: expected at least 2 dimensions"),
     "int dtype": (dict(q=q.astype(np.int64)), TypeError, "q: expected a floating array"),

@@ -31,6 +31,22 @@ def test_layer_is_per_head_attention_of_the_projections(impl, heads, causal):
         np.testing.assert_allclose(out[..., cols], expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_grouped_query_layer_shares_each_key_value_head(impl, causal):
+    """heads=4, kv_heads=2: query heads 0, 1 attend with key/value head 0; 2, 3 with head 1."""
+    simulator_limit_or_skip(impl, 9, 8)
+    x, w_q, _, _ = layer_inputs(lead=(2,))
+    _, w_k, w_v, _ = layer_inputs(width=4, seed=1)  # two key/value heads of width 2
+    out = impls.self_attention(x, w_q, w_k, w_v, heads=4, kv_heads=2, causal=causal, impl=impl.name)
+    assert out.shape == (2, 9, 8)
+    for h in range(4):
+        kv = slice(h // 2 * 2, h // 2 * 2 + 2)
+        expected = checking.reference_attention(
+            x @ w_q[:, 2 * h : 2 * h + 2], x @ w_k[:, kv], x @ w_v[:, kv], causal=causal
+        )
+        np.testing.assert_allclose(out[..., 2 * h : 2 * h + 2], expected, rtol=1e-10, atol=1e-12)
+
+
 def test_layer_keeps_the_dtype():
     out = impls.self_attention(*layer_inputs(dtype="float32"), heads=2)
     assert out.dtype == np.float32
@@ -38,7 +54,13 @@ def test_layer_keeps_the_dtype():
 
 BAD_LAYER = {
     "w_q rows": (dict(w_q=np.ones((5, 8))), ValueError, "w_q: expected shape \\(d_model=12"),
-    "w_k shape": (dict(w_k=np.ones((12, 4))), ValueError, "w_k: expected shape \\(12, 8\\)"),
+    "w_k shape": (dict(w_k=np.ones((12, 4))), ValueError, "w_k: expected 8 columns"),
+    "kv_heads divide": (
+        dict(heads=4, kv_heads=3),
+        ValueError,
+        "kv_heads: expected a divisor of heads=4",
+    ),
+    "kv_heads zero": (dict(kv_heads=0), ValueError, "kv_heads: expected a positive integer"),
     "heads divide": (
         dict(heads=3),
         ValueError,

@@ -450,6 +450,27 @@ def test_key_splits_merge_to_the_reference(
     np.testing.assert_allclose(mod.fetch(state), reference(q, k, v, causal), **TOL["float32"])
 
 
+@pytest.mark.parametrize(
+    "kind, n_q, n_k, causal, splits",
+    [("row", 9, 40, True, 1), ("thread", 1, 90, False, 3), ("thread", 12, 20, True, 2)],
+)
+def test_grouped_query_heads_read_their_shared_key_value_head(impl, kind, n_q, n_k, causal, splits):
+    """Three query heads per key/value head: query entry b attends with k[b // 3], in both kernels
+    (and across the thread-tiled kernel's key splits)."""
+    rng = np.random.default_rng(n_k)
+    q = rng.standard_normal((6, n_q, 16)).astype("float32")
+    k, v = (rng.standard_normal((2, n_k, 16)).astype("float32") for _ in range(2))
+    cfg = (
+        mod.kernel_config("float32", 32, 32) if kind == "thread" else mod.tile_config("float32", 32)
+    )
+    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=0.25, lead=(6,))
+    state = mod.prepare(args, cfg, splits if kind == "thread" else None)
+    mod.run(state)
+    shared = [np.repeat(x, 3, axis=0) for x in (k, v)]
+    expected = reference(q, *shared, causal, scale=0.25)
+    np.testing.assert_allclose(mod.fetch(state), expected, **TOL["float32"])
+
+
 def test_key_splits_merge_rows_whose_maxima_differ_by_far():
     """Scores x 1e3: each split's weights are exp2 of a distant maximum; the merge rescales."""
     q, k, v = _inputs((1,), 24, 100, 32, 32, "float32", seed=11, mult=1e3)
