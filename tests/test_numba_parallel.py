@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import impls
+from harness import checking
 from harness.cases import make_qkv
 from impls import numba_parallel as kernel
 
@@ -220,12 +221,13 @@ class CountingCalls:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_attention_runs_the_kernel_once_and_prepare_never(dtype, monkeypatch):
+@pytest.mark.parametrize("n_q, function", [(300, "_attention_kernel"), (1, "_decode_kernel")])
+def test_attention_runs_the_kernel_once_and_prepare_never(dtype, n_q, function, monkeypatch):
     """A public call computes once: prepare compiles by signature, it does not run the case."""
-    counting = CountingCalls(kernel._attention_kernel)
-    monkeypatch.setattr(kernel, "_attention_kernel", counting)
+    counting = CountingCalls(getattr(kernel, function))
+    monkeypatch.setattr(kernel, function, counting)
     monkeypatch.setattr(kernel, "_COMPILED", set())  # compile (or load) again, by signature
-    q, k, v = make_qkv(300, 300, 16, dtype=dtype, seed=4)
+    q, k, v = make_qkv(n_q, 300, 16, dtype=dtype, seed=4)
     call = impls.get("numba_parallel").prepare(q, k, v)
     assert counting.calls == []
     call.run()
@@ -246,18 +248,19 @@ def run_python(code: str) -> dict:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_second_process_loads_the_kernel_from_the_disk_cache(dtype):
-    q = np.ones((1, 4, 4), dtype)
+@pytest.mark.parametrize("n_q, function", [(40, "_attention_kernel"), (1, "_decode_kernel")])
+def test_second_process_loads_the_kernel_from_the_disk_cache(dtype, n_q, function):
+    q = np.ones((1, n_q, 4), dtype)
     attention(q, q, q)  # compiled (or loaded) here, so the cache holds it now
     report = run_python(
         f"""
         import json, numpy as np, impls
         from impls import numba_parallel as kernel
-        q = np.ones((1, 4, 4), "{dtype}")
+        q = np.ones((1, {n_q}, 4), "{dtype}")
         impls.get("numba_parallel").attention(q, q, q)
         print(json.dumps({{
-            "hits": sum(kernel._attention_kernel._cache_hits.values()),
-            "misses": sum(kernel._attention_kernel._cache_misses.values()),
+            "hits": sum(kernel.{function}._cache_hits.values()),
+            "misses": sum(kernel.{function}._cache_misses.values()),
         }}))
         """
     )
@@ -280,3 +283,45 @@ def test_no_score_matrix_is_allocated():
         """
     )
     assert report["growth_kib"] < 64 * 1024
+
+
+# --- decode: a few query rows per key/value head, key ranges split across tasks --------------
+
+
+def test_decode_path_is_for_a_few_unmasked_rows_per_key_value_head():
+    assert kernel.uses_decode(n_q=1, group=4, causal=False)
+    assert kernel.uses_decode(n_q=kernel.DECODE_MAX_ROWS, group=1, causal=False)
+    assert not kernel.uses_decode(n_q=kernel.DECODE_MAX_ROWS, group=2, causal=False)
+    assert not kernel.uses_decode(n_q=1, group=4, causal=True)  # a few rows see a few keys
+
+
+def test_decode_splits_keep_every_thread_busy_with_ranges_worth_merging():
+    assert kernel.decode_splits(kv_batch=8, n_k=32768, threads=2) == 2  # 16 tasks
+    assert kernel.decode_splits(kv_batch=1, n_k=32768, threads=2) == 16
+    assert kernel.decode_splits(kv_batch=1, n_k=600, threads=2) == 2  # ranges of 256 keys at least
+    assert kernel.decode_splits(kv_batch=1, n_k=100, threads=4) == 1
+    assert kernel.decode_splits(kv_batch=64, n_k=32768, threads=2) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "n_q, n_k, group, splits",
+    [
+        (1, 9, 4, 4),  # ranges of 3, 3, 3 and an empty one
+        (1, 200, 1, 3),  # ranges across decode tiles (64 keys) with tails
+        (3, 130, 2, 2),  # several queries per head, d_v != d_k below
+        (1, 1, 8, 1),
+        (2, 700, 8, 7),
+    ],
+)
+def test_decode_key_ranges_merge_to_the_reference(dtype, n_q, n_k, group, splits, monkeypatch):
+    """Scores x 30: each range's maximum is far from the others', which the merge must rescale."""
+    monkeypatch.setattr(kernel, "decode_splits", lambda *args: splits)
+    rng = np.random.default_rng(n_k + splits)
+    q, _, _ = random_inputs(rng, (2 * group,), n_q, 1, 16, 16, dtype, magnitude=30.0)
+    _, k, v = random_inputs(rng, (2,), 1, n_k, 16, 12, dtype, magnitude=30.0)
+    call = impls.get("numba_parallel").prepare(q, k, v)
+    assert call.state["path"] == "decode" and call.state["splits"] == splits
+    call.run()
+    agreement = checking.compare(call.fetch(), call.args)  # tolerance grows with the scores
+    assert agreement.ok, (agreement.max_rel_err, agreement.tolerance, agreement.problem)
