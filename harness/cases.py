@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass, replace
 
 import numpy as np
 
 
 @dataclass(frozen=True, order=True)
 class Case:
-    """One point of a sweep for one implementation; n is the sequence length (n_q = n_k)."""
+    """One point of a sweep for one implementation.
+
+    n is the number of keys (the sequence, or the KV cache in decode); n_q the number of
+    queries (n unless given: self-attention over a sequence); heads query heads share kv_heads
+    key/value heads (heads unless given; fewer is grouped-query attention).
+    """
 
     impl: str
     n: int
@@ -18,22 +23,57 @@ class Case:
     batch: int = 1
     heads: int = 1
     causal: bool = False
+    kv_heads: int | None = None
+    n_q: int | None = None
+
+    def __post_init__(self):
+        if self.kv_heads is None:
+            object.__setattr__(self, "kv_heads", self.heads)
+        if self.n_q is None:
+            object.__setattr__(self, "n_q", self.n)
 
     @property
     def key(self) -> tuple:
         """Identity of the case across runs (what `--resume` and `compare` match on)."""
-        return (self.impl, self.n, self.d, self.dtype, self.batch, self.heads, self.causal)
+        return astuple(self)
+
+    def at_n(self, n: int) -> Case:
+        """The same case with n keys, and n queries too unless the query length is fixed."""
+        return replace(self, n=n, n_q=n if self.n_q == self.n else self.n_q)
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def visible_pairs(self) -> float:
+        """(query, key) pairs the mask lets through, per head: n_q * n, or with the causal mask
+        (top-left aligned) half of n^2 for a square one (the convention of FLOP counts), else
+        exactly sum_i min(i + 1, n)."""
+        if not self.causal:
+            return float(self.n_q * self.n)
+        if self.n_q == self.n:
+            return self.n * self.n / 2
+        square = min(self.n_q, self.n)
+        return square * (square + 1) / 2 + max(0, self.n_q - self.n) * self.n
 
     @property
     def flops(self) -> float:
-        """The two matrix products, 2*n*n*d FLOPs each, halved under the causal mask."""
-        full = 4.0 * self.batch * self.heads * self.n * self.n * self.d
-        return full / 2 if self.causal else full
+        """The two matrix products, 2 * d FLOPs per visible (query, key) pair each."""
+        return 4.0 * self.batch * self.heads * self.visible_pairs * self.d
+
+    @property
+    def bytes(self) -> int:
+        """What a call must move at least: q, and K and V once per key/value head, read; the
+        output written (grouped-query heads read their shared K and V once)."""
+        q_and_out = 2 * self.heads * self.n_q * self.d
+        kv = 2 * self.kv_heads * self.n * self.d
+        return self.batch * (q_and_out + kv) * self.itemsize
 
     @property
     def score_matrix_bytes(self) -> int:
-        """What materialising the n x n scores of one head costs: the naive memory bound."""
-        return self.n * self.n * np.dtype(self.dtype).itemsize
+        """What materialising the n_q x n scores of one head costs: the naive memory bound."""
+        return self.n_q * self.n * self.itemsize
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,5 +103,11 @@ def make_qkv(
 
 def case_inputs(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return make_qkv(
-        case.n, case.n, case.d, lead=(case.batch, case.heads), dtype=case.dtype, seed=seed
+        case.n_q,
+        case.n,
+        case.d,
+        lead=(case.batch, case.heads),
+        kv_heads=case.kv_heads,
+        dtype=case.dtype,
+        seed=seed,
     )

@@ -43,13 +43,20 @@ def cmd_check(ns: argparse.Namespace) -> int:
     dtypes = parse_dtype_list(ns.dtype)
     n, d = parse_positive_int("--n", ns.n), parse_positive_int("--d", ns.d)
     lead = (parse_positive_int("--batch", ns.batch), parse_positive_int("--heads", ns.heads))
+    kv_heads = lead[1] if ns.kv_heads is None else parse_positive_int("--kv-heads", ns.kv_heads)
+    n_q = n if ns.n_q is None else parse_positive_int("--n-q", ns.n_q)
     seed = parse_seed("--seed", ns.seed)
     rows, all_ok, unchecked = [], True, set()
     for dtype in dtypes:
-        q, k, v = make_qkv(n, n, d, lead=lead, dtype=dtype, seed=seed)
-        args = impls.check_attention_args(q, k, v, causal=ns.causal)
+        q, k, v = make_qkv(n_q, n, d, lead=lead, kv_heads=kv_heads, dtype=dtype, seed=seed)
+        try:
+            args = impls.check_attention_args(q, k, v, causal=ns.causal)
+        except ValueError as exc:
+            raise UsageError(f"--kv-heads: {exc}") from None
         for impl in selected:
             row = {"impl": impl.name, "dtype": dtype, "causal": ns.causal, "n": n, "d": d}
+            if n_q != n or kv_heads != lead[1]:
+                row.update(n_q=n_q, kv_heads=kv_heads)
             reason = impl.unavailable_reason()
             if reason is not None:
                 if ns.impl is not None:  # asked for by name: not checking it is a failure
@@ -104,12 +111,14 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if ns.resume:
         if ns.out:
             raise UsageError("--out: not with --resume (the run directory is the one resumed)")
+        if ns.preset:
+            raise UsageError("--preset: not with --resume (the run keeps its own settings)")
         config_values = read_toml(Path(ns.config)) if ns.config else {}
         if ns.quick:
             config_values = {**config_values, **QUICK}  # the order of a new run: --quick wins
         path = run_command(None, ns.resume, given, config_values)
     else:
-        config = load_config({}, ns.config)
+        config = load_config({}, ns.config, preset=ns.preset)
         if ns.quick:
             config = apply(config, QUICK, "--quick")
         config = apply(config, given, "command line")
@@ -169,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d", default="80", help="head dimension (default 80)")
     p.add_argument("--dtype", default="float32,float64", help="float32, float64 or both")
     p.add_argument("--batch", default="1", help="batch size (default 1)")
-    p.add_argument("--heads", default="1", help="heads (default 1)")
+    p.add_argument("--heads", default="1", help="query heads (default 1)")
+    p.add_argument("--kv-heads", dest="kv_heads", help="key/value heads (default: --heads)")
+    p.add_argument("--n-q", dest="n_q", help="query length (default: --n)")
     p.add_argument("--causal", action="store_true", help="apply the causal mask")
     p.add_argument("--seed", default="0", help="seed of the random inputs (>= 0)")
     p.set_defaults(func=cmd_check)
@@ -180,7 +191,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d", help="head dimensions (default 32,64,128)")
     p.add_argument("--dtype", help="float32, float64 or both (default float32)")
     p.add_argument("--batch", help="batch size (default 1)")
-    p.add_argument("--heads", help="heads (default 1)")
+    p.add_argument("--heads", help="query heads (default 1)")
+    p.add_argument(
+        "--kv-heads",
+        dest="kv_heads",
+        help="key/value heads, a divisor of --heads (default: --heads; fewer is grouped-query "
+        "attention)",
+    )
+    p.add_argument(
+        "--n-q",
+        dest="n_q",
+        help="a fixed query length (default: n); --n-q 1 is decode, n then sweeps the KV cache",
+    )
+    p.add_argument(
+        "--tokens", help="a fixed token budget: each case's batch is tokens // n (FlashAttention's)"
+    )
+    p.add_argument(
+        "--cold-cache",
+        dest="cold_cache",
+        action="store_const",
+        const=True,
+        help="evict the CPU caches before every timed call (DRAM-bound figures)",
+    )
+    p.add_argument(
+        "--preset",
+        help="a named workload (settings; flags win): decode-gqa, prefill-gqa, fixed-tokens, "
+        "or the project's [tool.attnbench.presets.NAME]",
+    )
     p.add_argument(
         "--causal",
         nargs="?",
@@ -244,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold",
         default="5%",
-        help="smallest change of B/A that counts, e.g. 5%% or 0.05 (default 5%%); "
-        "it must also be significant (Mann-Whitney U)",
+        help="smallest change of B/A that counts, e.g. 5%% or 0.05 (default 5%%); a case is "
+        "marked only when the whole 95%% interval of its change lies beyond it",
     )
     p.add_argument(
         "--fail-on-regression",

@@ -223,7 +223,7 @@ def _interval(value, low, high) -> str:
 
 def display_table(table: pd.DataFrame) -> list[dict]:
     """Rows for the terminal; batch, heads and causal shown only when they vary."""
-    varying = [c for c in ("batch", "heads", "causal") if table[c].nunique() > 1]
+    varying = [c for c in ("batch", "heads", "kv_heads", "n_q", "causal") if table[c].nunique() > 1]
     rows = []
     for _, row in table.iterrows():
         shown = {c: row[c] for c in ["impl", "n", "d", "dtype", *varying]}

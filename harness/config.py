@@ -41,7 +41,11 @@ class SweepConfig:
     dtype: tuple[str, ...] = ("float32",)
     batch: int = 1
     heads: int = 1
+    kv_heads: int = 0  # key/value heads; 0: as many as heads (fewer: grouped-query attention)
+    n_q: int = 0  # a fixed query length (1: decode against a KV cache of n keys); 0: n
+    tokens: int = 0  # a fixed token budget per case: batch = tokens // n; 0: the batch setting
     causal: tuple[bool, ...] = (False,)  # (False, True): both masks, side by side
+    cold_cache: bool = False  # evict the CPU caches before every timed call (DRAM-bound figures)
     threads: int = field(default_factory=usable_cores)
     budget_s: float = 2.0  # the longest one sample (one call) may take; slower cases are skipped
     sweep_budget_s: float = 900.0  # the whole sweep; cases that would not fit are skipped
@@ -100,7 +104,11 @@ RUN_FLAGS = (
     "dtype",
     "batch",
     "heads",
+    "kv_heads",
+    "n_q",
+    "tokens",
     "causal",
+    "cold_cache",
     "threads",
     "budget",
     "sweep_budget",
@@ -143,7 +151,14 @@ def coerce(key: str, value):
         if not isinstance(value, str):
             raise UsageError(f"{option}: expected an implementation's name, got {value!r}")
         return value.strip()
-    if key in ("batch", "heads", "rounds", "max_rounds", "min_samples", "max_samples"):
+    if key == "cold_cache":
+        if not isinstance(value, bool):
+            raise UsageError(f"{option}: expected true or false, got {value!r}")
+        return value
+    if key in ("kv_heads", "n_q", "tokens") and value in (0, "0") and value is not False:
+        return 0  # unset: as many as heads, n, the batch setting
+    if key in ("batch", "heads", "kv_heads", "n_q", "tokens", "rounds", "max_rounds",
+               "min_samples", "max_samples"):  # fmt: skip
         if isinstance(value, (bool, float)):
             raise UsageError(f"{option}: expected a positive integer, got {value!r}")
         number = parse_positive_int(option, value)
@@ -183,12 +198,33 @@ def apply(config: SweepConfig, values: dict, source: str) -> SweepConfig:
         raise UsageError(
             f"{source}: rounds ({merged.rounds}) exceeds max_rounds ({merged.max_rounds})"
         )
+    check_shapes(merged, source)
     if merged.min_samples > merged.max_samples:
         raise UsageError(
             f"{source}: min_samples ({merged.min_samples}) exceeds "
             f"max_samples ({merged.max_samples})"
         )
     return merged
+
+
+def check_shapes(config: SweepConfig, source: str) -> None:
+    """The settings that only make sense together: heads and kv_heads, tokens and n, batch."""
+    if config.kv_heads and config.heads % config.kv_heads:
+        raise UsageError(
+            f"{source}: --kv-heads: expected a divisor of --heads ({config.heads}) "
+            f"(grouped-query attention), got {config.kv_heads}"
+        )
+    if config.tokens:
+        if config.batch != 1:
+            raise UsageError(
+                f"{source}: --tokens sets the batch of each case (tokens // n); give --tokens "
+                f"or --batch, not both (got --batch {config.batch})"
+            )
+        if config.tokens < max(config.n):
+            raise UsageError(
+                f"{source}: --tokens: expected at least the longest --n ({max(config.n)}), "
+                f"so that every case has a batch of 1 or more, got {config.tokens}"
+            )
 
 
 def read_toml(path: Path, table: tuple[str, ...] = ()) -> dict:
@@ -207,16 +243,47 @@ def read_toml(path: Path, table: tuple[str, ...] = ()) -> dict:
     return data
 
 
+PRESETS_FILE = Path(__file__).with_name("presets.toml")
+
+
+def presets(project_dir: Path | None = None) -> dict[str, dict]:
+    """Named workloads: harness/presets.toml's, then the project's
+    [tool.attnbench.presets.NAME] tables (which replace a built-in one of the same name)."""
+    named = tomllib.loads(PRESETS_FILE.read_text())
+    pyproject = (project_dir or Path.cwd()) / "pyproject.toml"
+    if pyproject.is_file():
+        own = read_toml(pyproject, ("tool", "attnbench")).get("presets", {})
+        if not isinstance(own, dict) or not all(isinstance(t, dict) for t in own.values()):
+            raise UsageError(f"{pyproject}: [tool.attnbench.presets] must hold tables")
+        named.update(own)
+    return named
+
+
+def preset_settings(name: str, project_dir: Path | None = None) -> dict:
+    named = presets(project_dir)
+    if name not in named:
+        raise UsageError(
+            f"--preset: unknown preset {name!r}; valid names: {', '.join(sorted(named))}"
+        )
+    return {k: v for k, v in named[name].items() if k != "description"}
+
+
 def load_config(
-    flags: dict, config_file: str | None = None, project_dir: Path | None = None
+    flags: dict,
+    config_file: str | None = None,
+    project_dir: Path | None = None,
+    preset: str | None = None,
 ) -> SweepConfig:
-    """Defaults, then pyproject.toml's [tool.attnbench], then the --config file, then flags."""
+    """Defaults, then pyproject.toml's [tool.attnbench], then the preset, then the --config
+    file, then flags."""
     config = SweepConfig()
     pyproject = (project_dir or Path.cwd()) / "pyproject.toml"
     if pyproject.is_file():
-        config = apply(
-            config, read_toml(pyproject, ("tool", "attnbench")), f"{pyproject} [tool.attnbench]"
-        )
+        table = read_toml(pyproject, ("tool", "attnbench"))
+        table.pop("presets", None)  # named workloads, not settings
+        config = apply(config, table, f"{pyproject} [tool.attnbench]")
+    if preset is not None:
+        config = apply(config, preset_settings(preset, project_dir), f"--preset {preset}")
     if config_file is not None:
         config = apply(config, read_toml(Path(config_file)), f"--config {config_file}")
     return apply(config, {k: v for k, v in flags.items() if v is not None}, "command line")

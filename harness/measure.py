@@ -8,13 +8,15 @@ import functools
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
+from numba import njit, prange
 
 import impls
 from harness import checking
 from harness.cases import Case, case_inputs
-from harness.timing import CUDA_TIMER, SamplingPlan, cpu_sampler, inner_repeats, take_samples
+from harness.timing import CUDA_TIMER, SamplingPlan, cpu_sampler, take_samples
 
 CHECKED_ROWS = 64  # large cases are checked on this many evenly spread query rows
 
@@ -143,7 +145,7 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
         row.update(check_output(call, args))
         del call
         warm_prepare_s, call = timed(lambda: impl.prepare_checked(args))
-        sample, warm_call_s = sampler(impl, call)
+        sample, warm_call_s = sampler(impl, call, plan.cold_cache)
         row["first_call_s"] = first_prepare_s + first_run_s
         if warm_call_s > budget_s:
             over = f"one call took {warm_call_s:.3g} s > budget {budget_s:g} s per sample"
@@ -152,7 +154,7 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
             else:  # a disagreement stays the finding
                 row["note"] += f"; not timed: {over}"
             return row
-        inner = inner_repeats(warm_call_s, plan.min_sample_s)
+        inner = plan.calls_per_sample(warm_call_s)
         samples = warm_then_sample(sample, plan, warm_call_s, inner)
         row.update(
             round_samples_s=samples,
@@ -183,7 +185,7 @@ def measure_round(case: Case, plan: SamplingPlan, seed: int, inner: int) -> dict
         args = impls.check_attention_args(*case_inputs(case, seed), causal=case.causal)
         call = impl.prepare_checked(args)
         _threads_after_import()
-        sample, warm_call_s = sampler(impl, call)
+        sample, warm_call_s = sampler(impl, call, plan.cold_cache)
         samples = warm_then_sample(sample, plan, warm_call_s, inner)
         return {"status": "ok", "round_samples_s": samples}
     except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
@@ -199,9 +201,10 @@ def warm_then_sample(sample, plan: SamplingPlan, warm_call_s: float, inner: int)
     return take_samples(sample, plan, warm_call_s, inner=inner)[0]
 
 
-def sampler(impl: impls.Implementation, call: impls.PreparedCall):
+def sampler(impl: impls.Implementation, call: impls.PreparedCall, cold_cache: bool = False):
     """(sample(inner) -> seconds of `inner` calls, one warm call's seconds): CUDA events where
-    the implementation times itself on its device, else the wall clock around `run`."""
+    the implementation times itself on its device, else the wall clock around `run` (after an
+    untimed eviction of the CPU caches before each call, with cold_cache)."""
     if impl.module_has("event_time_s"):
         event_time_s = impl.module.event_time_s
 
@@ -210,7 +213,7 @@ def sampler(impl: impls.Implementation, call: impls.PreparedCall):
 
         return sample, event_time_s(call.state)
     warm_call_s, _ = timed(call.run)
-    return cpu_sampler(call.run), warm_call_s
+    return cpu_sampler(call.run, before=evict_caches if cold_cache else None), warm_call_s
 
 
 def failure(exc: Exception) -> dict:
@@ -314,3 +317,72 @@ def stream_rates(size_bytes: int, repeats: int) -> list[float]:
         data.sum()
         rates.append(size_bytes / (time.perf_counter() - start) / 1e9)
     return rates
+
+
+def last_level_cache_bytes() -> int | None:
+    """The largest CPU cache Linux reports (sysfs), or None."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        with contextlib.suppress(OSError, ValueError):
+            text = path.read_text().strip().upper()
+            unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * unit)
+    return max(sizes, default=None)
+
+
+EVICT_MIN_BYTES = 128 << 20  # what is written when the cache size is unknown, or small
+
+
+@functools.lru_cache(maxsize=1)
+def _eviction_buffer() -> np.ndarray:
+    llc = last_level_cache_bytes() or 0
+    return np.empty(max(EVICT_MIN_BYTES, 4 * llc) // 4, np.float32)
+
+
+def evict_caches() -> None:
+    """Write a buffer four times the last-level cache from every thread (as triton's do_bench
+    writes one to the L2 of a GPU), so that the next call finds its inputs in DRAM."""
+    _parallel_fill(_eviction_buffer(), 16)
+
+
+def read_rates(size_bytes: int, repeats: int, cold_cache: bool = False) -> list[float]:
+    """GB/s of `repeats` streaming reads of size_bytes by every thread of this worker (numba's
+    pool, the one the sweep sized): the bandwidth a case moving that many bytes could reach, in
+    the same cache state (warm: read again and again; cold_cache: evicted before each read)."""
+    data = np.ones(max(size_bytes, 4096) // 4, np.float32)
+    _parallel_read(data, 16)  # compiled (or loaded), pages touched
+    reads = 1 if cold_cache else max(1, (1 << 20) * 64 // data.nbytes)  # a sample >= 64 MiB
+    rates = []
+    for _ in range(repeats):
+        if cold_cache:
+            evict_caches()
+        start = time.perf_counter()
+        for _ in range(reads):
+            _parallel_read(data, 16)
+        rates.append(reads * data.nbytes / (time.perf_counter() - start) / 1e9)
+    return rates
+
+
+@njit(fastmath=True, cache=True)
+def _chunk_sum(x):
+    total = np.float32(0)
+    for i in range(x.size):
+        total += x[i]
+    return total
+
+
+@njit(parallel=True, cache=True)
+def _parallel_read(x, chunks):
+    """The sum of x, chunk by chunk over numba's threads: a streaming read at full bandwidth."""
+    per = -(-x.size // chunks)
+    sums = np.zeros(chunks, np.float32)
+    for c in prange(chunks):
+        sums[c] = _chunk_sum(x[c * per : min(x.size, (c + 1) * per)])
+    return sums.sum()
+
+
+@njit(parallel=True, cache=True)
+def _parallel_fill(x, chunks):
+    per = -(-x.size // chunks)
+    for c in prange(chunks):
+        x[c * per : min(x.size, (c + 1) * per)] = np.float32(c)

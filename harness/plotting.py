@@ -127,9 +127,32 @@ def make_runs(tables: list[tuple[dict, pd.DataFrame]], names: list[str]) -> Runs
         f"{mid} ({name})" if ids.count(mid) > 1 else mid
         for mid, name in zip(ids, names, strict=True)
     ]
-    frames = [table.assign(machine=label) for (_, table), label in zip(tables, labels, strict=True)]
+    frames = [
+        table.assign(machine=label, workload=workloads(table, meta))
+        for (meta, table), label in zip(tables, labels, strict=True)
+    ]
     frame = pd.concat(frames, ignore_index=True)
     return Runs(frame, {label: meta for (meta, _), label in zip(tables, labels, strict=True)})
+
+
+def workloads(table: pd.DataFrame, meta: dict) -> list[str]:
+    """Each row's workload beyond its n, d and dtype, in words ("" for one head, batch 1, as
+    many queries as keys): the cases of one curve share it. A token budget (--tokens) makes the
+    batch part of the curve: it is named, not each batch."""
+    tokens = meta.get("settings", {}).get("tokens") or 0
+    words = []
+    for row in table.itertuples():
+        parts = [f"{tokens} tokens"] if tokens else []
+        if not tokens and row.batch != 1:
+            parts.append(f"batch {row.batch}")
+        if row.heads != 1 or row.kv_heads != row.heads:
+            parts.append(f"heads {row.heads}")
+        if row.kv_heads != row.heads:
+            parts.append(f"kv heads {row.kv_heads}")
+        if row.n_q != row.n:
+            parts.append(f"n_q {row.n_q}")
+        words.append(", ".join(parts))
+    return words
 
 
 def load_runs(paths: list[str | Path]) -> Runs:
@@ -184,12 +207,9 @@ def _title(what: str, runs: Runs, dtype: str | None) -> str:
 
 
 def _settings_text(frame: pd.DataFrame) -> str:
-    """Batch, heads and causal, named only when they are not the plain 1, 1, non-causal."""
-    parts = []
-    for column, plain in (("batch", 1), ("heads", 1)):
-        values = sorted(frame[column].dropna().unique())
-        if values != [plain]:
-            parts.append(f"{column} {','.join(str(v) for v in values)}")
+    """The workload and the mask, named only when they are not the plain one head, batch 1,
+    n_q = n, non-causal."""
+    parts = [w for w in sorted(frame["workload"].dropna().unique()) if w]
     if frame["causal"].astype(bool).any():
         parts.append("causal")
     return "".join(f" · {p}" for p in parts)
@@ -229,6 +249,14 @@ def _eng_y(ax, unit: str) -> None:
 
     ax.yaxis.set_major_formatter(EngFormatter(unit=unit))
     ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def n_label(frame: pd.DataFrame) -> str:
+    """What n is on an axis: the sequence, or (a fixed query length: decode) the KV cache."""
+    if (frame["n_q"] != frame["n"]).all():
+        fixed = ", ".join(str(v) for v in sorted(frame["n_q"].unique()))
+        return f"keys n (the KV cache), against {fixed} quer{'y' if fixed == '1' else 'ies'}"
+    return "sequence length n (tokens)"
 
 
 def impl_order(frame: pd.DataFrame) -> list[str]:
@@ -398,7 +426,7 @@ def time_vs_n_figure(runs: Runs, dtype: str):
             ax.fill_between(ok["n"], low, high, color=style["color"], alpha=0.2, linewidth=0)
         ax.set_yscale("log")
         _eng_y(ax, "s")
-        _log2_axis(ax, frame["n"], "sequence length n (tokens)")
+        _log2_axis(ax, frame["n"], n_label(frame))
         ax.set_ylabel("time per call (s), median and 95% interval")
         ax.set_title(f"d = {d}  (slope fitted over the {FIT_POINTS} largest n)", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
@@ -438,7 +466,7 @@ def throughput_figure(runs: Runs, dtype: str):
                 )
                 alongside = rows.dropna(subset=["gemm_gflops"])
                 alongside = alongside[alongside["gemm_gflops"] != peak].drop_duplicates(
-                    ["n", "batch", "heads", "causal", "gemm_gflops"]
+                    ["n", "workload", "causal", "gemm_gflops"]
                 )
                 if not alongside.empty:
                     ax.plot(
@@ -454,9 +482,49 @@ def throughput_figure(runs: Runs, dtype: str):
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
-        _log2_axis(ax, frame["n"], "sequence length n (tokens)")
+        _log2_axis(ax, frame["n"], n_label(frame))
         counted = "2·n²·d (causal)" if frame["causal"].astype(bool).all() else "4·n²·d"
         ax.set_ylabel(f"throughput (GFLOP/s), {counted} FLOPs per head")
+        ax.set_title(f"d = {d}", fontsize="small")
+        ax.grid(True, which="major", alpha=0.3)
+        statuses = _mark_unmeasured(ax, runs, frame)
+        _label_narrow_log_y(ax, FuncFormatter(lambda value, _: f"{value:g}"))
+        _legend(ax, runs, statuses, missing)
+    return fig
+
+
+def bandwidth_figure(runs: Runs, dtype: str):
+    """GB/s against n (q, K and V once per key/value head read, the output written), with the
+    rate of a streaming read of as many bytes by the same threads, measured before each of the
+    shape's rounds in the same cache state: the ceiling of a memory-bound case."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fig, panels = _per_d_panels(runs, dtype, "Bytes moved per second vs n")
+    for d, ax, frame in panels:
+        missing = []
+        for style, label, ok in _valid_series(runs, frame, missing):
+            ax.plot(ok["n"], ok["bytes"] / ok["median_s"] / 1e9, label=label, **style)
+        for machine in runs.metas:
+            reads = frame[frame["machine"] == machine].dropna(subset=["bandwidth_gbps"])
+            reads = reads.groupby("n")["bandwidth_gbps"].median()
+            if reads.empty:
+                continue
+            where = f" @ {machine}" if runs.several else ""
+            ax.plot(
+                reads.index,
+                reads.to_numpy(),
+                color="black",
+                linestyle=runs.linestyle(machine),
+                marker="_",
+                markersize=12,
+                linewidth=1.2,
+                label=f"streaming read of the same bytes{where}",
+            )
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        _log2_axis(ax, frame["n"], n_label(frame))
+        ax.set_ylabel("GB/s: q, K, V read once, output written")
         ax.set_title(f"d = {d}", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         statuses = _mark_unmeasured(ax, runs, frame)
@@ -516,7 +584,7 @@ def speedup_figure(runs: Runs, dtype: str, baseline: str):
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}×"))
         ax.yaxis.set_minor_formatter(NullFormatter())
-        _log2_axis(ax, frame["n"], "sequence length n (tokens)")
+        _log2_axis(ax, frame["n"], n_label(frame))
         ax.set_ylabel(f"speedup over {baseline} (×, time ratio; >1 is faster)")
         ax.set_title(f"d = {d}", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
@@ -620,7 +688,7 @@ def memory_figure(runs: Runs, dtype: str):
             )
         ax.set_yscale("log")
         _eng_y(ax, "B")
-        _log2_axis(ax, frame["n"], "sequence length n (tokens)")
+        _log2_axis(ax, frame["n"], n_label(frame))
         gpu = (frame["timer"] == CUDA_TIMER).any()
         ax.set_ylabel(
             "peak extra resident memory (bytes)"
@@ -674,7 +742,7 @@ def agreement_figure(runs: Runs):
             label="tolerance",
         )
         ax.set_yscale("log")
-        _log2_axis(ax, frame["n"], "sequence length n (tokens)")
+        _log2_axis(ax, frame["n"], n_label(frame))
         ax.set_ylabel("max |out − ref| / max|v| (relative)")
         ax.set_title(f"{dtype}, d = {d}", fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
@@ -823,6 +891,9 @@ def figures(runs: Runs, baseline: str | None = None, n_fixed: int | None = None)
             stem = f"{dtype}{suffix}"
             built[f"time_vs_n_{stem}"] = time_vs_n_figure(part, dtype)
             built[f"throughput_{stem}"] = throughput_figure(part, dtype)
+            rows = part.frame[part.frame["dtype"] == dtype]
+            if "bound" in rows and rows["bound"].eq("memory").any():
+                built[f"bandwidth_{stem}"] = bandwidth_figure(part, dtype)
             if baseline in known:
                 built[f"speedup_{stem}"] = speedup_figure(part, dtype, baseline)
             if part.frame.loc[part.frame["dtype"] == dtype, "d"].nunique() > 1:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness import stats
 
-SHAPE = ["machine", "dtype", "d", "n", "batch", "heads", "causal"]
+SHAPE = ["machine", "dtype", "d", "n", "batch", "heads", "kv_heads", "n_q", "workload", "causal"]
 COLUMNS = [*SHAPE, "impl", "baseline", "ratio", "ratio_low", "ratio_high", "relation"]
 
 

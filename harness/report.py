@@ -21,16 +21,19 @@ import pandas as pd
 from harness import plotting, stats
 from harness.machine import tracked_by_git
 from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds, valid_rows
-from harness.ratios import default_baseline, format_ratio, paired_ratios, round_values
+from harness.ratios import SHAPE, default_baseline, format_ratio, paired_ratios, round_values
 from harness.results import CUDA_TIMER
 
 UNSTABLE_WIDTH = 0.2  # a stated figure whose interval spans more than 20% of it
 
-PANEL = ["machine", "dtype", "d", "batch", "heads", "causal"]  # cases that differ only in n, impl
+PANEL = ["machine", "dtype", "d", "workload", "causal"]  # cases that differ only in n, impl
 FIGURE_CAPTIONS = {
     "time_vs_n": "Time per call against n (log-log); the band is the median's 95% interval from "
     "the rounds and each label carries the fitted exponent (2 means O(n²)).",
     "throughput": "Throughput against n, with the machine's measured CPU matrix-product peak.",
+    "bandwidth": "Bytes moved per second against n (q, K and V read once per key/value head, the "
+    "output written), with the rate of a streaming read of as many bytes by the same threads, "
+    "measured before each of the shape's rounds in the same cache state.",
     "speedup": "Speedup over the baseline (its time divided by each implementation's, round by "
     "round), with 95% intervals.",
     "time_vs_d": "Time per call against the head dimension d at one n.",
@@ -158,6 +161,17 @@ def best_peak_fraction(frame: pd.DataFrame) -> pd.DataFrame:
     return best[columns].reset_index(drop=True)
 
 
+def memory_bound(frame: pd.DataFrame) -> pd.DataFrame:
+    """Valid cases whose arithmetic intensity is below the machine's balance (GEMM peak over
+    the bandwidth of a read of their bytes): their limit is the bandwidth, their figure GB/s."""
+    ok = valid_rows(frame)
+    if "bound" not in ok:
+        return pd.DataFrame(columns=[*PANEL, "n", "impl", "gbps", "bandwidth_gbps"])
+    rows = ok[ok["bound"].eq("memory")].sort_values([*PANEL, "n", "gbps"], ascending=True)
+    columns = [*PANEL, "n", "impl", "gbps", "bandwidth_gbps", "bandwidth_fraction"]
+    return rows[columns].reset_index(drop=True)
+
+
 def problem_cases(frame: pd.DataFrame) -> pd.DataFrame:
     """Skipped, failed and disagreeing cases, those with the same note collapsed into one row."""
     bad = frame[frame["status"] != "ok"].copy()
@@ -176,7 +190,7 @@ def causal_speedups(frame: pd.DataFrame) -> pd.DataFrame:
     many times faster the causal call is than the full one. It skips about half the work, so
     about 2x is the aim; the two were measured in the same minute of the machine."""
     ok = valid_rows(frame).assign(causal=lambda t: t["causal"].astype(bool))
-    keys = ["machine", "impl", "dtype", "d", "batch", "heads", "n"]
+    keys = ["machine", "impl", "dtype", "d", "workload", "n"]
     full = ok[~ok["causal"]].set_index(keys)["median_s"]
     causal = ok[ok["causal"]].set_index(keys)["median_s"]
     both = pd.concat({"full_s": full, "causal_s": causal}, axis=1, join="inner").reset_index()
@@ -196,7 +210,7 @@ def unstable_cases(frame: pd.DataFrame, baseline: str | None = None) -> pd.DataF
     if baseline is not None:
         ratios = paired_ratios(frame, baseline)
         ratios["ratio_width"] = (ratios["ratio_high"] - ratios["ratio_low"]) / ratios["ratio"]
-        keys = ["machine", "impl", "dtype", "d", "n", "batch", "heads", "causal"]
+        keys = ["machine", "impl", *SHAPE[1:]]
         ok = ok.merge(ratios[[*keys, "ratio_width"]], on=keys, how="left")
     else:
         ok = ok.assign(ratio_width=float("nan"))
@@ -246,8 +260,8 @@ def _number(value, spec: str = ".3g", suffix: str = "") -> str:
 
 def _panel_name(row, several: bool) -> str:
     text = f"{row['dtype']}, d={row['d']}"
-    if row["batch"] != 1 or row["heads"] != 1:
-        text += f", batch {row['batch']}, heads {row['heads']}"
+    if row["workload"]:
+        text += f", {row['workload']}"
     if row.get("causal", False):
         text += ", causal"
     return f"{text} @ {row['machine']}" if several else text
@@ -356,8 +370,19 @@ def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) ->
                 "e.g. measured while the machine was busy, or the timing is"
             )
         lines.append(sentence + ".")
+    for _, panel in memory_bound(frame).groupby(PANEL, sort=True):
+        last = panel[panel["n"] == panel["n"].max()].sort_values("gbps", ascending=False)
+        first = last.iloc[0]
+        lines.append(
+            f"{_panel_name(first, several)}, n = {first['n']}, memory-bound: "
+            + ", ".join(
+                f"{r.impl} {r.gbps:.3g} GB/s ({r.bandwidth_fraction:.0%})"
+                for r in last.itertuples()
+            )
+            + f" of a streaming read of the same bytes ({first['bandwidth_gbps']:.3g} GB/s)."
+        )
     masks = causal_speedups(frame)
-    for key, panel in masks.groupby(["machine", "dtype", "d", "batch", "heads"], sort=True):
+    for key, panel in masks.groupby(["machine", "dtype", "d", "workload"], sort=True):
         largest = panel[panel["n"] == panel["n"].max()].sort_values("speedup", ascending=False)
         where = f" @ {key[0]}" if several else ""
         lines.append(
@@ -415,7 +440,10 @@ def machine_table(meta: dict) -> pd.DataFrame:
         "CPU matrix-product peak (measured)": peaks,
         "sizes": f"n {settings.get('n')}, d {settings.get('d')}, dtype {settings.get('dtype')}",
         "shape": f"batch {settings.get('batch')}, heads {settings.get('heads')}, "
-        f"causal {settings.get('causal')}",
+        f"kv heads {settings.get('kv_heads') or settings.get('heads')}, "
+        f"n_q {settings.get('n_q') or 'n'}, tokens {settings.get('tokens') or '-'}, "
+        f"causal {settings.get('causal')}, "
+        f"caches {'evicted before each call' if settings.get('cold_cache') else 'warm'}",
         "timing": f"target {settings.get('target_s')} s per case"
         + (f" in {settings['rounds']} interleaved rounds" if "rounds" in settings else "")
         + f", budget {settings.get('budget_s')} s per call, "
@@ -500,6 +528,32 @@ def build_report(
         ),
         ("table", _shown(scaling, several)),
     ]
+    bound = memory_bound(frame)
+    if not bound.empty:
+        blocks += [
+            ("h", 3, "Memory-bound cases: bytes per second"),
+            (
+                "p",
+                "Cases whose arithmetic intensity (FLOPs per byte moved: q, K and V read once "
+                "per key/value head, the output written) is below the machine's balance (its "
+                "matrix-product peak over the bandwidth of a streaming read of the same bytes, "
+                "both measured alongside): their ceiling is the bandwidth. fraction = GB/s over "
+                "that read's.",
+            ),
+            (
+                "table",
+                _shown(
+                    bound.assign(
+                        gbps=bound["gbps"].map(lambda v: _number(v, ".3g")),
+                        bandwidth_gbps=bound["bandwidth_gbps"].map(lambda v: _number(v, ".3g")),
+                        bandwidth_fraction=bound["bandwidth_fraction"].map(
+                            lambda v: _number(v, ".0%")
+                        ),
+                    ),
+                    several,
+                ),
+            ),
+        ]
     masks = causal_speedups(frame).assign(
         full_s=lambda t: t["full_s"].map(format_seconds),
         causal_s=lambda t: t["causal_s"].map(format_seconds),

@@ -6,6 +6,7 @@ that reads back to the same float. Raw samples live in results.jsonl; the CSV ha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -13,10 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.cases import Case
 from harness.timing import CUDA_TIMER  # noqa: F401 - the value of the timer column for GPU rows
 
-SCHEMA_VERSION = 2  # 2: rounds in fresh workers, intervals, ratios, drift-normalised rounds
-CASE_COLUMNS = ["impl", "n", "d", "dtype", "batch", "heads", "causal"]
+# 2: rounds in fresh workers, intervals, ratios, drift-normalised rounds
+# 3: cases gained kv_heads and n_q (grouped-query attention, decode), rows bytes and bandwidth
+SCHEMA_VERSION = 3
+CASE_COLUMNS = [f.name for f in dataclasses.fields(Case)]
+LEGACY_CASE_COLUMNS = ["impl", "n", "d", "dtype", "batch", "heads", "causal"]  # schema 1 and 2
 COLUMNS = [
     *CASE_COLUMNS,
     "status",  # ok, skipped, failed, disagrees
@@ -45,6 +50,11 @@ COLUMNS = [
     "transfer_s",
     "flops",
     "gflops",
+    "bytes",  # q, K and V (once per key/value head) read, the output written
+    "gbps",  # bytes / median_s
+    "bandwidth_gbps",  # streaming reads of as many bytes, alongside, same cache state
+    "bandwidth_fraction",  # gbps / bandwidth_gbps
+    "bound",  # memory or compute: arithmetic intensity against gemm_gflops / bandwidth_gbps
     "peak_fraction",  # gflops / gemm_gflops; CPU rows only
     "gemm_gflops",  # the CPU matrix-product peak it is a fraction of (see harness/sweep.py)
     "gemm_best_gflops",  # the fastest of the products whose median is gemm_gflops
@@ -62,11 +72,14 @@ INTEGER_COLUMNS = [
     "d",
     "batch",
     "heads",
+    "kv_heads",
+    "n_q",
     "samples",
     "inner_repeats",
     "rounds",
     "peak_mem_bytes",
     "score_matrix_bytes",
+    "bytes",
 ]
 STATUSES = ("ok", "skipped", "failed", "disagrees")
 
@@ -148,13 +161,13 @@ class RunDir:
                 continue
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict) or not set(CASE_COLUMNS) <= set(row):
+                if not isinstance(row, dict) or not set(LEGACY_CASE_COLUMNS) <= set(row):
                     raise ValueError("not a case record")
             except ValueError as exc:
                 if number == len(lines) and not text.endswith("\n"):
                     continue  # a write torn by a killed process
                 raise RunDirError(f"{self.jsonl}:{number}: corrupt line ({exc})") from None
-            rows.append(row)
+            rows.append(with_case_defaults(row))
         return rows
 
     def table(self) -> pd.DataFrame:
@@ -172,11 +185,21 @@ class RunDir:
         return frame
 
 
+def with_case_defaults(row: dict) -> dict:
+    """A row written before cases had kv_heads and n_q (schema 2 and older): they were the
+    heads and n."""
+    row.setdefault("kv_heads", row["heads"])
+    row.setdefault("n_q", row["n"])
+    return row
+
+
 def migrate(meta: dict) -> dict:
-    """A schema-1 run (rounds in one worker per implementation, no intervals, no reference
-    workload per round) read as schema 2: its method says so, and what it lacks stays absent."""
+    """An older run read as this schema. Schema 2 differs only in its rows, which lack kv_heads
+    and n_q (`with_case_defaults`). A schema-1 run (rounds in one worker per implementation, no
+    intervals, no reference workload per round) is another method: its meta says so, and what
+    it lacks stays absent."""
     if meta["schema_version"] >= 2:
-        return meta
+        return {**meta, "schema_version": SCHEMA_VERSION}
     return {
         **meta,
         "schema_version": SCHEMA_VERSION,

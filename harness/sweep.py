@@ -55,9 +55,20 @@ UNSTABLE_WIDTH = 0.2  # a median whose interval spans more than 20% of it is fla
 
 
 def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
-    """Both masks of a shape one after the other: their ratio is taken in the same minute."""
+    """Both masks of a shape one after the other: their ratio is taken in the same minute.
+    With --tokens each n gets the batch tokens // n (a fixed number of tokens per case)."""
     return [
-        Case(impl, n, d, dtype, config.batch, config.heads, causal)
+        Case(
+            impl,
+            n,
+            d,
+            dtype,
+            config.tokens // n if config.tokens else config.batch,
+            config.heads,
+            causal,
+            kv_heads=config.kv_heads or config.heads,
+            n_q=config.n_q or n,
+        )
         for dtype, d, n, causal, impl in itertools.product(
             config.dtype, sorted(config.d), sorted(config.n), sorted(config.causal), names
         )
@@ -66,12 +77,14 @@ def plan_cases(config: SweepConfig, names: Iterable[str]) -> list[Case]:
 
 def shape_key(case: Case) -> tuple:
     """Cases that differ only in the implementation: measured side by side."""
-    return (case.dtype, case.d, case.n, case.batch, case.heads, case.causal)
+    return replace(case, impl="").key
 
 
 def series_key(case: Case) -> tuple:
-    """Cases that differ only in n: one scaling curve."""
-    return (case.impl, case.dtype, case.d, case.batch, case.heads, case.causal)
+    """Cases that differ only in n (and with --tokens the batch, with --n-q unset n_q): one
+    scaling curve."""
+    fixed_n_q = case.n_q if case.n_q != case.n else None
+    return (case.impl, case.dtype, case.d, case.heads, case.kv_heads, fixed_n_q, case.causal)
 
 
 def predict_seconds(case: Case, measured: list[tuple[int, float]]) -> float | None:
@@ -84,7 +97,8 @@ def predict_seconds(case: Case, measured: list[tuple[int, float]]) -> float | No
     if not points:
         return None
     n1, s1 = points[-1]
-    exponent = DEFAULT_EXPONENT
+    # n^2 when queries grow with the keys; a fixed query length (decode) reads n keys: n^1
+    exponent = DEFAULT_EXPONENT if case.n_q == case.n else 1.0
     if len(points) >= 2:
         n0, s0 = points[-2]
         exponent = min(3.0, max(1.0, math.log(s1 / s0) / math.log(n1 / n0)))
@@ -101,8 +115,7 @@ class SweepState:
     def lost_at(self, case: Case) -> str | None:
         """A crash or hang of this implementation on a case no larger than this one."""
         for where, why in self.lost:
-            same = (where.impl, where.dtype, where.batch, where.heads, where.causal)
-            if same == (case.impl, case.dtype, case.batch, case.heads, case.causal) and (
+            if series_key(replace(where, d=case.d)) == series_key(case) and (
                 where.n <= case.n and where.d <= case.d
             ):
                 return f"{why} (at n={where.n}, d={where.d})"
@@ -154,21 +167,36 @@ def skip_reason(
     return None, predicted
 
 
-def derived(case: Case, row: dict, peak_rates: Sequence[float] = ()) -> dict:
-    """FLOP rate, and its fraction of the measured peak: a CPU's, so only for CPU rows.
+def derived(
+    case: Case, row: dict, peak_rates: Sequence[float] = (), read_rates: Sequence[float] = ()
+) -> dict:
+    """FLOP and byte rates, and the fractions of the measured limits (a CPU's: CPU rows only).
 
     `peak_rates` are the matrix products measured before the case's rounds (or, for a row
     without rounds, at the start of the run): the peak is their median (`gemm_gflops`), their
-    best is kept beside it.
+    best is kept beside it. `read_rates` are the streaming reads of the case's bytes measured
+    before its rounds: the bandwidth is their median. A case is memory-bound when its
+    arithmetic intensity (FLOPs per byte) is below the machine's balance (peak / bandwidth).
     """
-    out = {"flops": case.flops, "score_matrix_bytes": case.score_matrix_bytes}
-    if row.get("median_s"):
-        out["gflops"] = case.flops / row["median_s"] / 1e9
-        if peak_rates and row.get("timer") != CUDA_TIMER:
-            out["gemm_gflops"] = statistics.median(peak_rates)
-            out["gemm_best_gflops"] = max(peak_rates)
-            out["gemm_rates"] = list(peak_rates)  # each product, kept in results.jsonl
-            out["peak_fraction"] = out["gflops"] / out["gemm_gflops"]
+    out = {"flops": case.flops, "bytes": case.bytes, "score_matrix_bytes": case.score_matrix_bytes}
+    if not row.get("median_s"):
+        return out
+    out["gflops"] = case.flops / row["median_s"] / 1e9
+    out["gbps"] = case.bytes / row["median_s"] / 1e9
+    if row.get("timer") == CUDA_TIMER:
+        return out
+    if peak_rates:
+        out["gemm_gflops"] = statistics.median(peak_rates)
+        out["gemm_best_gflops"] = max(peak_rates)
+        out["gemm_rates"] = list(peak_rates)  # each product, kept in results.jsonl
+        out["peak_fraction"] = out["gflops"] / out["gemm_gflops"]
+    if read_rates:
+        out["bandwidth_gbps"] = statistics.median(read_rates)
+        out["bandwidth_rates"] = list(read_rates)
+        out["bandwidth_fraction"] = out["gbps"] / out["bandwidth_gbps"]
+    if peak_rates and read_rates:
+        balance = out["gemm_gflops"] / out["bandwidth_gbps"]  # FLOPs per byte
+        out["bound"] = "compute" if case.flops / case.bytes >= balance else "memory"
     return out
 
 
@@ -179,9 +207,7 @@ def drift_reference(case: Case, balance_flops_per_byte: float, timer: str | None
     memory. 'none' for a GPU case: the references are the CPU's."""
     if timer == CUDA_TIMER:
         return "none"
-    itemsize = 4 if case.dtype == "float32" else 8
-    moved = 4 * case.batch * case.heads * case.n * case.d * itemsize
-    return "gemm" if case.flops / moved >= balance_flops_per_byte else "stream"
+    return "gemm" if case.flops / case.bytes >= balance_flops_per_byte else "stream"
 
 
 def finish_case(first: dict, rounds_s: list[list[float]], probes: list[dict], reference: str):
@@ -304,15 +330,21 @@ class Progress:
 
 def describe(case: Case) -> str:
     shape = f"n={case.n} d={case.d} {case.dtype}"
+    if case.n_q != case.n:
+        shape += f" n_q={case.n_q}"
     if case.batch > 1 or case.heads > 1:
         shape += f" B={case.batch} H={case.heads}"
+    if case.kv_heads != case.heads:
+        shape += f" H_kv={case.kv_heads}"
     return f"{case.impl} {shape}" + (" causal" if case.causal else "")
 
 
 def summary(row: dict) -> str:
     if row["status"] in ("ok", "disagrees") and row.get("median_s") is not None:
         text = f"{row['median_s'] * 1e3:.4g} ms"
-        if row.get("gflops"):
+        if row.get("bound") == "memory":
+            text += f", {row['gbps']:.3g} GB/s ({row['bandwidth_fraction']:.0%} of a read)"
+        elif row.get("gflops"):
             text += f", {row['gflops']:.3g} GFLOP/s"
         if row.get("ratio") is not None and row["impl"] != row.get("baseline"):
             text += (
@@ -340,7 +372,7 @@ def needs_calibration(case: Case, state: SweepState) -> bool:
 def calibrate(case: Case, workers: Workers, config: SweepConfig, state: SweepState) -> None:
     """One quick round of the same series at n = CALIBRATION_N (not recorded as a case), from
     which the case is predicted by its n^2 (see predict_seconds); a failure predicts nothing."""
-    tiny = replace(case, n=CALIBRATION_N)
+    tiny = case.at_n(CALIBRATION_N)
     plan = SamplingPlan(config.min_sample_s, 0.05, 1, 5)
     reply = workers.round(tiny, plan, config, None)
     if reply.get("round_samples_s"):
@@ -387,13 +419,16 @@ class Workers:
                 self.current.kill()
                 self.current = None
 
-    def probe(self, dtype: str) -> dict | None:
-        """The round's reference workloads; None if the probe worker was lost (the round then
-        has no reference, and the shape falls back to the run's start)."""
+    def probe(self, case: Case, cold_cache: bool) -> dict | None:
+        """The round's reference workloads, and the bandwidth of reading as many bytes as the
+        shape's cases; None if the probe worker was lost (the round then has no reference, and
+        the shape falls back to the run's start)."""
         try:
             if self.probe_worker is None:
                 self.probe_worker = Worker(self.threads)
-            return self.probe_worker.probe(dtype, PEAK_SIZE, PEAK_REPEATS, STREAM_BYTES)
+            return self.probe_worker.probe(
+                case.dtype, PEAK_SIZE, PEAK_REPEATS, STREAM_BYTES, case.bytes, cold_cache
+            )
         except WorkerLost:
             self.probe_worker = None
             return None
@@ -451,6 +486,11 @@ def method(config: SweepConfig, baseline: str) -> dict:
             "stream": f"{PEAK_REPEATS} streaming reads of {STREAM_BYTES >> 20} MiB before each "
             "round, the fastest",
         },
+        "bandwidth": f"{PEAK_REPEATS} reads of each shape's bytes by every thread before each "
+        "of its rounds, in the same cache state; their median",
+        "cache": "cold: caches evicted before every timed call (CPU rows)"
+        if config.cold_cache
+        else "warm: calls back to back",
     }
 
 
@@ -517,7 +557,11 @@ class Sweep:
             self.state.record(case, row)
         self.cases = [c for c in plan_cases(config, names) if c.key not in done_keys]
         self.plan = SamplingPlan(
-            config.min_sample_s, config.target_s, config.min_samples, config.max_samples
+            config.min_sample_s,
+            config.target_s,
+            config.min_samples,
+            config.max_samples,
+            config.cold_cache,
         ).per_round(config.rounds)
         self.baseline = resolve_baseline(config, names)
         self.written: list[dict] = []
@@ -574,7 +618,7 @@ class Sweep:
         if not shape.active:
             return
         n_round = len(shape.probes)
-        shape.probes.append(self.workers.probe(shape.cases[0].dtype))
+        shape.probes.append(self.workers.probe(shape.cases[0], self.config.cold_cache))
         for case in list(shape.active):
             self.progress.start(case)
             if 0 < n_round < self.config.rounds:
@@ -598,20 +642,24 @@ class Sweep:
         ratios = ratio_fields(rows, self.baseline)
         peaks = [r for p in shape.probes if p for r in p["gemm_rates"]]
         start = self.meta["probe_start"][shape.cases[0].dtype]["gemm_rates"]
+        reads = [r for p in shape.probes if p for r in p.get("bandwidth_gbps", ())]
         for case, row in rows.items():
             row.update(ratios.get(case, {}))
-            self.record(case, row, shape, peaks or start, steps=int(n_round < self.config.rounds))
+            steps = int(n_round < self.config.rounds)
+            self.record(case, row, shape, peaks or start, steps=steps, reads=reads)
 
     def rows(self, shape: ShapeRounds) -> dict[Case, dict]:
         start = self.meta["probe_start"][shape.cases[0].dtype]
         balance = statistics.median(start["gemm_rates"]) / statistics.median(start["stream_gbps"])
         return shape.rows(start, balance)
 
-    def record(self, case: Case, row: dict, shape: ShapeRounds, peaks, steps: int = 1) -> None:
+    def record(
+        self, case: Case, row: dict, shape: ShapeRounds, peaks, steps: int = 1, reads=()
+    ) -> None:
         row = {
             **case.to_dict(),
             **row,
-            **derived(case, row, peaks),
+            **derived(case, row, peaks, reads),
             "predicted_s": shape.predicted.get(case),
             "measured_at": datetime.now(timezone.utc).isoformat(),
         }

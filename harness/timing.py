@@ -56,6 +56,7 @@ class SamplingPlan:
     target_s: float = 1.0
     min_samples: int = 5
     max_samples: int = 100
+    cold_cache: bool = False  # one call per sample, the caches evicted before each (untimed)
 
     def per_round(self, rounds: int) -> SamplingPlan:
         """One of `rounds` equal shares: together they take at least min_samples in target_s."""
@@ -64,7 +65,13 @@ class SamplingPlan:
             self.target_s / rounds,
             math.ceil(self.min_samples / rounds),
             max(1, self.max_samples // rounds),
+            self.cold_cache,
         )
+
+    def calls_per_sample(self, call_s: float) -> int:
+        """1 with cold caches (each call after an eviction), else enough calls for a sample
+        to last min_sample_s."""
+        return 1 if self.cold_cache else inner_repeats(call_s, self.min_sample_s)
 
 
 def inner_repeats(call_s: float, min_sample_s: float) -> int:
@@ -72,8 +79,11 @@ def inner_repeats(call_s: float, min_sample_s: float) -> int:
     return max(1, math.ceil(min_sample_s / max(call_s, 1e-9)))
 
 
-def cpu_sampler(run: Callable[[], None], clock=time.perf_counter) -> Callable[[int], float]:
-    """Wall time of `inner` back-to-back calls."""
+def cpu_sampler(
+    run: Callable[[], None], clock=time.perf_counter, before: Callable[[], None] | None = None
+) -> Callable[[int], float]:
+    """Wall time of `inner` back-to-back calls; with `before` (a cache eviction), the time of
+    `inner` calls each after its own untimed `before`."""
 
     def sample(inner: int) -> float:
         start = clock()
@@ -81,7 +91,16 @@ def cpu_sampler(run: Callable[[], None], clock=time.perf_counter) -> Callable[[i
             run()
         return clock() - start
 
-    return sample
+    def sample_after(inner: int) -> float:
+        total = 0.0
+        for _ in range(inner):
+            before()
+            start = clock()
+            run()
+            total += clock() - start
+        return total
+
+    return sample if before is None else sample_after
 
 
 def take_samples(
@@ -93,7 +112,7 @@ def take_samples(
 ) -> tuple[list[float], int]:
     """Seconds per call for each sample, and the calls per sample used (`inner`, or enough
     for a sample to last min_sample_s)."""
-    inner = inner or inner_repeats(warm_call_s, plan.min_sample_s)
+    inner = inner or plan.calls_per_sample(warm_call_s)
     samples: list[float] = []
     start = clock()
     while len(samples) < plan.max_samples:

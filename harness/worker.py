@@ -43,6 +43,7 @@ def serve(conn, threads: int, environ: dict[str, str]) -> None:
         gemm_rates,
         measure_case,
         measure_round,
+        read_rates,
         set_threads,
         settle,
         stream_rates,
@@ -74,6 +75,10 @@ def serve(conn, threads: int, environ: dict[str, str]) -> None:
                 "gemm_rates": gemm_rates(message["probe_dtype"], message["size"], repeats),
                 "stream_gbps": stream_rates(message["stream_bytes"], repeats),
             }
+            if message["case_bytes"]:
+                reply["bandwidth_gbps"] = read_rates(
+                    message["case_bytes"], repeats, message["cold_cache"]
+                )
             settle()  # this worker lives on: quiet before the next one's samples
         else:
             case, plan = Case(**message["case"]), SamplingPlan(**message["plan"])
@@ -166,11 +171,22 @@ class Worker:
         self._send({**message, "seed": seed, "inner": inner})
         return self._receive(timeout_s)
 
-    def probe(self, dtype: str, size: int, repeats: int, stream_bytes: int) -> dict:
+    def probe(
+        self,
+        dtype: str,
+        size: int,
+        repeats: int,
+        stream_bytes: int,
+        case_bytes: int = 0,
+        cold_cache: bool = False,
+    ) -> dict:
         """The reference workloads in this worker: `gemm_rates` (GFLOP/s of size^3 products)
-        and `stream_gbps` (GB/s of streaming reads of stream_bytes), `repeats` of each."""
+        and `stream_gbps` (GB/s of one-thread streaming reads of stream_bytes), `repeats` of
+        each; with case_bytes, `bandwidth_gbps` (reads of that many bytes by every thread, in
+        the sweep's cache state)."""
         message = {"probe_dtype": dtype, "size": size, "repeats": repeats}
-        self._send({**message, "stream_bytes": stream_bytes})
+        message.update(stream_bytes=stream_bytes, case_bytes=case_bytes, cold_cache=cold_cache)
+        self._send(message)
         return self._receive(STARTUP_TIMEOUT_S)
 
     def kill(self) -> None:

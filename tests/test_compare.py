@@ -25,7 +25,7 @@ from harness.compare import (
 )
 from harness.config import SweepConfig
 from harness.options import UsageError
-from harness.results import RunDir
+from harness.results import SCHEMA_VERSION, RunDir
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,7 @@ def test_a_run_of_the_old_schema_is_refused_with_how_to_measure_it_again(tmp_pat
     err = capsys.readouterr().err
     assert "schema 1" in err and "attnbench run --impl numpy --n 64 --d 8" in err
     migrated = RunDir(a).meta()  # read as the current schema, saying where it came from
-    assert migrated["migrated_from"] == 1 and migrated["schema_version"] == 2
+    assert migrated["migrated_from"] == 1 and migrated["schema_version"] == SCHEMA_VERSION
     assert (
         migrated["method"]["round_process"] == "one worker per implementation for the whole sweep"
     )

@@ -250,12 +250,15 @@ class ScriptedWorker:
     def slow(self, r):
         return self.slowdown[(r - 1) % len(self.slowdown)] if self.slowdown else 1.0
 
-    def probe(self, dtype, size, repeats, stream_bytes):
+    def probe(self, dtype, size, repeats, stream_bytes, case_bytes=0, cold_cache=False):
         r = sum(1 for step in self.log if step == ("probe",)) + 1
         self.log.append(("probe",))
         if r in self.probes_lost:
             raise WorkerLost("worker crashed: killed by SIGKILL")
-        return {"gemm_rates": [100.0 / self.slow(r)] * 3, "stream_gbps": [10.0 / self.slow(r)]}
+        rates = {"gemm_rates": [100.0 / self.slow(r)] * 3, "stream_gbps": [10.0 / self.slow(r)]}
+        if case_bytes:
+            rates["bandwidth_gbps"] = [20.0 / self.slow(r)] * 3
+        return rates
 
     def kill(self):
         pass
