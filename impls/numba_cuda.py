@@ -30,7 +30,7 @@ import importlib.util
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -75,6 +75,7 @@ class TileConfig:
     keys_per_thread: int  # keys per thread per K/V tile
     min_blocks: int = 1  # blocks per multiprocessor promised to ptxas (caps registers per thread)
     prefetch: bool = False  # next K/V tile into registers during this one (needs spare registers)
+    grouped: bool = False  # fewer key/value heads than query heads: K, V rows of b // group
 
     def __post_init__(self):
         if self.prefetch and (
@@ -190,6 +191,7 @@ class ThreadTileConfig:
     keys_per_thread: int
     min_blocks: int = 1
     unroll: int = 1  # 4-feature (and 4-key) steps per loop iteration: fewer loop instructions
+    grouped: bool = False  # fewer key/value heads than query heads: K, V rows of b // group
 
     def __post_init__(self):
         if (self.width // 4) % self.unroll or (self.keys // 4) % self.unroll:
@@ -321,9 +323,10 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
     kernel's globals.
     """
     global cuda
-    from numba import cuda, float32, float64, uint64
+    from numba import cuda, float32, float64, int64, uint64
 
     ftype = float32 if cfg.dtype == "float32" else float64
+    GROUPED = cfg.grouped
     W = cfg.width
     WV = cfg.v_width
     BM = cfg.rows
@@ -373,7 +376,14 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
         d_v = v.shape[2]
         row_tiles = (n_q + BM - 1) // BM
         b = cuda.blockIdx.x // row_tiles
-        kv = b // (q.shape[0] // k.shape[0])  # its key/value head (grouped-query attention)
+        # The key/value head of b (grouped-query attention): a variant of its own, kept in
+        # shared memory and read where used (after a barrier, so never held in a register:
+        # the float64 tiles have none to spare; ptxas spilled 100 bytes when it was)
+        kv_head = cuda.shared.array(1, int64)
+        if GROUPED:
+            if tid == 0:
+                kv_head[0] = b // (q.shape[0] // k.shape[0])
+            cuda.syncthreads()
         tile = cuda.blockIdx.x % row_tiles
         if causal:  # longest blocks first: blocks start in index order, the short ones fill in
             tile = row_tiles - 1 - tile
@@ -406,7 +416,7 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
         # registers while tile t is computed, so the loads' latency is hidden.
         prefetch = PF and n_chunks == 1
         if prefetch:
-            load_tile(k, v, kr, vr, kv, 0, c0, tid)
+            load_tile(k, v, kr, vr, kv_head[0] if GROUPED else b, 0, c0, tid)
         for t in range(n_tiles):
             k0 = t * BN
             for jj in range(KPT):
@@ -435,7 +445,7 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
                         c = idx % W
                         x = zero
                         if k0 + j < n_k and kc0 + c < d_k:
-                            x = k[kv, k0 + j, kc0 + c]
+                            x = k[kv_head[0] if GROUPED else b, k0 + j, kc0 + c]
                         ks[j, c] = x
                     if ch == 0:
                         for idx in range(tid, BN * WV, NT):
@@ -443,11 +453,11 @@ def _row_kernel_function(cfg: TileConfig, simulated: bool = False):
                             c = idx % WV
                             x = zero  # zeros, not stale memory: 0 * NaN would poison the sum
                             if k0 + j < n_k and c0 + c < d_v:
-                                x = v[kv, k0 + j, c0 + c]
+                                x = v[kv_head[0] if GROUPED else b, k0 + j, c0 + c]
                             vs[j, c] = x
                 cuda.syncthreads()
                 if prefetch and t + 1 < n_tiles:
-                    load_tile(k, v, kr, vr, kv, k0 + BN, c0, tid)
+                    load_tile(k, v, kr, vr, kv_head[0] if GROUPED else b, k0 + BN, c0, tid)
                 for c4 in range(W // 4):
                     c = uint64(c4) * U4
                     q0 = qs[ru, c]
@@ -525,6 +535,7 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
     global cuda
     from numba import cuda, float32, uint64
 
+    GROUPED = cfg.grouped
     TM = cfg.rows_per_thread
     TN = cfg.keys_per_thread
     W = cfg.width
@@ -624,7 +635,7 @@ def _thread_tile_kernel_function(cfg: ThreadTileConfig, simulated: bool = False)
         bid = uint64(cuda.blockIdx.x)
         split = bid % n_splits  # the key splits of one row tile are neighbours in the grid
         b = bid // n_splits // row_tiles
-        kv = b // (uint64(q.shape[0]) // uint64(k.shape[0]))  # its key/value head (grouped)
+        kv = b // (uint64(q.shape[0]) // uint64(k.shape[0])) if GROUPED else b  # its K, V head
         tile = bid // n_splits % row_tiles
         if causal:  # longest blocks first: blocks start in index order, the short ones fill in
             tile = row_tiles - U1 - tile
@@ -819,8 +830,10 @@ def ptx_targets() -> list[tuple[object, object, object, dict]]:
     for dtype in DTYPES:
         for width in WIDTHS:
             for rows in ROW_CHOICES if dtype == "float32" else (32,):
-                cfg = kernel_config(dtype, width, rows)
-                targets.append((cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)))
+                for grouped in (False, True):
+                    cfg = replace(kernel_config(dtype, width, rows), grouped=grouped)
+                    options = _jit_options(cfg)
+                    targets.append((cfg, _kernel_function(cfg), _signature(cfg), options))
     return targets
 
 
@@ -874,6 +887,7 @@ def launch_plan(args, config=None, splits: int | None = None):
             blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
             rows = block_rows(dtype, blocks_at_64_rows, multiprocessors, causal)
         cfg = kernel_config(dtype, width, rows)
+    cfg = replace(cfg, grouped=args.group > 1)
     if not isinstance(cfg, ThreadTileConfig):
         if splits not in (None, 1):
             raise ValueError(f"splits are for thread-tiled configs, got {splits} for {cfg}")

@@ -221,7 +221,8 @@ def test_every_launched_variant_is_a_ptx_target(d_k, d_v):
     compiled = {cfg for cfg, *_ in mod.ptx_targets()}
     assert "merge" in compiled
     for dtype, rows in ROWS:
-        assert mod.kernel_config(dtype, mod.width_for(d_k, d_v), rows) in compiled
+        cfg = mod.kernel_config(dtype, mod.width_for(d_k, d_v), rows)
+        assert cfg in compiled and replace(cfg, grouped=True) in compiled  # grouped-query too
 
 
 # --- numba-cuda and PTX ---------------------------------------------------------------------
@@ -266,7 +267,7 @@ def compiled_ptx(tmp_path_factory):
             path = {str(folder)!r} + f"/kernel{{index}}.ptx"
             open(path, "w").write(ptx)
             rows.append({{
-                "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows],
+                "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows, cfg.grouped],
                 "thread_tiled": isinstance(cfg, mod.ThreadTileConfig),
                 "threads": getattr(cfg, "threads", mod.MERGE_THREADS),
                 "path": path,
@@ -284,7 +285,7 @@ def compiled_ptx(tmp_path_factory):
 def test_ptx_for_sm90_for_every_kernel_variant(compiled_ptx):
     kernels = [r["kernel"] for r in compiled_ptx]
     assert sorted(map(str, kernels)) == sorted(
-        ["merge", *(str([d, w, h]) for d, h in ROWS for w in mod.WIDTHS)]
+        ["merge", *(str([d, w, h, g]) for d, h in ROWS for w in mod.WIDTHS for g in (False, True))]
     )
     for r in compiled_ptx:
         assert r["sm_90"] and r["entry"], r
@@ -465,6 +466,7 @@ def test_grouped_query_heads_read_their_shared_key_value_head(impl, kind, n_q, n
     )
     args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=0.25, lead=(6,))
     state = mod.prepare(args, cfg, splits if kind == "thread" else None)
+    assert state["config"] == replace(cfg, grouped=True)  # the variant that reads k[b // group]
     mod.run(state)
     shared = [np.repeat(x, 3, axis=0) for x in (k, v)]
     expected = reference(q, *shared, causal, scale=0.25)
