@@ -251,9 +251,18 @@ def _eng_y(ax, unit: str) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def decode_only(frame: pd.DataFrame) -> bool:
+    """Every case has a fixed query length other than n: n is the KV cache (decode)."""
+    return bool((frame["n_q"] != frame["n"]).all())
+
+
+def n_words(frame: pd.DataFrame) -> str:
+    return "KV cache length" if decode_only(frame) else "sequence length"
+
+
 def n_label(frame: pd.DataFrame) -> str:
     """What n is on an axis: the sequence, or (a fixed query length: decode) the KV cache."""
-    if (frame["n_q"] != frame["n"]).all():
+    if decode_only(frame):
         fixed = ", ".join(str(v) for v in sorted(frame["n_q"].unique()))
         return f"keys n (the KV cache), against {fixed} quer{'y' if fixed == '1' else 'ies'}"
     return "sequence length n (tokens)"
@@ -415,7 +424,7 @@ def _per_d_panels(runs: Runs, dtype: str, what: str):
 def time_vs_n_figure(runs: Runs, dtype: str):
     """Median time per call against n, log-log, its interval as a band, fitted exponent in
     each label."""
-    fig, panels = _per_d_panels(runs, dtype, "Time per call vs sequence length")
+    fig, panels = _per_d_panels(runs, dtype, f"Time per call vs {n_words(runs.frame)}")
     for d, ax, frame in panels:
         missing = []
         for style, label, ok in _valid_series(runs, frame, missing):
@@ -440,7 +449,7 @@ def throughput_figure(runs: Runs, dtype: str):
     the start-of-run peak as a line, the peaks measured alongside large shapes as dashes."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, panels = _per_d_panels(runs, dtype, "Throughput vs sequence length")
+    fig, panels = _per_d_panels(runs, dtype, f"Throughput vs {n_words(runs.frame)}")
     for d, ax, frame in panels:
         missing, far, lines = [], [], []
         for style, label, ok in _valid_series(runs, frame, missing):
@@ -499,7 +508,7 @@ def bandwidth_figure(runs: Runs, dtype: str):
     shape's rounds in the same cache state: the ceiling of a memory-bound case."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, panels = _per_d_panels(runs, dtype, "Bytes moved per second vs n")
+    fig, panels = _per_d_panels(runs, dtype, f"Bytes moved per second vs {n_words(runs.frame)}")
     for d, ax, frame in panels:
         missing = []
         for style, label, ok in _valid_series(runs, frame, missing):
@@ -640,7 +649,7 @@ def memory_figure(runs: Runs, dtype: str):
     """Peak extra memory of one call against n, log-log, with its slope and the n×n scores."""
     from matplotlib.lines import Line2D
 
-    fig, panels = _per_d_panels(runs, dtype, "Peak extra memory per call vs sequence length")
+    fig, panels = _per_d_panels(runs, dtype, f"Peak extra memory per call vs {n_words(runs.frame)}")
     for d, ax, frame in panels:
         missing, zero = [], []
         for _, _, style, label, rows in _series(runs, frame):

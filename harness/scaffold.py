@@ -35,10 +35,14 @@ def unavailable_reason() -> str | None:
 
 
 def prepare(args):
-    """Untimed set-up: copies, device transfers, allocation, JIT compilation.
+    """Untimed set-up of what depends only on shapes, dtypes and flags: allocation, JIT
+    compilation, plans (a GPU implementation also copies the inputs to the device). Anything
+    that reads the values of q, k or v belongs in `run`: the conformance suite checks it.
 
-    args.q (batch, n_q, d_k), args.k (batch, n_k, d_k), args.v (batch, n_k, d_v) are checked,
-    finite, of one dtype; args.causal is a bool; args.scale a positive float.
+    args.q (batch, n_q, d_k), args.k (batch / args.group, n_k, d_k), args.v (batch /
+    args.group, n_k, d_v) are checked, finite, of one dtype: with grouped-query attention
+    (args.group > 1) query entry b attends with key/value entry b // args.group.
+    args.causal is a bool; args.scale a positive float.
     """
     return {{"args": args, "out": None}}
 
@@ -46,7 +50,11 @@ def prepare(args):
 def run(state) -> None:
     """The timed part. Return only when the result is complete (synchronise a GPU here)."""
     args = state["args"]
-    scores = (args.q @ np.swapaxes(args.k, 1, 2)) * args.scale  # (batch, n_q, n_k)
+    # Each key/value entry once per query entry that uses it (np.repeat copies: a faster
+    # implementation reads the shared entry in place).
+    k = np.repeat(args.k, args.group, axis=0)
+    v = np.repeat(args.v, args.group, axis=0)
+    scores = (args.q @ np.swapaxes(k, 1, 2)) * args.scale  # (batch, n_q, n_k)
     if args.causal:
         # Top-left aligned, as torch's is_causal: query i sees keys 0..i.
         n_q, n_k = scores.shape[1:]
@@ -54,7 +62,7 @@ def run(state) -> None:
     scores -= scores.max(axis=2, keepdims=True)  # stable softmax: subtract the row maximum
     weights = np.exp(scores)
     weights /= weights.sum(axis=2, keepdims=True)
-    state["out"] = weights @ args.v  # (batch, n_q, d_v)
+    state["out"] = weights @ v  # (batch, n_q, d_v)
 
 
 def fetch(state) -> np.ndarray:

@@ -114,6 +114,9 @@ def test_new_writes_a_template_that_passes_the_conformance_checks(extra_impls):
             q, k, v = make_qkv(n_q, n_k, 5, 3, lead=(2,), dtype="float32", seed=n_q)
             args = impls.check_attention_args(q, k, v, causal=causal)
             assert checking.compare(impl.attention(q, k, v, causal=causal), args).ok
+        grouped = make_qkv(3, 9, 4, lead=(2, 4), kv_heads=2, dtype="float32", seed=7)
+        args = impls.check_attention_args(*grouped, causal=causal)
+        assert checking.compare(impl.attention(*grouped, causal=causal), args).ok
     assert impl.attention(*make_qkv(4, 4, 2, dtype="float64")).dtype == np.float64
 
 
