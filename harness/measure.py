@@ -161,13 +161,13 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
             inner_repeats=inner,
             compile_s=max(0.0, first_prepare_s - warm_prepare_s)
             + max(0.0, first_run_s - float(np.median(samples))),
-            timer=CUDA_TIMER if impl.module_has("event_time_s") else "perf_counter",
+            timer=CUDA_TIMER if call.timed_on_device else "perf_counter",
         )
-        if impl.module_has("transfer_s"):
-            call.fetch()  # the device-to-host copy is part of the transfers, never of the samples
-            row["transfer_s"] = float(impl.module.transfer_s(call.state))
-        if impl.module_has("device_memory_bytes"):
-            row["peak_mem_bytes"] = int(impl.module.device_memory_bytes(call.state))
+        call.fetch()  # a device-to-host copy is part of the transfers, never of the samples
+        if call.transfer_s() is not None:
+            row["transfer_s"] = call.transfer_s()
+        if call.device_memory_bytes() is not None:
+            row["peak_mem_bytes"] = call.device_memory_bytes()
         else:
             del call, sample  # only the measured call's own state may be resident
             impl.release_workspace()  # scratch kept between calls counts as the call's
@@ -205,13 +205,12 @@ def sampler(impl: impls.Implementation, call: impls.PreparedCall, cold_cache: bo
     """(sample(inner) -> seconds of `inner` calls, one warm call's seconds): CUDA events where
     the implementation times itself on its device, else the wall clock around `run` (after an
     untimed eviction of the CPU caches before each call, with cold_cache)."""
-    if impl.module_has("event_time_s"):
-        event_time_s = impl.module.event_time_s
+    if call.timed_on_device:
 
         def sample(inner: int) -> float:
-            return sum(event_time_s(call.state) for _ in range(inner))
+            return sum(call.event_time_s() for _ in range(inner))
 
-        return sample, event_time_s(call.state)
+        return sample, call.event_time_s()
     warm_call_s, _ = timed(call.run)
     return cpu_sampler(call.run, before=evict_caches if cold_cache else None), warm_call_s
 

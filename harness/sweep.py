@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
 import statistics
 import sys
 import time
@@ -149,8 +148,8 @@ def skip_reason(
         return f"{case.impl} does not support {case.dtype}", None
     if case.causal and not impl.supports_causal:
         return f"{case.impl} does not support the causal mask", None
-    if impl.device == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return "CUDA simulator: it checks correctness, its times mean nothing", None
+    if impl.simulated():
+        return "simulated device: it checks correctness, its times mean nothing", None
     lost = state.lost_at(case)
     if lost is not None:
         return f"after an earlier failure: {lost}", None

@@ -18,9 +18,11 @@ used for out-of-tree and test-only implementations), and the `attnbench.impls` e
 The timing rule: `prepare` does only what depends on shapes, dtypes and flags (allocation,
 compilation, plans; a GPU implementation also copies the inputs to the device, reported as
 transfer_s); every step that reads the values of q, k or v happens in `run`, which is timed.
-Optional hooks: `release_workspace()` frees scratch a module keeps between calls (called before
-its memory is measured), and for GPU implementations `event_time_s`, `transfer_s` and
-`device_memory_bytes`.
+Optional hooks (OPTIONAL_HOOKS), reached through `Implementation` and `PreparedCall` so that
+the harness never names a module: `release_workspace()` frees scratch a module keeps between
+calls (called before its memory is measured); `is_simulated()` says its device is a simulator
+(correct, but its times mean nothing); and for GPU implementations `event_time_s(state)`,
+`transfer_s(state)` and `device_memory_bytes(state)`.
 
 A module that fails to import is still registered, as unavailable with its error.
 """
@@ -56,6 +58,13 @@ REQUIRED = (
     "fetch",
 )
 DEVICES = ("cpu", "cuda")
+OPTIONAL_HOOKS = (
+    "release_workspace",
+    "is_simulated",
+    "event_time_s",
+    "transfer_s",
+    "device_memory_bytes",
+)
 
 
 class UnknownImplementationError(LookupError):
@@ -80,6 +89,27 @@ class PreparedCall:
 
     def run(self) -> None:
         self.impl.module.run(self.state)
+
+    @property
+    def timed_on_device(self) -> bool:
+        """Whether the implementation times its own runs on its device (CUDA events)."""
+        return self.impl.has_hook("event_time_s")
+
+    def event_time_s(self) -> float:
+        """One run timed on the device, in seconds (only where timed_on_device)."""
+        return float(self.impl.module.event_time_s(self.state))
+
+    def transfer_s(self) -> float | None:
+        """Host <-> device copies of this call, or None for a CPU implementation."""
+        if not self.impl.has_hook("transfer_s"):
+            return None
+        return float(self.impl.module.transfer_s(self.state))
+
+    def device_memory_bytes(self) -> int | None:
+        """What the call holds on its device, or None where its memory is the host's."""
+        if not self.impl.has_hook("device_memory_bytes"):
+            return None
+        return int(self.impl.module.device_memory_bytes(self.state))
 
     def fetch(self) -> np.ndarray:
         out = self.impl.module.fetch(self.state)
@@ -148,15 +178,20 @@ class Implementation:
         self.check_supported(args)
         return PreparedCall(self, args, self.module.prepare(args))
 
-    def module_has(self, hook: str) -> bool:
-        """Whether the module defines an optional hook (see the module docstring)."""
+    def has_hook(self, hook: str) -> bool:
+        """Whether the module defines one of the OPTIONAL_HOOKS."""
+        if hook not in OPTIONAL_HOOKS:
+            raise ValueError(f"hook: expected one of {', '.join(OPTIONAL_HOOKS)}, got {hook!r}")
         return self.module is not None and hasattr(self.module, hook)
 
     def release_workspace(self) -> None:
         """Free what the implementation keeps between calls (scratch buffers), if anything."""
-        release = getattr(self.module, "release_workspace", None)
-        if release is not None:
-            release()
+        if self.has_hook("release_workspace"):
+            self.module.release_workspace()
+
+    def simulated(self) -> bool:
+        """Whether it runs on a simulated device: correct, but its times mean nothing."""
+        return self.has_hook("is_simulated") and bool(self.module.is_simulated())
 
     def attention(self, q, k, v, causal=False, scale=None) -> np.ndarray:
         """softmax(q k^T * scale) v over the last two dims; NumPy in, NumPy out."""

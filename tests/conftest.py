@@ -22,8 +22,7 @@ def available_or_skip(name: str) -> impls.Implementation:
 
 def simulated(impl: impls.Implementation) -> bool:
     """True for a GPU implementation running in a simulator: correct but slow, so small shapes."""
-    is_simulated = getattr(impl.module, "is_simulated", None)
-    return bool(is_simulated and is_simulated())
+    return impl.simulated()
 
 
 def simulator_limit_or_skip(impl: impls.Implementation, n: int, lead_size: int = 1) -> None:

@@ -143,3 +143,14 @@ def test_template_is_valid_python_with_the_surface():
     exec(compile(TEMPLATE.format(name="x"), "template", "exec"), namespace)
     for attr in impls._registry.REQUIRED:
         assert attr in namespace
+
+
+def test_optional_hooks_are_declared_by_the_registry_and_reached_through_it():
+    numpy_impl = impls.get("numpy")
+    assert numpy_impl.has_hook("release_workspace") and not numpy_impl.has_hook("transfer_s")
+    with pytest.raises(ValueError, match="hook: expected one of release_workspace"):
+        numpy_impl.has_hook("fetch")  # a required function, not an optional hook
+    call = numpy_impl.prepare(*make_qkv(8, 8, 4, dtype="float64"))
+    call.run()
+    assert not call.timed_on_device and not numpy_impl.simulated()
+    assert call.transfer_s() is None and call.device_memory_bytes() is None

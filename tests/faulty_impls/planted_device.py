@@ -1,8 +1,11 @@
 """A CPU stand-in with the GPU hooks, so that the sweep's event-timer path runs without a GPU.
 
 `event_time_s` reports a fixed 1 ms per run, `transfer_s` what prepare and the last fetch
-"copied" (0.25 ms each), `device_memory_bytes` the arrays it holds.
+"copied" (0.25 ms each), `device_memory_bytes` the arrays it holds; `is_simulated` is true
+when ATTNBENCH_PLANTED_SIMULATED=1.
 """
+
+import os
 
 from _common import CAUSAL, DTYPES, correct, unavailable_reason  # noqa: F401
 
@@ -37,3 +40,7 @@ def transfer_s(state) -> float:
 def device_memory_bytes(state) -> int:
     args = state["args"]
     return int(args.q.nbytes + args.k.nbytes + args.v.nbytes + state["out"].nbytes)
+
+
+def is_simulated() -> bool:
+    return os.environ.get("ATTNBENCH_PLANTED_SIMULATED") == "1"
