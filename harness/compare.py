@@ -21,8 +21,9 @@ import pandas as pd
 
 from harness import stats
 from harness.options import parse_fraction
-from harness.plotting import format_seconds, impl_order, impl_style, save_figure
+from harness.plotting import impl_order, impl_style, save_figure
 from harness.results import CASE_COLUMNS, RunDirError, load_run
+from harness.runs import format_seconds
 from harness.tables import format_table
 
 SLOWER, FASTER = "slower", "faster"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import textwrap
 import zlib
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,18 @@ import pandas as pd
 
 from harness.options import UsageError
 from harness.ratios import default_baseline, paired_ratios
-from harness.results import CUDA_TIMER, RunDirError, load_run
+from harness.results import CUDA_TIMER
+from harness.runs import (
+    FIT_POINTS,
+    Runs,
+    band_s,
+    by_mask,
+    decode_only,
+    fit_exponent,
+    format_seconds,
+    load_runs,
+    valid_rows,
+)
 
 # One style per implementation, the same in every figure and every run: known names are fixed,
 # others get a colour and marker from a hash of the name (stable across runs and processes).
@@ -35,7 +45,6 @@ KNOWN_STYLES = {
 }
 FALLBACK_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939")
 FALLBACK_MARKERS = ("P", "*", "h", "<", ">", "p", "d")
-MACHINE_LINESTYLES = ("-", "--", ":", "-.")
 FAR_SLOWER = 0.05  # a typical speedup below this is left out of the speedup figure, named
 STATUS_MARKERS = {"skipped": "x", "failed": "X", "disagrees": r"$\neq$"}
 STATUS_LEGEND = {
@@ -43,7 +52,6 @@ STATUS_LEGEND = {
     "failed": "failed",
     "disagrees": "disagrees with the reference (not a timing)",
 }
-FIT_POINTS = 3  # the scaling exponent is fitted over this many largest measured sizes
 PANEL_SIZE_IN = (5.6, 3.6)  # plus room for the legend below each panel
 LEGEND_LINE_IN = 0.2
 STRIP_STEP = 0.045  # axes fraction between two rows of status markers
@@ -59,122 +67,6 @@ def impl_style(name: str) -> dict:
         color = FALLBACK_COLORS[key % len(FALLBACK_COLORS)]
         marker = FALLBACK_MARKERS[(key // len(FALLBACK_COLORS)) % len(FALLBACK_MARKERS)]
     return {"color": color, "marker": marker}
-
-
-def format_seconds(value) -> str:
-    """Seconds for display, to 3 significant digits in the unit that suits (files keep all)."""
-    if value is None or pd.isna(value):
-        return ""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return "0 s" if value == 0 else f"{value / 1e-9:.3g} ns"
-
-
-def fit_exponent(n, values, points: int = FIT_POINTS) -> float | None:
-    """Slope of log(value) against log(n) over the `points` largest n: the scaling exponent.
-
-    None with fewer than two sizes or a non-positive value (a log needs positive numbers).
-    """
-    series = pd.Series(np.asarray(values, dtype=float), index=np.asarray(n, dtype=float))
-    series = series[~series.index.duplicated(keep="last")].sort_index().iloc[-points:]
-    if len(series) < 2 or (series <= 0).any() or series.isna().any():
-        return None
-    slope, _ = np.polyfit(np.log(series.index.to_numpy()), np.log(series.to_numpy()), 1)
-    return float(slope)
-
-
-@dataclass(frozen=True)
-class Runs:
-    """The cases of one or several runs, each row tagged with its run's machine label."""
-
-    frame: pd.DataFrame
-    metas: dict[str, dict]  # machine label -> meta.json
-
-    @property
-    def several(self) -> bool:
-        return len(self.metas) > 1
-
-    def linestyle(self, machine: str) -> str:
-        return MACHINE_LINESTYLES[list(self.metas).index(machine) % len(MACHINE_LINESTYLES)]
-
-    def label(self, impl: str, machine: str) -> str:
-        return f"{impl} @ {machine}" if self.several else impl
-
-    def dtypes(self) -> list[str]:
-        return sorted(self.frame["dtype"].unique())
-
-    def describe(self) -> str:
-        """Machine, CPU and threads of every run (and the GPU, where rows ran on one): titles."""
-        parts = []
-        for label, meta in self.metas.items():
-            cpu = meta.get("machine", {}).get("cpu", "unknown CPU")
-            threads = meta.get("threads", "?")
-            host = f"{cpu}, {threads} thread{'' if threads == 1 else 's'}"
-            gpus = [gpu.get("name", "GPU") for gpu in meta.get("machine", {}).get("gpus") or []]
-            rows = self.frame[self.frame["machine"] == label]
-            if gpus and (rows["timer"] == CUDA_TIMER).any():
-                host = f"{', '.join(gpus)} (host: {host})"
-            parts.append(f"{label}: {host}")
-        return "; ".join(parts)
-
-
-def make_runs(tables: list[tuple[dict, pd.DataFrame]], names: list[str]) -> Runs:
-    """Tag each run's rows with a machine label: meta.json's machine id, followed by the run's
-    name (its directory) where two runs share a machine."""
-    ids = [meta.get("machine", {}).get("id", "machine") for meta, _ in tables]
-    labels = [
-        f"{mid} ({name})" if ids.count(mid) > 1 else mid
-        for mid, name in zip(ids, names, strict=True)
-    ]
-    frames = [
-        table.assign(machine=label, workload=workloads(table, meta))
-        for (meta, table), label in zip(tables, labels, strict=True)
-    ]
-    frame = pd.concat(frames, ignore_index=True)
-    return Runs(frame, {label: meta for (meta, _), label in zip(tables, labels, strict=True)})
-
-
-def workloads(table: pd.DataFrame, meta: dict) -> list[str]:
-    """Each row's workload beyond its n, d and dtype, in words ("" for one head, batch 1, as
-    many queries as keys): the cases of one curve share it. A token budget (--tokens) makes the
-    batch part of the curve: it is named, not each batch."""
-    tokens = meta.get("settings", {}).get("tokens") or 0
-    words = []
-    for row in table.itertuples():
-        parts = [f"{tokens} tokens"] if tokens else []
-        if not tokens and row.batch != 1:
-            parts.append(f"batch {row.batch}")
-        if row.heads != 1 or row.kv_heads != row.heads:
-            parts.append(f"heads {row.heads}")
-        if row.kv_heads != row.heads:
-            parts.append(f"kv heads {row.kv_heads}")
-        if row.n_q != row.n:
-            parts.append(f"n_q {row.n_q}")
-        words.append(", ".join(parts))
-    return words
-
-
-def load_runs(paths: list[str | Path]) -> Runs:
-    tables = [load_run(path) for path in paths]
-    for path, (_, table) in zip(paths, tables, strict=True):
-        if table.empty:
-            raise RunDirError(f"{path}: the run has no results yet (results.jsonl is empty)")
-    return make_runs(tables, [Path(path).name for path in paths])
-
-
-def band_s(row: pd.Series) -> tuple[float, float]:
-    """The band drawn around a median: its 95% interval from the rounds where the run has it,
-    else (older runs) the samples' interquartile range."""
-    low, high = row.get("median_low_s"), row.get("median_high_s")
-    if low is not None and high is not None and pd.notna(low) and pd.notna(high):
-        return float(low), float(high)
-    samples = row.get("samples_s")
-    if isinstance(samples, list) and len(samples) >= 2:
-        q25, q75 = np.percentile(samples, [25, 75])
-        return float(q25), float(q75)
-    half = (row["iqr_s"] if pd.notna(row.get("iqr_s")) else 0.0) / 2
-    return row["median_s"] - half, row["median_s"] + half
 
 
 # --------------------------------------------------------------------------- figure pieces
@@ -249,11 +141,6 @@ def _eng_y(ax, unit: str) -> None:
 
     ax.yaxis.set_major_formatter(EngFormatter(unit=unit))
     ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def decode_only(frame: pd.DataFrame) -> bool:
-    """Every case has a fixed query length other than n: n is the KV cache (decode)."""
-    return bool((frame["n_q"] != frame["n"]).all())
 
 
 def n_words(frame: pd.DataFrame) -> str:
@@ -401,12 +288,6 @@ def _missing_handle(label: str, style: dict):
         linestyle="none",
         label=f"{label}: no valid timing",
     )
-
-
-def valid_rows(rows: pd.DataFrame, column: str = "median_s") -> pd.DataFrame:
-    """The valid measurements of a series, by n; a disagreeing row is never one of them."""
-    ok = rows[(rows["status"] == "ok") & rows[column].notna()]
-    return ok.sort_values(["n", "d"])
 
 
 def _per_d_panels(runs: Runs, dtype: str, what: str):
@@ -867,18 +748,6 @@ def compile_figure(runs: Runs):
 
 
 # --------------------------------------------------------------------------- all of them
-
-
-def by_mask(runs: Runs) -> list[tuple[str, Runs]]:
-    """The runs whole, or, where they hold both masks (`--causal both`), each mask apart: a
-    line per implementation cannot hold two times at one n. Causal figures get "_causal"."""
-    causal = runs.frame["causal"].astype(bool)
-    if causal.nunique() < 2:
-        return [("", runs)]
-    return [
-        ("", replace(runs, frame=runs.frame[~causal])),
-        ("_causal", replace(runs, frame=runs.frame[causal])),
-    ]
 
 
 def figures(runs: Runs, baseline: str | None = None, n_fixed: int | None = None):

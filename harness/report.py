@@ -20,9 +20,17 @@ import pandas as pd
 
 from harness import plotting, stats
 from harness.machine import tracked_by_git
-from harness.plotting import FIT_POINTS, Runs, fit_exponent, format_seconds, valid_rows
 from harness.ratios import SHAPE, default_baseline, format_ratio, paired_ratios, round_values
 from harness.results import CUDA_TIMER
+from harness.runs import (
+    FIT_POINTS,
+    Runs,
+    by_mask,
+    fit_exponent,
+    format_seconds,
+    load_runs,
+    valid_rows,
+)
 
 UNSTABLE_WIDTH = 0.2  # a stated figure whose interval spans more than 20% of it
 
@@ -306,9 +314,8 @@ def time_table(frame: pd.DataFrame, dtype: str, d: int) -> pd.DataFrame:
     return table.reset_index().rename_axis(columns=None).fillna("")
 
 
-def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) -> list[str]:
-    """Sentences computed from the data: who wins at the largest n (or ties), ratios to the
-    baseline with their intervals, crossovers, peak fraction, unstable cases."""
+def fastest_findings(frame: pd.DataFrame, several: bool) -> list[str]:
+    """Who is fastest at each panel's largest n, or that no one can be named."""
     lines = []
     fastest = fastest_by_n(frame)
     for _, group in fastest.groupby(PANEL, sort=True):
@@ -345,19 +352,32 @@ def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) ->
                 + (f" where the order is clear ({ties} tied)" if ties else "")
             )
         lines.append(sentence + ".")
-    if baseline is not None:
-        ratios = paired_ratios(frame, baseline)
-        for _, panel in ratios.groupby(PANEL, sort=True):
-            last = panel[panel["n"] == panel["n"].max()]
-            lines.append(
-                f"{_panel_name(last.iloc[0], several)}, n = {last['n'].iloc[0]}, time over "
-                f"{baseline}'s (95% interval; below 1 is faster): "
-                + ", ".join(
-                    f"{r.impl} {format_ratio(r.ratio, r.ratio_low, r.ratio_high)} {r.relation}"
-                    for r in last.itertuples()
-                )
-                + "."
+    return lines
+
+
+def ratio_findings(frame: pd.DataFrame, several: bool, baseline: str | None) -> list[str]:
+    """Each implementation's time over the baseline's at the largest n, with its interval."""
+    lines = []
+    if baseline is None:
+        return lines
+    ratios = paired_ratios(frame, baseline)
+    for _, panel in ratios.groupby(PANEL, sort=True):
+        last = panel[panel["n"] == panel["n"].max()]
+        lines.append(
+            f"{_panel_name(last.iloc[0], several)}, n = {last['n'].iloc[0]}, time over "
+            f"{baseline}'s (95% interval; below 1 is faster): "
+            + ", ".join(
+                f"{r.impl} {format_ratio(r.ratio, r.ratio_low, r.ratio_high)} {r.relation}"
+                for r in last.itertuples()
             )
+            + "."
+        )
+    return lines
+
+
+def crossover_findings(frame: pd.DataFrame, several: bool) -> list[str]:
+    """The lasting crossovers, and how many earlier flips were not."""
+    lines = []
     cross = crossovers(frame)
     lasting = cross["lasting"].astype(bool)
     for _, row in cross[lasting].iterrows():
@@ -371,6 +391,13 @@ def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) ->
             f"{int((~lasting).sum())} earlier flips of order are not lasting (see the "
             "crossover table); at small n they are often noise."
         )
+    return lines
+
+
+def limit_findings(frame: pd.DataFrame, several: bool) -> list[str]:
+    """How near each limit: the compute-bound cases to the matrix-product peak, the memory-bound
+    ones to a read of the same bytes; the causal mask's speed-up."""
+    lines = []
     best = best_peak_fraction(frame).groupby("dtype").head(1).sort_values("dtype")
     for _, row in best.iterrows():
         where = f" @ {row['machine']}" if several else ""
@@ -405,6 +432,12 @@ def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) ->
             + ", ".join(f"{r.impl} {r.speedup:.2f}×" for r in largest.itertuples())
             + " faster than the full mask (about 2× is the aim: half the work)."
         )
+    return lines
+
+
+def trust_findings(frame: pd.DataFrame, baseline: str | None) -> list[str]:
+    """What to read with care: unstable cases, and cases without a valid timing."""
+    lines = []
     left_out = int(valid_rows(frame)["unstable"].eq(True).sum())
     if left_out:
         lines.append(
@@ -427,6 +460,18 @@ def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) ->
             + " (listed at the end)."
         )
     return lines
+
+
+def findings(frame: pd.DataFrame, several: bool, baseline: str | None = None) -> list[str]:
+    """Sentences computed from the data: who wins at the largest n (or ties), ratios to the
+    baseline with their intervals, crossovers, the limits, unstable cases."""
+    return [
+        *fastest_findings(frame, several),
+        *ratio_findings(frame, several, baseline),
+        *crossover_findings(frame, several),
+        *limit_findings(frame, several),
+        *trust_findings(frame, baseline),
+    ]
 
 
 def machine_table(meta: dict) -> pd.DataFrame:
@@ -602,7 +647,7 @@ def build_report(
                 )
             )
         blocks.append(("table", peak))
-    parts = plotting.by_mask(runs)  # a run with both masks (`--causal both`): a table for each
+    parts = by_mask(runs)  # a run with both masks (`--causal both`): a table for each
     for suffix, part in parts:
         mask = ", causal" if suffix else ""
         for dtype in part.dtypes():
@@ -734,7 +779,7 @@ def write_report(
     """Draw the figures, then write report.md and report.html: into `out`, else into the run
     directory, unless git tracks it (a committed run), then into results/reports/<its name>;
     returns the two files, notes on figures not drawn, and the findings."""
-    runs = plotting.load_runs([Path(path)])
+    runs = load_runs([Path(path)])
     directory = Path(out) if out is not None else Path(path)
     if out is None and tracked_by_git(directory):
         directory = Path("results") / "reports" / Path(path).resolve().name

@@ -19,10 +19,8 @@ from harness.plotting import (
     agreement_figure,
     compile_figure,
     figures,
-    fit_exponent,
     fixed_n,
     impl_style,
-    load_runs,
     memory_figure,
     save_figure,
     speedup_figure,
@@ -31,6 +29,7 @@ from harness.plotting import (
     time_vs_n_figure,
 )
 from harness.results import CUDA_TIMER, RunDir
+from harness.runs import fit_exponent, load_runs
 
 PEAKS = {"float32": 100.0, "float64": 50.0}
 NOISE = (0.98, 0.99, 1.0, 1.01, 1.02)  # samples around the median: the median is exact

@@ -10,7 +10,7 @@ import pytest
 from test_plotting import NS, case_row, standard_rows, write_run
 
 from harness.cli import main
-from harness.plotting import figures, load_runs
+from harness.plotting import figures
 from harness.ratios import paired_ratios
 from harness.report import (
     best_peak_fraction,
@@ -23,6 +23,7 @@ from harness.report import (
     unstable_cases,
 )
 from harness.results import CUDA_TIMER
+from harness.runs import load_runs
 
 
 @pytest.fixture
