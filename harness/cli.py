@@ -9,6 +9,7 @@ from pathlib import Path
 import impls
 from harness import checking
 from harness.cases import make_qkv
+from harness.config import add_run_flags
 from harness.options import (
     UsageError,
     parse_dtype_list,
@@ -104,10 +105,10 @@ def cmd_new(ns: argparse.Namespace) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from harness.config import QUICK, RUN_FLAGS, apply, load_config, read_toml
+    from harness.config import FLAGS, QUICK, apply, load_config, read_toml
     from harness.runner import run_command
 
-    given = {key: getattr(ns, key) for key in RUN_FLAGS if getattr(ns, key) is not None}
+    given = {key: getattr(ns, key) for key in FLAGS if getattr(ns, key) is not None}
     if ns.resume:
         if ns.out:
             raise UsageError("--out: not with --resume (the run directory is the one resumed)")
@@ -186,66 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="sweep implementations over n and d and record timings")
-    p.add_argument("--impl", help="comma-separated names (default: every available one)")
-    p.add_argument("--n", help="sequence lengths, e.g. 64,128,256 (default 64..8192)")
-    p.add_argument("--d", help="head dimensions (default 32,64,128)")
-    p.add_argument("--dtype", help="float32, float64 or both (default float32)")
-    p.add_argument("--batch", help="batch size (default 1)")
-    p.add_argument("--heads", help="query heads (default 1)")
-    p.add_argument(
-        "--kv-heads",
-        dest="kv_heads",
-        help="key/value heads, a divisor of --heads (default: --heads; fewer is grouped-query "
-        "attention)",
-    )
-    p.add_argument(
-        "--n-q",
-        dest="n_q",
-        help="a fixed query length (default: n); --n-q 1 is decode, n then sweeps the KV cache",
-    )
-    p.add_argument(
-        "--tokens", help="a fixed token budget: each case's batch is tokens // n (FlashAttention's)"
-    )
-    p.add_argument(
-        "--cold-cache",
-        dest="cold_cache",
-        action="store_const",
-        const=True,
-        help="evict the CPU caches before every timed call (DRAM-bound figures)",
-    )
+    add_run_flags(p)
     p.add_argument(
         "--preset",
         help="a named workload (settings; flags win): decode-gqa, prefill-gqa, fixed-tokens, "
         "or the project's [tool.attnbench.presets.NAME]",
-    )
-    p.add_argument(
-        "--causal",
-        nargs="?",
-        const="true",
-        metavar="both",
-        help="apply the causal mask; `--causal both` measures each shape with and without it",
-    )
-    p.add_argument("--threads", help="threads for every implementation (default: all cores)")
-    p.add_argument("--budget", help="seconds one call may take; slower cases are skipped (2)")
-    p.add_argument("--sweep-budget", dest="sweep_budget", help="seconds for the whole sweep (900)")
-    p.add_argument("--target", help="measuring seconds per case after warm-up (1.0)")
-    p.add_argument(
-        "--rounds",
-        help="rounds per shape (3), each in fresh worker processes, implementations in turn",
-    )
-    p.add_argument("--seed", help="seed of the random inputs (default 0)")
-    p.add_argument(
-        "--baseline",
-        help="implementation every ratio is to, round by round (default: torch_sdpa when "
-        "measured, else numpy)",
-    )
-    p.add_argument(
-        "--ci",
-        help="precision wanted, e.g. 2%%: more rounds until each ratio's 95%% interval is "
-        "within +-2%% of it (or --max-rounds, or the sweep budget, ends it)",
-    )
-    p.add_argument(
-        "--max-rounds", dest="max_rounds", help="the most rounds --ci may take per shape (12)"
     )
     p.add_argument("--out", help="run directory (default results/<timestamp>-<machine>)")
     p.add_argument("--resume", metavar="DIR", help="measure only the cases missing from DIR")

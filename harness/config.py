@@ -31,34 +31,65 @@ DEFAULT_N = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 QUICK = {"n": (64, 128, 256, 512, 1024), "d": (64,), "target_s": 0.2, "sweep_budget_s": 100.0}
 
 
+def setting(default=None, help: str | None = None, factory=None, **flag):
+    """A field of SweepConfig; with `help` it is also a flag of `attnbench run` (--name with
+    '_' as '-' and no '_s' suffix), whose argparse options `flag` adds."""
+    metadata = {"help": help, "flag": flag} if help else {}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class SweepConfig:
-    """What to measure and how; every field can be a TOML key or a flag of `attnbench run`."""
+    """What to measure and how; every field can be a TOML key, and those with a help text are
+    also flags of `attnbench run` (declared here once: the parser and the errors read them)."""
 
-    impl: tuple[str, ...] = ()  # empty: every implementation available here
-    n: tuple[int, ...] = DEFAULT_N
-    d: tuple[int, ...] = (32, 64, 128)
-    dtype: tuple[str, ...] = ("float32",)
-    batch: int = 1
-    heads: int = 1
-    kv_heads: int = 0  # key/value heads; 0: as many as heads (fewer: grouped-query attention)
-    n_q: int = 0  # a fixed query length (1: decode against a KV cache of n keys); 0: n
-    tokens: int = 0  # a fixed token budget per case: batch = tokens // n; 0: the batch setting
-    causal: tuple[bool, ...] = (False,)  # (False, True): both masks, side by side
-    cold_cache: bool = False  # evict the CPU caches before every timed call (DRAM-bound figures)
-    threads: int = field(default_factory=usable_cores)
-    budget_s: float = 2.0  # the longest one sample (one call) may take; slower cases are skipped
-    sweep_budget_s: float = 900.0  # the whole sweep; cases that would not fit are skipped
-    target_s: float = 1.0  # measuring time per case, after warm-up
-    rounds: int = 3  # rounds per shape, each in fresh worker processes, implementations in turn
-    ci: float = 0.0  # > 0: add rounds until each ratio's interval is within +-ci (e.g. 0.02)
-    max_rounds: int = 12  # the most rounds --ci may take for a shape
-    baseline: str = ""  # ratios are to this implementation; "": torch_sdpa if measured, else numpy
-    min_samples: int = 5
-    max_samples: int = 100
-    min_sample_s: float = 0.02
-    case_timeout_s: float = 300.0  # a worker silent this long is killed and the case failed
-    seed: int = 0
+    impl: tuple[str, ...] = setting((), "comma-separated names (default: every available one)")
+    n: tuple[int, ...] = setting(DEFAULT_N, "sequence lengths (keys), e.g. 64,128,256")
+    d: tuple[int, ...] = setting((32, 64, 128), "head dimensions")
+    dtype: tuple[str, ...] = setting(("float32",), "float32, float64 or both")
+    batch: int = setting(1, "batch size")
+    heads: int = setting(1, "query heads")
+    kv_heads: int = setting(
+        0, "key/value heads, a divisor of --heads (0: as many as --heads; fewer is grouped-query)"
+    )
+    n_q: int = setting(0, "a fixed query length (0: n); --n-q 1 is decode, n sweeps the KV cache")
+    tokens: int = setting(0, "a fixed token budget: each case's batch is tokens // n (0: --batch)")
+    causal: tuple[bool, ...] = setting(
+        (False,),
+        "apply the causal mask; `--causal both` measures each shape with and without it",
+        nargs="?",
+        const="true",
+        metavar="both",
+    )
+    cold_cache: bool = setting(
+        False,
+        "evict the CPU caches before every timed call (DRAM-bound figures)",
+        action="store_const",
+        const=True,
+    )
+    threads: int = setting(
+        help="threads for every implementation (default: all usable cores)", factory=usable_cores
+    )
+    budget_s: float = setting(2.0, "seconds one call may take; slower cases are skipped")
+    sweep_budget_s: float = setting(900.0, "seconds for the whole sweep; cases that won't fit skip")
+    target_s: float = setting(1.0, "measuring seconds per case after warm-up, over the rounds")
+    rounds: int = setting(3, "rounds per shape, each in fresh workers, implementations in turn")
+    ci: float = setting(
+        0.0,
+        "precision wanted, e.g. 2%%: more rounds until each ratio's 95%% interval is within "
+        "+-2%% of it (or --max-rounds, or the sweep budget, ends it)",
+    )
+    max_rounds: int = setting(12, "the most rounds --ci may take per shape")
+    baseline: str = setting(
+        "", "implementation every ratio is to (default: torch_sdpa when measured, else numpy)"
+    )
+    min_samples: int = setting(5)
+    max_samples: int = setting(100)
+    min_sample_s: float = setting(0.02)
+    case_timeout_s: float = setting(300.0)  # a worker silent this long is killed, case failed
+    seed: int = setting(0, "seed of the random inputs")
 
     def settings(self) -> dict:
         """What defines the measurements (what --resume must match)."""
@@ -70,12 +101,33 @@ def _plain(value):
 
 
 KEYS = {f.name for f in dataclasses.fields(SweepConfig)}
-ALIASES = {
+ALIASES = {  # TOML keys also accepted, as the flags spell them
     "budget": "budget_s",
     "sweep_budget": "sweep_budget_s",
     "target": "target_s",
     "impls": "impl",
 }
+RUN_FIELDS = tuple(f for f in dataclasses.fields(SweepConfig) if f.metadata.get("help"))
+FLAGS = {f.name for f in RUN_FIELDS}
+
+
+def flag_name(key: str) -> str:
+    """--cold-cache for cold_cache, --budget for budget_s."""
+    return f"--{key.removesuffix('_s').replace('_', '-')}"
+
+
+def add_run_flags(parser) -> None:
+    """Every flag of `attnbench run` that is a setting, with its default in the help."""
+    defaults = SweepConfig()
+    for f in RUN_FIELDS:
+        default = getattr(defaults, f.name)
+        text, options = f.metadata["help"], dict(f.metadata["flag"])
+        if "default" not in text and default not in ((), (False,), False, 0, ""):
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            text += f" (default {shown})"
+        if f.name.endswith("_s"):
+            options.setdefault("metavar", "SECONDS")
+        parser.add_argument(flag_name(f.name), dest=f.name, help=text, **options)
 
 
 def _positive_float(key: str, value) -> float:
@@ -96,32 +148,6 @@ def _as_text_list(key: str, value) -> str:
     raise UsageError(f"{key}: expected a list or a comma-separated string, got {value!r}")
 
 
-# The settings `attnbench run` also takes as flags (argparse names); errors name the flag.
-RUN_FLAGS = (
-    "impl",
-    "n",
-    "d",
-    "dtype",
-    "batch",
-    "heads",
-    "kv_heads",
-    "n_q",
-    "tokens",
-    "causal",
-    "cold_cache",
-    "threads",
-    "budget",
-    "sweep_budget",
-    "target",
-    "rounds",
-    "seed",
-    "ci",
-    "max_rounds",
-    "baseline",
-)
-FLAGS = {ALIASES.get(flag, flag) for flag in RUN_FLAGS}
-
-
 MASK_WORDS = {"true": (True,), "false": (False,), "both": (False, True)}
 
 
@@ -138,7 +164,7 @@ def parse_masks(option: str, value) -> tuple[bool, ...]:
 
 def coerce(key: str, value):
     """Check one setting and convert it to its field's type."""
-    option = f"--{key.removesuffix('_s').replace('_', '-')}" if key in FLAGS else key
+    option = flag_name(key) if key in FLAGS else key
     if key == "impl":
         return tuple(split_list("--impl", _as_text_list(option, value)))
     if key in ("n", "d"):

@@ -163,8 +163,8 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
             + max(0.0, first_run_s - float(np.median(samples))),
             timer=CUDA_TIMER if call.timed_on_device else "perf_counter",
         )
-        call.fetch()  # a device-to-host copy is part of the transfers, never of the samples
-        if call.transfer_s() is not None:
+        if call.impl.has_hook("transfer_s"):
+            call.fetch()  # the device-to-host copy is part of the transfers, not of the samples
             row["transfer_s"] = call.transfer_s()
         if call.device_memory_bytes() is not None:
             row["peak_mem_bytes"] = call.device_memory_bytes()

@@ -85,3 +85,19 @@ def test_python_dash_m_harness_is_the_same_command():
     )
     assert done.returncode == 2
     assert "--n: expected a positive integer" in done.stderr
+
+
+def test_every_run_setting_is_a_flag_named_in_the_help_and_the_readme(capsys):
+    """Settings are declared once (SweepConfig's fields): the parser, the help and the errors
+    read them; the README's synopsis must name each flag."""
+    from pathlib import Path
+
+    from harness.config import RUN_FIELDS, flag_name
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = capsys.readouterr().out
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for f in RUN_FIELDS:
+        assert flag_name(f.name) in help_text, f.name
+        assert f"[{flag_name(f.name)}" in readme, f"README's synopsis lacks {flag_name(f.name)}"
