@@ -517,17 +517,9 @@ def machine_table(meta: dict) -> pd.DataFrame:
     return pd.DataFrame({"": list(items), "value": [str(v) for v in items.values()]})
 
 
-def build_report(
-    runs: Runs, figure_paths: dict[str, Path], title: str, baseline: str | None = None
-) -> list[tuple]:
-    """The report as blocks: ("h", level, text), ("p", text), ("ul", items),
-    ("table", DataFrame), ("img", png path, caption)."""
-    frame, several = runs.frame, runs.several
-    blocks: list[tuple] = [("h", 1, title)]
-    for label, meta in runs.metas.items():
-        blocks += [("h", 2, f"Machine and settings ({label})"), ("table", machine_table(meta))]
-    blocks += [("h", 2, "Findings"), ("ul", findings(frame, several, baseline))]
-
+def _fastest_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
+    """The fastest implementation at each n, with its lead."""
+    blocks: list[tuple] = []
     fastest = (
         fastest_by_n(frame)
         .assign(
@@ -550,6 +542,12 @@ def build_report(
         ),
         ("table", _shown(fastest, several)),
     ]
+    return blocks
+
+
+def _ratio_section(frame: pd.DataFrame, baseline: str | None) -> list[tuple]:
+    """Each implementation's time over the baseline's, a table per dtype and d."""
+    blocks: list[tuple] = []
     ratios = paired_ratios(frame, baseline) if baseline is not None else pd.DataFrame()
     if not ratios.empty:
         blocks += [
@@ -565,6 +563,12 @@ def build_report(
         for dtype in sorted(ratios["dtype"].unique()):
             for d in sorted(ratios.loc[ratios["dtype"] == dtype, "d"].unique()):
                 blocks += [("h", 4, f"{dtype}, d = {d}"), ("table", ratio_table(ratios, dtype, d))]
+    return blocks
+
+
+def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
+    """Crossovers, scaling exponents, memory-bound cases and the causal speed-up."""
+    blocks: list[tuple] = []
     cross = crossovers(frame).assign(n_cross=lambda t: t["n_cross"].map(lambda v: f"{v:.0f}"))
     blocks += [
         ("h", 3, "Crossovers"),
@@ -618,6 +622,12 @@ def build_report(
             ),
             ("table", _shown(masks, several)),
         ]
+    return blocks
+
+
+def _peak_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
+    """The best fraction of the CPU matrix-product peak (CPU rows only)."""
+    blocks: list[tuple] = []
     peak = best_peak_fraction(frame)
     for column in ("gflops", "gemm_gflops", "gemm_best_gflops"):
         if column in peak:
@@ -647,8 +657,13 @@ def build_report(
                 )
             )
         blocks.append(("table", peak))
-    parts = by_mask(runs)  # a run with both masks (`--causal both`): a table for each
-    for suffix, part in parts:
+    return blocks
+
+
+def _time_tables(runs: Runs) -> list[tuple]:
+    """Median time per call, n by implementation, per dtype, d and mask."""
+    blocks: list[tuple] = []
+    for suffix, part in by_mask(runs):  # both masks (`--causal both`): a table for each
         mask = ", causal" if suffix else ""
         for dtype in part.dtypes():
             for d in sorted(part.frame.loc[part.frame["dtype"] == dtype, "d"].unique()):
@@ -657,11 +672,24 @@ def build_report(
                     ("table", time_table(part.frame, dtype, d)),
                 ]
 
+    return blocks
+
+
+def _plot_section(figure_paths: dict[str, Path]) -> list[tuple]:
+    """The figures, each with its caption."""
+    blocks: list[tuple] = []
     blocks.append(("h", 2, "Plots"))
     for stem, path in figure_paths.items():
         caption = FIGURE_CAPTIONS[next(k for k in FIGURE_CAPTIONS if stem.startswith(k))]
         blocks.append(("img", path, f"{stem}: {caption}"))
 
+    return blocks
+
+
+def _trust_sections(runs: Runs, baseline: str | None) -> list[tuple]:
+    """Unstable cases, what was not measured, and the cases without a valid timing."""
+    blocks: list[tuple] = []
+    frame, several = runs.frame, runs.several
     shaky = unstable_cases(frame, baseline).assign(
         median_s=lambda t: t["median_s"].map(format_seconds),
         median_width=lambda t: t["median_width"].map(lambda v: _number(v, ".0%")),
@@ -670,7 +698,7 @@ def build_report(
     )
     if not several:
         shaky = shaky.drop(columns="machine")
-    if len(parts) < 2:
+    if len(by_mask(runs)) < 2:
         shaky = shaky.drop(columns="causal")
     if not shaky.empty:
         blocks += [
@@ -696,6 +724,26 @@ def build_report(
         problems = problems.drop(columns="machine")
     blocks.append(("h", 2, "Skipped, failed and disagreeing cases"))
     blocks.append(("table", problems) if not problems.empty else ("p", "None: every case is ok."))
+    return blocks
+
+
+def build_report(
+    runs: Runs, figure_paths: dict[str, Path], title: str, baseline: str | None = None
+) -> list[tuple]:
+    """The report as blocks: ("h", level, text), ("p", text), ("ul", items),
+    ("table", DataFrame), ("img", png path, caption)."""
+    frame, several = runs.frame, runs.several
+    blocks: list[tuple] = [("h", 1, title)]
+    for label, meta in runs.metas.items():
+        blocks += [("h", 2, f"Machine and settings ({label})"), ("table", machine_table(meta))]
+    blocks += [("h", 2, "Findings"), ("ul", findings(frame, several, baseline))]
+    blocks += _fastest_section(frame, several)
+    blocks += _ratio_section(frame, baseline)
+    blocks += _scaling_sections(frame, several)
+    blocks += _peak_section(frame, several)
+    blocks += _time_tables(runs)
+    blocks += _plot_section(figure_paths)
+    blocks += _trust_sections(runs, baseline)
     return blocks
 
 
