@@ -335,8 +335,9 @@ def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path, monkeypatch):
 
     from harness import sweep
     from harness.config import SweepConfig
+    from harness.progress import Progress
     from harness.results import RunDir
-    from harness.sweep import Progress, run_sweep
+    from harness.sweep import run_sweep
 
     monkeypatch.setattr(sweep, "Worker", ScriptedWorker)
     monkeypatch.setattr(sweep, "start_probe", lambda config, repeats: START)

@@ -12,8 +12,9 @@ from harness import sweep
 from harness.cases import Case
 from harness.cli import main
 from harness.config import SweepConfig, apply
+from harness.progress import Progress
 from harness.results import COLUMNS, CUDA_TIMER, RunDir
-from harness.sweep import Progress, predict_seconds
+from harness.sweep import predict_seconds
 from harness.worker import WorkerLost
 
 TINY = ["--n", "8,16,32", "--d", "4,8", "--target", "0.02", "--threads", "1"]
