@@ -394,10 +394,30 @@ def crossover_findings(frame: pd.DataFrame, several: bool) -> list[str]:
     return lines
 
 
+def bound_findings(frame: pd.DataFrame, several: bool) -> list[str]:
+    """Which of each panel's sizes are memory-bound and which compute-bound (by the arithmetic
+    intensity against the balance measured alongside), where the run has both kinds."""
+    ok = valid_rows(frame)
+    if "bound" not in ok or ok["bound"].isna().all():
+        return []
+    lines = []
+    for _, panel in ok.groupby(PANEL, sort=True):
+        kinds = panel.dropna(subset=["bound"]).groupby("bound")["n"].unique()
+        if len(kinds) < 2:
+            continue
+        sizes = {k: ", ".join(str(n) for n in sorted(v)) for k, v in kinds.items()}
+        lines.append(
+            f"{_panel_name(panel.iloc[0], several)}: memory-bound at n = {sizes['memory']}, "
+            f"compute-bound at n = {sizes['compute']} (FLOPs per byte against the machine's "
+            "matrix-product peak over the bandwidth of a read of the same bytes)."
+        )
+    return lines
+
+
 def limit_findings(frame: pd.DataFrame, several: bool) -> list[str]:
     """How near each limit: the compute-bound cases to the matrix-product peak, the memory-bound
     ones to a read of the same bytes; the causal mask's speed-up."""
-    lines = []
+    lines = bound_findings(frame, several)
     best = best_peak_fraction(frame).groupby("dtype").head(1).sort_values("dtype")
     for _, row in best.iterrows():
         where = f" @ {row['machine']}" if several else ""

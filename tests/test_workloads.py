@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_plotting import case_row, write_run
 from test_sweep import scripted_sweep
@@ -200,3 +201,21 @@ def test_the_report_of_a_decode_run_draws_and_tabulates_bytes_per_second(tmp_pat
     assert "numba_parallel 15 GB/s (50%), numpy 5 GB/s (17%) of a streaming read" in md
     assert "Best fraction of the CPU matrix-product peak" not in md
     assert "memory-bound: numba_parallel 15 GB/s" in capsys.readouterr().out  # findings printed
+
+
+def test_findings_say_which_sizes_are_memory_bound_and_which_compute_bound():
+    from harness.report import bound_findings
+
+    shape = {"machine": "box", "dtype": "float32", "d": 64, "workload": "", "causal": False}
+    frame = pd.DataFrame(
+        [
+            {**shape, "impl": impl, "n": n, "status": "ok", "median_s": 1e-3, "bound": bound}
+            for impl in ("numpy", "numba_parallel")
+            for n, bound in ((256, "compute"), (1024, "memory"), (4096, "memory"))
+        ]
+    )
+    (line,) = bound_findings(frame, several=False)
+    assert line.startswith(
+        "float32, d=64: memory-bound at n = 1024, 4096, compute-bound at n = 256"
+    )
+    assert bound_findings(frame[frame["n"] > 256], several=False) == []  # one kind: said elsewhere
