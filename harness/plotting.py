@@ -328,8 +328,6 @@ def time_vs_n_figure(runs: Runs, dtype: str):
 def throughput_figure(runs: Runs, dtype: str):
     """GFLOP/s against n, with each machine's measured CPU matrix-product peak as a ceiling:
     the start-of-run peak as a line, the peaks measured alongside large shapes as dashes."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
     fig, panels = _per_d_panels(runs, dtype, f"Throughput vs {n_words(runs.frame)}")
     for d, ax, frame in panels:
         missing, far, lines = [], [], []
@@ -369,26 +367,35 @@ def throughput_figure(runs: Runs, dtype: str):
                         color="black",
                         label=f"matrix-product peak measured during this n{where}",
                     )
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        _log2_axis(ax, frame["n"], n_label(frame))
-        counted = "2·n²·d (causal)" if frame["causal"].astype(bool).all() else "4·n²·d"
-        ax.set_ylabel(f"throughput (GFLOP/s), {counted} FLOPs per head")
-        ax.set_title(f"d = {d}", fontsize="small")
-        ax.grid(True, which="major", alpha=0.3)
-        statuses = _mark_unmeasured(ax, runs, frame)
-        _label_narrow_log_y(ax, FuncFormatter(lambda value, _: f"{value:g}"))
-        _legend(ax, runs, statuses, missing)
+        counted = "4·n²·d" if (frame["n_q"] == frame["n"]).all() else "4·n_q·n·d"
+        if frame["causal"].astype(bool).all():
+            counted = "2·n²·d (causal)" if counted == "4·n²·d" else "4·d per visible pair"
+        _finish_rate_panel(ax, runs, frame, d, missing,
+                           f"throughput (GFLOP/s), {counted} FLOPs per head")  # fmt: skip
     return fig
+
+
+def _finish_rate_panel(ax, runs: Runs, frame: pd.DataFrame, d: int, missing, ylabel: str):
+    """A rate against n: log axes with plain numbers, the unmeasured cases, the legend."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    _log2_axis(ax, frame["n"], n_label(frame))
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"d = {d}", fontsize="small")
+    ax.grid(True, which="major", alpha=0.3)
+    statuses = _mark_unmeasured(ax, runs, frame)
+    _label_narrow_log_y(ax, plain)
+    _legend(ax, runs, statuses, missing)
 
 
 def bandwidth_figure(runs: Runs, dtype: str):
     """GB/s against n (q, K and V once per key/value head read, the output written), with the
     rate of a streaming read of as many bytes by the same threads, measured before each of the
     shape's rounds in the same cache state: the ceiling of a memory-bound case."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
     fig, panels = _per_d_panels(runs, dtype, f"Bytes moved per second vs {n_words(runs.frame)}")
     for d, ax, frame in panels:
         missing = []
@@ -410,16 +417,7 @@ def bandwidth_figure(runs: Runs, dtype: str):
                 linewidth=1.2,
                 label=f"streaming read of the same bytes{where}",
             )
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        _log2_axis(ax, frame["n"], n_label(frame))
-        ax.set_ylabel("GB/s: q, K, V read once, output written")
-        ax.set_title(f"d = {d}", fontsize="small")
-        ax.grid(True, which="major", alpha=0.3)
-        statuses = _mark_unmeasured(ax, runs, frame)
-        _label_narrow_log_y(ax, FuncFormatter(lambda value, _: f"{value:g}"))
-        _legend(ax, runs, statuses, missing)
+        _finish_rate_panel(ax, runs, frame, d, missing, "GB/s: q, K, V read once, output written")
     return fig
 
 
