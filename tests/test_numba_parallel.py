@@ -325,3 +325,18 @@ def test_decode_key_ranges_merge_to_the_reference(dtype, n_q, n_k, group, splits
     call.run()
     agreement = checking.compare(call.fetch(), call.args)  # tolerance grows with the scores
     assert agreement.ok, (agreement.max_rel_err, agreement.tolerance, agreement.problem)
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran"])
+def test_decode_reads_strided_caller_arrays_in_place(layout):
+    """The decode path reads the caller's k and v as they are (no packing): any layout."""
+    rng = np.random.default_rng(5)
+    q, k, v = random_inputs(rng, (4,), 2, 300, 16, 16, "float32")
+    if layout == "strided":
+        q2, k2, v2 = (np.repeat(x, 2, axis=-2)[..., ::2, :] for x in (q, k, v))
+    else:
+        q2, k2, v2 = (np.asfortranarray(x) for x in (q, k, v))
+    call = impls.get("numba_parallel").prepare(q2, k2, v2)
+    assert call.state["path"] == "decode" and not k2.flags.c_contiguous
+    call.run()
+    assert checking.compare(call.fetch(), call.args).ok
