@@ -1,12 +1,27 @@
 """Fused attention in Numba: prange over query-row blocks, tiled online softmax (FlashAttention).
 
-Each parallel task owns a block of query rows and walks the key blocks once, keeping a running
-row maximum and row sum, so the n_q x n_k score matrix is never built: extra memory is the packed
-copies of q, k, v and the output (O(n * d)) plus one score tile per task. With the causal mask,
-key blocks entirely above the diagonal are skipped and masked columns are left out by loop bounds
-(never by -inf scores, which the fast-math flags below would not allow).
+The algorithm. For a query row q_i (pre-scaled by scale * log2(e), so that exp(scale q.k) =
+2^s) the keys are visited in blocks; the row keeps a running maximum m, a running sum l and an
+unnormalised output o, and for each block of scores s_k = q_i . k:
 
-What makes it fast on a CPU (measured in docs/PERFORMANCE.md):
+    m_new = max(m, max_k s_k);  alpha = 2^(m - m_new);  p_k = 2^(s_k - m_new)
+    l = alpha * l + sum_k p_k;  o = alpha * o + sum_k p_k v_k;  m = m_new
+
+and at the end out_i = o / l. Every exponent is at most 0, so nothing overflows; the n_q x n_k
+score matrix is never built (extra memory: packed copies of q, k, v and the output, O(n d),
+plus one score tile per task).
+
+What each loop owns (the tiled path, `_attention_kernel`): a parallel task is one query block
+of one batch entry; for each key block it computes the score tile (`_scores_block`: ROWS rows x
+STRIP columns held in registers), the online-softmax step over it in place (`_softmax_tile`),
+and adds p @ v to its rows (`_accumulate_block`). With the causal mask, key blocks wholly above
+the diagonal are skipped and masked columns left out by loop bounds (never by -inf scores, which
+the fast-math flags would not allow). Grouped-query heads read the key/value entry b // group.
+A few query rows per key/value head (decode) take `_decode_kernel`: key ranges split across
+tasks (split-K), k and v read once in place, the ranges' states merged at the end.
+docs/kernels/numba_parallel.md has the design in full; docs/PERFORMANCE.md the figures.
+
+What makes it fast on a CPU:
 - Register-tiled products (5 rows x two AVX2 registers, i.e. 16 float32 or 8 float64 columns,
   held in local scalars while looping over the reduction dimension) that LLVM's SLP vectoriser
   turns into FMA code at about the speed of OpenBLAS's GEMM. Numba switches SLP off by default;
@@ -15,15 +30,16 @@ What makes it fast on a CPU (measured in docs/PERFORMANCE.md):
   instead and spills); the softmax pass, whose max and sum must vectorise, does get `reassoc`,
   and its max is LLVM's maxnum (Numba's `max` does not vectorise).
 - A vectorisable exp2 (range reduction + polynomial, 2^n built from exponent bits) instead of
-  libm's scalar exp; q is pre-scaled by scale * log2(e) so that exp(s * scale) = exp2(q' . k).
+  libm's scalar exp.
 - k and v packed per key block into contiguous strips (zero padded); each product call does a
   whole tile, so the calls (kept out of line: inlining nearly doubled compile time) cost nothing.
   The packing (and q's scaling) is part of every call, done in parallel by `_pack_inputs`:
   `prepare` only allocates and compiles, so a timed `run` is the whole call.
 - float32 tiles with all BLOCK_KEYS columns visible to every row (all but partial and causal
   diagonal tiles) take a softmax step whose loops have that compile-time length (fully
-  unrolled, no remainder loops or masking): +3-5% single-threaded.
-- One compilation per dtype, cached on disk; `causal` and the block count are runtime arguments.
+  unrolled, no remainder loops or masking).
+- One compilation per dtype and argument kind, cached on disk; `causal` and the block count are
+  runtime arguments.
 """
 
 # The microkernels below are written out in full, several statements a line (fmt: off there).
