@@ -1,9 +1,10 @@
 """One registry of implementations, found rather than listed.
 
-Sources, in order: every public module in this package (a new file is a new implementation),
-every directory named in the ATTNBENCH_IMPLS_PATH environment variable (os.pathsep-separated;
-used for out-of-tree and test-only implementations), and the `attnbench.impls` entry-point group
-(third-party packages). Each module exposes the same small surface:
+Sources, in order: every public module or subpackage of this package (a new file is a new
+implementation), every directory named in the ATTNBENCH_IMPLS_PATH environment variable
+(os.pathsep-separated; used for out-of-tree and test-only implementations), and the
+`attnbench.impls` entry-point group (third-party packages). Each module exposes the same small
+surface:
 
     NAME = "my_impl"            # optional, defaults to the module name
     DESCRIPTION = "one line"
@@ -256,7 +257,8 @@ def _discover() -> dict[str, Implementation]:
     for info in sorted(pkgutil.iter_modules([str(package_dir)]), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        source = str(package_dir / f"{info.name}.py")
+        # a module impls/NAME.py, or a package impls/NAME/ (its __init__.py is the surface)
+        source = str(package_dir / (info.name if info.ispkg else f"{info.name}.py"))
         try:
             module = importlib.import_module(f"impls.{info.name}")
         except Exception as exc:  # noqa: BLE001 - listed as unavailable with its error

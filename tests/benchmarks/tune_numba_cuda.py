@@ -32,6 +32,7 @@ from harness.checking import reference_attention
 from impls import numba_cuda as mod
 from impls import torch_sdpa_cuda as peer
 from impls._inputs import AttentionArgs
+from impls.numba_cuda import kernels
 
 # Alternatives to the defaults of the row-per-thread kernel: (rows, split, keys per thread,
 # v_width or None, blocks per SM, prefetch). Earlier rounds' variants and their times are in
@@ -86,7 +87,10 @@ def ptxas_report(dtype: str) -> None:
     for width in mod.WIDTHS:
         for cfg in configs(dtype, width):
             ptx, _ = cuda.compile_ptx(
-                mod._kernel_function(cfg), mod._signature(cfg), cc=(9, 0), **mod._jit_options(cfg)
+                kernels._kernel_function(cfg),
+                kernels._signature(cfg),
+                cc=(9, 0),
+                **kernels._jit_options(cfg),
             )
             with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
                 f.write(ptx)
