@@ -14,8 +14,8 @@ from harness.options import (
     UsageError,
     parse_dtype_list,
     parse_impl_list,
+    parse_non_negative_int,
     parse_positive_int,
-    parse_seed,
 )
 from harness.results import RunDirError
 from harness.tables import format_table
@@ -46,7 +46,7 @@ def cmd_check(ns: argparse.Namespace) -> int:
     lead = (parse_positive_int("--batch", ns.batch), parse_positive_int("--heads", ns.heads))
     kv_heads = lead[1] if ns.kv_heads is None else parse_positive_int("--kv-heads", ns.kv_heads)
     n_q = n if ns.n_q is None else parse_positive_int("--n-q", ns.n_q)
-    seed = parse_seed("--seed", ns.seed)
+    seed = parse_non_negative_int("--seed", ns.seed)
     rows, all_ok, unchecked = [], True, set()
     for dtype in dtypes:
         q, k, v = make_qkv(n_q, n, d, lead=lead, kv_heads=kv_heads, dtype=dtype, seed=seed)

@@ -16,8 +16,8 @@ from harness.options import (
     parse_dtype_list,
     parse_fraction,
     parse_int_list,
+    parse_non_negative_int,
     parse_positive_int,
-    parse_seed,
     split_list,
 )
 
@@ -181,10 +181,9 @@ def coerce(key: str, value):
         if not isinstance(value, bool):
             raise UsageError(f"{option}: expected true or false, got {value!r}")
         return value
-    if key in ("kv_heads", "n_q", "tokens") and value in (0, "0") and value is not False:
-        return 0  # unset: as many as heads, n, the batch setting
-    if key in ("batch", "heads", "kv_heads", "n_q", "tokens", "rounds", "max_rounds",
-               "min_samples", "max_samples"):  # fmt: skip
+    if key in ("kv_heads", "n_q", "tokens", "seed"):  # 0: as many as heads, n, --batch
+        return parse_non_negative_int(option, value)
+    if key in ("batch", "heads", "rounds", "max_rounds", "min_samples", "max_samples"):
         if isinstance(value, (bool, float)):
             raise UsageError(f"{option}: expected a positive integer, got {value!r}")
         number = parse_positive_int(option, value)
@@ -202,8 +201,6 @@ def coerce(key: str, value):
         return threads
     if key == "causal":
         return parse_masks(option, value)
-    if key == "seed":
-        return parse_seed(option, value)
     return _positive_float(option, value)
 
 

@@ -29,17 +29,17 @@ def parse_positive_int(option: str, value) -> int:
     return number
 
 
-def parse_seed(option: str, value) -> int:
-    """A seed for NumPy's generator: a non-negative integer."""
+def parse_non_negative_int(option: str, value) -> int:
+    """A seed for NumPy's generator, or a count where 0 means "the default": an integer >= 0."""
     if isinstance(value, (bool, float)):
         raise UsageError(f"{option}: expected a non-negative integer, got {value!r}")
     try:
-        seed = int(str(value).strip())
+        number = int(str(value).strip())
     except ValueError:
         raise UsageError(f"{option}: expected a non-negative integer, got {value!r}") from None
-    if seed < 0:
+    if number < 0:
         raise UsageError(f"{option}: expected a non-negative integer, got {value!r}")
-    return seed
+    return number
 
 
 def parse_int_list(option: str, text: str) -> list[int]:

@@ -64,7 +64,8 @@ def test_case_inputs_have_the_grouped_shapes():
         ({"heads": 32, "kv_heads": 5}, "--kv-heads: expected a divisor of --heads (32)"),
         ({"tokens": 1000, "n": "512,2048"}, "--tokens: expected at least the longest --n (2048)"),
         ({"tokens": 4096, "batch": 2}, "give --tokens or --batch, not both"),
-        ({"n_q": 0.5}, "--n-q: expected a positive integer"),
+        ({"n_q": 0.5}, "--n-q: expected a non-negative integer"),
+        ({"kv_heads": -2}, "--kv-heads: expected a non-negative integer"),
         ({"cold_cache": "yes"}, "--cold-cache: expected true or false"),
     ],
 )
