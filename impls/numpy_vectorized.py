@@ -129,9 +129,17 @@ def attend_blocks(state, share, scratch) -> None:
         s -= s.max(axis=1, keepdims=True)
         np.exp(s, out=s)
         row_sums = np.sum(s, axis=1, keepdims=True, out=scratch["row_sums"][: group * rows])
-        o = np.matmul(s, v[b, :keys], out=scratch["out_block"][: group * rows])
+        # The stacked rows' place in the output is one contiguous block with one head or all
+        # its rows (decode): written in place; otherwise through scratch.
+        in_place = group == 1 or rows == n_q
+        if in_place:
+            target = out[b, :, start:stop].reshape(group * rows, -1)  # a view: contiguous
+        else:
+            target = scratch["out_block"][: group * rows]
+        o = np.matmul(s, v[b, :keys], out=target)
         np.divide(o, row_sums, out=o)
-        out[b, :, start:stop] = o.reshape(group, rows, -1)
+        if not in_place:
+            out[b, :, start:stop] = o.reshape(group, rows, -1)
 
 
 def run(state):

@@ -206,3 +206,10 @@ def test_numpy_row_blocks_and_threads_cover_every_row(monkeypatch, causal):
     call.run()
     args = impls.check_attention_args(q, k, v, causal=causal)
     assert checking.compare(call.fetch(), args).ok
+    # grouped-query heads: each block's rows of 4 heads stacked, written back through scratch
+    q, k, v = make_qkv(53, 45, 8, 6, lead=(1, 8), kv_heads=2, dtype="float64", seed=6)
+    call = impls.get("numpy").prepare(q, k, v, causal=causal)
+    assert call.state["block"] == blocked.MIN_ROWS // 4 < 53
+    call.run()
+    args = impls.check_attention_args(q, k, v, causal=causal)
+    assert checking.compare(call.fetch(), args).ok
