@@ -166,8 +166,9 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
         if call.impl.has_hook("transfer_s"):
             call.fetch()  # the device-to-host copy is part of the transfers, not of the samples
             row["transfer_s"] = call.transfer_s()
-        if call.device_memory_bytes() is not None:
-            row["peak_mem_bytes"] = call.device_memory_bytes()
+        device_bytes = call.device_memory_bytes()
+        if device_bytes is not None:
+            row["peak_mem_bytes"] = device_bytes
         else:
             del call, sample  # only the measured call's own state may be resident
             impl.release_workspace()  # scratch kept between calls counts as the call's
