@@ -141,6 +141,7 @@ def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> 
             first_prepare_s, call = timed(lambda: impl.prepare_checked(args))
             first_run_s, _ = timed(call.run)
         row["compile_source"] = compile_source()
+        row["variant"] = call.variant()
         _threads_after_import()
         row.update(check_output(call, args))
         del call

@@ -537,6 +537,21 @@ def machine_table(meta: dict) -> pd.DataFrame:
     return pd.DataFrame({"": list(items), "value": [str(v) for v in items.values()]})
 
 
+def variant_table(frame: pd.DataFrame, several: bool) -> pd.DataFrame:
+    """Which code each implementation ran where it has several (its register tile and vector
+    width, the decode path), and in how many cases: a figure holds for that code."""
+    keys = ["machine", "impl", "dtype", "variant"] if several else ["impl", "dtype", "variant"]
+    if "variant" not in frame:
+        return pd.DataFrame(columns=[*keys, "cases"])
+    named = frame[frame["variant"].map(lambda v: isinstance(v, str) and v != "")]
+    return named.groupby(keys, sort=True).size().reset_index(name="cases")
+
+
+def _variant_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
+    table = variant_table(frame, several)
+    return [("h", 2, "Which code ran"), ("table", table)] if not table.empty else []
+
+
 def _fastest_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
     """The fastest implementation at each n, with its lead."""
     blocks: list[tuple] = []
@@ -756,6 +771,7 @@ def build_report(
     blocks: list[tuple] = [("h", 1, title)]
     for label, meta in runs.metas.items():
         blocks += [("h", 2, f"Machine and settings ({label})"), ("table", machine_table(meta))]
+    blocks += _variant_section(frame, several)
     blocks += [("h", 2, "Findings"), ("ul", findings(frame, several, baseline))]
     blocks += _fastest_section(frame, several)
     blocks += _ratio_section(frame, baseline)

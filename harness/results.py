@@ -47,6 +47,7 @@ COLUMNS = [
     "first_call_s",
     "compile_s",
     "compile_source",  # compiled, disk cache, none
+    "variant",  # which code path the implementation ran (its `variant` hook), or empty
     "transfer_s",
     "flops",
     "gflops",

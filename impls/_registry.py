@@ -20,10 +20,11 @@ The timing rule: `prepare` does only what depends on shapes, dtypes and flags (a
 compilation, plans; a GPU implementation also copies the inputs to the device, reported as
 transfer_s); every step that reads the values of q, k or v happens in `run`, which is timed.
 Optional hooks (OPTIONAL_HOOKS), reached through `Implementation` and `PreparedCall` so that
-the harness never names a module: `release_workspace()` frees scratch a module keeps between
-calls (called before its memory is measured); `is_simulated()` says its device is a simulator
-(correct, but its times mean nothing); and for GPU implementations `event_time_s(state)`,
-`transfer_s(state)` and `device_memory_bytes(state)`.
+the harness never names a module: `variant(state)` says which of its code paths a prepared
+call runs (a register tile, a vector width), for the report; `release_workspace()` frees
+scratch a module keeps between calls (called before its memory is measured); `is_simulated()`
+says its device is a simulator (correct, but its times mean nothing); and for GPU
+implementations `event_time_s(state)`, `transfer_s(state)` and `device_memory_bytes(state)`.
 
 A module that fails to import is still registered, as unavailable with its error.
 """
@@ -60,6 +61,7 @@ REQUIRED = (
 )
 DEVICES = ("cpu", "cuda")
 OPTIONAL_HOOKS = (
+    "variant",
     "release_workspace",
     "is_simulated",
     "event_time_s",
@@ -99,6 +101,11 @@ class PreparedCall:
     def event_time_s(self) -> float:
         """One run timed on the device, in seconds (only where timed_on_device)."""
         return float(self.impl.module.event_time_s(self.state))
+
+    def variant(self) -> str:
+        """Which of its code paths this call runs, in the implementation's words ("" if it has
+        one only)."""
+        return str(self.impl.module.variant(self.state)) if self.impl.has_hook("variant") else ""
 
     def transfer_s(self) -> float | None:
         """Host <-> device copies of this call, or None for a CPU implementation."""

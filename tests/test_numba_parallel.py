@@ -1,4 +1,4 @@
-"""Kernel-specific tests of impls/numba_parallel.py (the generic conformance suite is elsewhere).
+"""Kernel-specific tests of impls/numba_parallel/ (the generic conformance suite is elsewhere).
 
 Shapes are picked around the kernel's own tile sizes, so every tail path runs: rows around the
 microkernel height and the query block, keys around the key block, d_v around the strip width.
@@ -9,6 +9,8 @@ that compilation.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -21,12 +23,14 @@ import impls
 from harness import checking
 from harness.cases import make_qkv
 from impls import numba_parallel as kernel
+from impls.numba_parallel import kernels, template
 
 pytestmark = pytest.mark.skipif(
     kernel.unavailable_reason() is not None, reason=str(kernel.unavailable_reason())
 )
 
 REPO = Path(__file__).resolve().parents[1]
+REPO_IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
 DTYPES = ("float32", "float64")
 # Error allowed relative to max|v|: float32 accumulation over up to a few hundred keys.
 TOLERANCE = {"float32": 2e-6, "float64": 1e-13}
@@ -73,10 +77,10 @@ def around(size):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 def test_tails_around_every_tile_size(dtype, causal):
-    """Query rows around ROWS and the query block, keys around the key block."""
+    """Query rows around the tile's and the query block, keys around the key block."""
     rng = np.random.default_rng(1)
-    sizes = {1, *around(kernel.ROWS), *around(kernel.BLOCK_QUERIES[dtype])}
-    sizes |= {*around(kernel.BLOCK_KEYS), *around(2 * kernel.BLOCK_KEYS)}
+    sizes = {1, *around(kernel.tile(dtype)[0]), *around(kernel.BLOCK_QUERIES[dtype])}
+    sizes |= {*around(kernels.BLOCK_KEYS), *around(2 * kernels.BLOCK_KEYS)}
     for n in sorted(sizes):
         assert_matches(*random_inputs(rng, (2,), n, n, 7, 9, dtype), causal)
 
@@ -84,7 +88,7 @@ def test_tails_around_every_tile_size(dtype, causal):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_feature_dims_around_the_strip_width(dtype):
     rng = np.random.default_rng(2)
-    strip = kernel.STRIP[dtype]
+    strip = kernel.tile(dtype)[1]
     dims = [(1, 1), (3, strip - 1), (strip, strip), (strip + 1, strip + 1), (80, 2 * strip + 3)]
     for d_k, d_v in dims:
         for causal in (False, True):
@@ -138,8 +142,9 @@ def test_every_thread_gets_as_many_query_blocks():
     assert kernel.query_blocks("float32", 3, 1100, 2, False) == 10  # 30 tasks, not 27
     assert kernel.query_blocks("float32", 2, 1100, 2, False) == 9  # 18 tasks already
     assert kernel.query_blocks("float32", 1, 300, 4, True) == 8  # 5 blocks of 64, then 8
-    assert kernel.query_blocks("float32", 1, 7, 2, False) == 2  # one block per ROWS rows at most
-    assert kernel.query_blocks("float32", 1, 3, 2, False) == 1
+    rows = kernel.tile("float32")[0]
+    assert kernel.query_blocks("float32", 1, rows + 1, 2, False) == 2  # a tile of rows at least
+    assert kernel.query_blocks("float32", 1, rows - 1, 2, False) == 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -157,11 +162,12 @@ def test_tails_with_the_largest_query_blocks(dtype, causal, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("blocks", [2, 3, 7, 9])
 def test_any_block_count_up_to_one_per_microkernel_rows(dtype, blocks, monkeypatch):
-    """43 rows are 9 steps of ROWS: 2, 3 and 7 blocks do not divide them, 9 is one step each."""
+    """9 tiles of rows and a tail: 2, 3 and 7 blocks do not divide them, 9 is one tile each."""
     monkeypatch.setattr(kernel, "query_blocks", lambda *args: blocks)
     rng = np.random.default_rng(9)
+    n = 8 * kernel.tile(dtype)[0] + 3
     for causal in (False, True):
-        assert_matches(*random_inputs(rng, (2,), 43, 43, 7, 9, dtype), causal)
+        assert_matches(*random_inputs(rng, (2,), n, n, 7, 9, dtype), causal)
 
 
 def test_query_block_larger_than_key_block(monkeypatch):
@@ -178,14 +184,14 @@ def test_query_block_larger_than_key_block(monkeypatch):
 def test_full_tile_fast_path_matches_the_general_softmax_step(dtype, first, magnitude):
     """The fixed-length softmax path for unmasked full tiles does what the general one does."""
     rng = np.random.default_rng(7)
-    rows = 2 * kernel.ROWS
-    scores = (rng.standard_normal((rows, kernel.BLOCK_KEYS)) * magnitude).astype(dtype)
+    rows = 2 * kernel.tile(dtype)[0]
+    scores = (rng.standard_normal((rows, kernels.BLOCK_KEYS)) * magnitude).astype(dtype)
     state = [(rng.standard_normal(rows) * magnitude).astype(dtype) for _ in range(2)]
     state[1] = np.abs(state[1]) + 1  # a running row sum is positive
     results = []
     for step, args in (
-        (kernel._softmax_tile, (rows, kernel.BLOCK_KEYS, False, 1, first)),
-        (kernel._softmax_full_tile, (rows, first)),
+        (kernels.softmax_tile, (rows, kernels.BLOCK_KEYS, False, 1, first)),
+        (kernels.softmax_full_tile, (rows, first)),
     ):
         tile, row_max, row_sum = scores.copy(), state[0].copy(), state[1].copy()
         rescale = np.empty(rows, dtype)
@@ -221,11 +227,11 @@ class CountingCalls:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_q, function", [(300, "_attention_kernel"), (1, "_decode_kernel")])
+@pytest.mark.parametrize("n_q, function", [(300, "attention_kernel"), (1, "decode_kernel")])
 def test_attention_runs_the_kernel_once_and_prepare_never(dtype, n_q, function, monkeypatch):
     """A public call computes once: prepare compiles by signature, it does not run the case."""
-    counting = CountingCalls(getattr(kernel, function))
-    monkeypatch.setattr(kernel, function, counting)
+    counting = CountingCalls(getattr(kernels, function))
+    monkeypatch.setattr(kernels, function, counting)
     monkeypatch.setattr(kernel, "_COMPILED", set())  # compile (or load) again, by signature
     q, k, v = make_qkv(n_q, 300, 16, dtype=dtype, seed=4)
     call = impls.get("numba_parallel").prepare(q, k, v)
@@ -248,19 +254,19 @@ def run_python(code: str) -> dict:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_q, function", [(40, "_attention_kernel"), (1, "_decode_kernel")])
+@pytest.mark.parametrize("n_q, function", [(40, "attention_kernel"), (1, "decode_kernel")])
 def test_second_process_loads_the_kernel_from_the_disk_cache(dtype, n_q, function):
     q = np.ones((1, n_q, 4), dtype)
     attention(q, q, q)  # compiled (or loaded) here, so the cache holds it now
     report = run_python(
         f"""
         import json, numpy as np, impls
-        from impls import numba_parallel as kernel
+        from impls.numba_parallel import kernels
         q = np.ones((1, {n_q}, 4), "{dtype}")
         impls.get("numba_parallel").attention(q, q, q)
         print(json.dumps({{
-            "hits": sum(kernel.{function}._cache_hits.values()),
-            "misses": sum(kernel.{function}._cache_misses.values()),
+            "hits": sum(kernels.{function}._cache_hits.values()),
+            "misses": sum(kernels.{function}._cache_misses.values()),
         }}))
         """
     )
@@ -340,3 +346,164 @@ def test_decode_reads_strided_caller_arrays_in_place(layout):
     assert call.state["path"] == "decode" and not k2.flags.c_contiguous
     call.run()
     assert checking.compare(call.fetch(), call.args).ok
+
+
+# --- register tiles per instruction set, generated from one template --------------------------
+
+
+@pytest.mark.parametrize("rows, columns", [(1, 1), (3, 4), (5, 16)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_generated_microkernels_compute_their_products(rows, columns, dtype):
+    """Any tile shape the template is given: the scores and the rescaled accumulation.
+
+    Sums of 7-9 products of standard normal values, accumulated in the dtype: the error is
+    within a few units of roundoff times the sum of the terms' magnitudes (about 10)."""
+    atol = 100 * np.finfo(dtype).eps
+    rng = np.random.default_rng(rows * columns)
+    q = rng.standard_normal((2 * rows, 7)).astype(dtype)
+    k_strips = rng.standard_normal((3, 7, columns)).astype(dtype)  # k^T in 3 strips
+    scores = np.zeros((2 * rows, 3 * columns), dtype)
+    with kernels.slp_vectorizer_on():
+        kernels.microkernel("scores", rows, columns)(q, k_strips, 2, scores)
+    expected = q.astype(float) @ np.concatenate(list(k_strips[:2]), axis=1)
+    np.testing.assert_allclose(scores[:, : 2 * columns], expected, rtol=0, atol=atol)
+    assert not scores[:, 2 * columns :].any()  # n_strips = 2: the third strip left alone
+
+    p = rng.random((2 * rows, 11)).astype(dtype)
+    v_strips = rng.standard_normal((2, 11, columns)).astype(dtype)  # d_v in 2 strips
+    out = rng.standard_normal((2 * rows, 2 * columns)).astype(dtype)
+    rescale = rng.random(2 * rows).astype(dtype)
+    expected = rescale[:, None] * out + p[:, :9] @ np.concatenate(list(v_strips[:, :9]), axis=1)
+    with kernels.slp_vectorizer_on():
+        kernels.microkernel("accumulate", rows, columns)(p, 9, v_strips, out, rescale)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=atol)
+
+
+def test_the_template_writes_one_statement_per_row_and_column():
+    source = template.microkernel_source("scores", 2, 3)
+    assert "a1_2 += x * k[2]" in source and "a2_0" not in source and "k[3]" not in source
+    assert source.count(" += x * k[") == 2 * 3
+
+
+@pytest.mark.parametrize(
+    "cpu, bits",
+    [("haswell", 256), ("znver3", 256), ("skylake-avx512", 512), ("sapphirerapids", 512),
+     ("znver4", 512), ("x86-64", 128)],
+)  # fmt: skip
+def test_the_tile_follows_the_vectors_of_the_target_numba_compiles_for(cpu, bits, monkeypatch):
+    if not REPO_IS_X86:
+        pytest.skip("x86 target names")
+    monkeypatch.setattr(kernels.numba.config, "CPU_NAME", cpu)
+    monkeypatch.setattr(kernels.numba.config, "CPU_FEATURES", "")
+    assert kernel.vector_bits.__wrapped__() == bits
+
+
+def test_every_tile_fits_the_key_block():
+    for tiles in kernel.TILES.values():
+        for rows, columns in tiles.values():
+            assert kernels.BLOCK_KEYS % columns == 0 and rows >= 1
+
+
+ASSEMBLY_REPORT = """
+import json, re
+import numba
+from numba import types
+from impls.numba_parallel import kernels, tile, vector_bits
+
+def reduction_loop(assembly):
+    \"\"\"The loop (a label and a jump back to it) with the most FMAs: the tile's reduction.\"\"\"
+    lines = assembly.splitlines()
+    labels = {m[1]: i for i, line in enumerate(lines) if (m := re.match(r"(\\.LBB\\w+):", line))}
+    loops = [lines[labels[m[1]] : j + 1] for j, line in enumerate(lines)
+             if (m := re.match(r"\\s+j\\w+\\s+(\\.LBB\\w+)", line)) and labels.get(m[1], j) < j]
+    return max(loops, key=lambda body: sum("vfmadd" in line for line in body))
+
+report = {"bits": vector_bits()}
+with kernels.slp_vectorizer_on():
+    for dtype, (rows, columns) in TILES.items():
+        dt = getattr(types, dtype)
+        a1, a2, a3 = (types.Array(dt, ndim, "C") for ndim in (1, 2, 3))
+        for kind, signature in (("scores", (a2, a3, types.int64, a2)),
+                                ("accumulate", (a2, types.int64, a3, a2, a1))):
+            function = kernels.microkernel(kind, rows, columns)
+            function.compile(signature)
+            loop = reduction_loop(function.inspect_asm(signature))
+            report[f"{dtype} {kind} {rows}x{columns}"] = {
+                "fma": sum("vfmadd" in line for line in loop),
+                "registers": sorted({r for line in loop for r in re.findall(r"%([xyz])mm", line)}),
+                "vector_spills": sum("(%rsp)" in line and "mm" in line for line in loop),
+            }
+print(json.dumps(report))
+"""
+
+
+def assembly_report(cpu: str, tiles: dict | None = None) -> dict:
+    """Compile the microkernels for a target named like NUMBA_CPU_NAME (with that CPU's own
+    features, so it runs on any x86 host) and describe each one's reduction loop."""
+    tiles = tiles or {dtype: kernel.TILES[512 if "avx512" in cpu or "rapids" in cpu else 256][dtype]
+                      for dtype in DTYPES}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", f"TILES = {tiles!r}\n" + ASSEMBLY_REPORT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": ""},
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "cpu, bits, register", [("haswell", 256, "y"), ("sapphirerapids", 512, "z")]
+)
+def test_microkernels_use_the_full_vector_width_and_never_spill_in_their_loop(cpu, bits, register):
+    """AVX2 (haswell) and AVX-512 (an Intel server core, where LLVM would prefer 256 bits but
+    for the kernels' own attribute): every FMA of the loop on full-width registers, one per
+    accumulator vector, and no vector register stored to or loaded from the stack."""
+    if not REPO_IS_X86:
+        pytest.skip("x86 target names")
+    report = assembly_report(cpu)
+    assert report.pop("bits") == bits
+    for name, loop in report.items():
+        dtype, _, shape = name.split()
+        rows, columns = map(int, shape.split("x"))
+        lanes = bits // (8 * np.dtype(dtype).itemsize)
+        assert loop == {"fma": rows * columns // lanes, "registers": [register],
+                        "vector_spills": 0}, name  # fmt: skip
+
+
+def test_the_spill_check_sees_a_tile_too_large_for_the_registers():
+    """6 rows of two ymm vectors need 19 registers where AVX2 has 16: the check must say so."""
+    if not REPO_IS_X86:
+        pytest.skip("x86 target names")
+    report = assembly_report("haswell", {"float32": (6, 16)})
+    assert report["float32 scores 6x16"]["vector_spills"] > 0
+
+
+def test_an_avx2_target_runs_its_own_tile_correctly_on_any_x86_host():
+    """Held to AVX2 (NUMBA_CPU_NAME=haswell with its own features; the name alone keeps the
+    host's), the kernel takes the AVX2 tile, compiled and cached apart from the host's."""
+    if not REPO_IS_X86:
+        pytest.skip("x86 target names")
+    code = textwrap.dedent(
+        """
+        import json, numpy as np, impls
+        from harness import checking
+        q, k, v = (np.random.default_rng(i).standard_normal((2, 300, 24)) for i in range(3))
+        call = impls.get("numba_parallel").prepare(q, k, v, causal=True)
+        call.run()
+        ok = checking.compare(call.fetch(), call.args).ok
+        print(json.dumps({"variant": call.variant(), "ok": ok}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""},
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    rows, columns = kernel.TILES[256]["float64"]
+    assert report == {"variant": f"tiled {rows}x{columns}, 256-bit vectors", "ok": True}

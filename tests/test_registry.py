@@ -148,9 +148,19 @@ def test_template_is_valid_python_with_the_surface():
 def test_optional_hooks_are_declared_by_the_registry_and_reached_through_it():
     numpy_impl = impls.get("numpy")
     assert numpy_impl.has_hook("release_workspace") and not numpy_impl.has_hook("transfer_s")
-    with pytest.raises(ValueError, match="hook: expected one of release_workspace"):
+    with pytest.raises(ValueError, match="hook: expected one of variant, release_workspace"):
         numpy_impl.has_hook("fetch")  # a required function, not an optional hook
     call = numpy_impl.prepare(*make_qkv(8, 8, 4, dtype="float64"))
     call.run()
     assert not call.timed_on_device and not numpy_impl.simulated()
     assert call.transfer_s() is None and call.device_memory_bytes() is None
+    assert call.variant() == ""  # numpy has one code path
+
+
+def test_a_prepared_call_says_which_code_it_runs():
+    kernel = impls.get("numba_parallel")
+    rows, columns = kernel.module.tile("float32")
+    tiled = kernel.prepare(*make_qkv(40, 40, 8, dtype="float32"))
+    assert tiled.variant() == f"tiled {rows}x{columns}, {kernel.module.vector_bits()}-bit vectors"
+    decode = kernel.prepare(*make_qkv(1, 600, 8, dtype="float32"))
+    assert decode.variant().startswith("decode, 2 key ranges")

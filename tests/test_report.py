@@ -21,6 +21,7 @@ from harness.report import (
     findings,
     problem_cases,
     unstable_cases,
+    variant_table,
 )
 from harness.results import CUDA_TIMER
 from harness.runs import load_runs
@@ -299,3 +300,15 @@ def test_no_fastest_is_named_where_a_faster_case_was_disturbed(tmp_path):
     text = " ".join(findings(frame, several=False, baseline="naive"))
     assert "n = 512, no fastest can be named: fused measured faster than naive but unstable" in text
     assert "naive is fastest" not in text
+
+
+def test_the_report_says_which_code_each_implementation_ran(tmp_path):
+    rows = standard_rows()
+    for row in rows:
+        if row["impl"] == "fused":
+            row["variant"] = "tiled 8x32" if row["n"] >= 256 else "decode"
+    frame = load_runs([write_run(tmp_path / "run", rows)]).frame
+    table = variant_table(frame, several=False).set_index("variant")
+    assert set(table["impl"]) == {"fused"}  # the others have one path: no row
+    assert table.loc["tiled 8x32", "cases"] == len(frame.query("impl == 'fused' and n >= 256"))
+    assert table.loc["decode", "cases"] == len(frame.query("impl == 'fused' and n < 256"))

@@ -1,0 +1,257 @@
+"""Fused attention in Numba: prange over query-row blocks, tiled online softmax (FlashAttention).
+
+The algorithm. For a query row q_i (pre-scaled by scale * log2(e), so that exp(scale q.k) =
+2^s) the keys are visited in blocks; the row keeps a running maximum m, a running sum l and an
+unnormalised output o, and for each block of scores s_k = q_i . k:
+
+    m_new = max(m, max_k s_k);  alpha = 2^(m - m_new);  p_k = 2^(s_k - m_new)
+    l = alpha * l + sum_k p_k;  o = alpha * o + sum_k p_k v_k;  m = m_new
+
+and at the end out_i = o / l. Every exponent is at most 0, so nothing overflows; the n_q x n_k
+score matrix is never built (extra memory: packed copies of q, k, v and the output, O(n d),
+plus one score tile per task).
+
+What each loop owns (the tiled path, `kernels.attention_kernel`): a parallel task is one query
+block of one batch entry; for each key block it computes the score tile (the scores
+microkernel: a register tile of rows x columns held in registers over the reduction), the
+online-softmax step over it in place, and adds p @ v to its rows (the accumulate microkernel).
+With the causal mask, key blocks wholly above the diagonal are skipped and masked columns left
+out by loop bounds. Grouped-query heads read the key/value entry b // group. A few query rows
+per key/value head (decode) take `kernels.decode_kernel`: key ranges split across tasks
+(split-K), k and v read once in place, the ranges' states merged at the end.
+
+This module plans a call (the register tile for the target's vectors, block sizes, the path)
+and runs it; kernels.py holds the compiled code. docs/kernels/numba_parallel.md has the design
+in full, docs/PERFORMANCE.md the figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from impls.numba_parallel import kernels
+from impls.numba_parallel.kernels import BLOCK_KEYS, numba
+
+NAME = "numba_parallel"
+DESCRIPTION = "Numba prange, fused tiled online softmax (FlashAttention-style), SLP-vectorised"
+DTYPES = ("float32", "float64")
+CAUSAL = True
+DEVICE = "cpu"
+
+# The tuning table: every size the plan chooses, and how it was chosen.
+#
+# Register tiles (rows, columns) per dtype, by the widest vector the target compiles to. A tile
+# holds rows x (columns / lanes) accumulators; LLVM keeps each row's broadcast live too, plus a
+# load: AVX2's 16 ymm take 5 rows of two vectors (10 + 5 + 1; 6 rows spill, 4 measured 4-6%
+# slower); AVX-512's 32 zmm take 8 rows of two vectors (16 + 8 + 1; on an Emerald Rapids core
+# 8 x 32 float32 ran at 1.7x the 5 x 16 tile, 6 x 32 close behind, 12 and 14 rows spill).
+# 128-bit targets (SSE, NEON) get a tile that fits 16 registers.
+TILES = {
+    512: {"float32": (8, 32), "float64": (8, 16)},
+    256: {"float32": (5, 16), "float64": (5, 8)},
+    128: {"float32": (4, 8), "float64": (4, 4)},
+}
+# Query rows per parallel task, nominally: the largest of MAX_BLOCK_QUERIES, its halves, down
+# to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks (BLOCK_QUERIES itself
+# with the causal mask, whose diagonal band a block computes in full). 256 rows instead of 64
+# read k and v a quarter as often (+9-10% at n = 8192, float32, 2 threads).
+BLOCK_QUERIES = {"float32": 64, "float64": 32}
+MAX_BLOCK_QUERIES = 256
+TASKS_PER_THREAD = 8
+# The decode path runs up to this many query rows per key/value head (measured 1.3-7x faster
+# than the tiled path at 4-32 rows, d = 128, 4096-16384 keys), each key range of at least
+# DECODE_MIN_SPLIT_KEYS keys, so that merging the ranges costs little.
+DECODE_MAX_ROWS = 32
+DECODE_MIN_SPLIT_KEYS = 256
+
+# The smallest LLVM IR that shows the target's widest vector: a 16-float add compiles to one
+# zmm instruction where 512-bit vectors exist (and are allowed, as the kernels allow them),
+# to ymm on AVX2, to xmm (or NEON's v registers) otherwise.
+_PROBE_IR = """
+define void @probe(ptr %p) "prefer-vector-width"="512" {
+  %x = load <16 x float>, ptr %p
+  %y = fadd <16 x float> %x, %x
+  store <16 x float> %y, ptr %p
+  ret void
+}
+"""
+
+
+def unavailable_reason() -> str | None:
+    return kernels.NUMBA_IMPORT_ERROR
+
+
+@functools.cache
+def vector_bits() -> int:
+    """The widest vector, in bits, of the target Numba compiles for.
+
+    That target is NUMBA_CPU_NAME and NUMBA_CPU_FEATURES where set, else the host; note that
+    Numba keeps the host's features when only the name is set (haswell on an AVX-512 host
+    still compiles to AVX-512), so holding it to AVX2 takes NUMBA_CPU_FEATURES too.
+    """
+    from llvmlite import binding as llvm
+    from numba.core.codegen import get_host_cpu_features
+
+    config = numba.config
+    cpu = config.CPU_NAME or llvm.get_host_cpu_name()
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    machine = llvm.Target.from_default_triple().create_target_machine(cpu=cpu, features=features)
+    assembly = machine.emit_assembly(llvm.parse_assembly(_PROBE_IR))
+    return 512 if "zmm" in assembly else 256 if "ymm" in assembly else 128
+
+
+def tile(dtype: str) -> tuple[int, int]:
+    """(rows, columns) of the register tile for this dtype on the target."""
+    return TILES[vector_bits()][dtype]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def packed_shapes(
+    batch: int, n_q: int, n_k: int, d_k: int, d_v: int, dtype: str, kv_batch: int | None = None
+) -> tuple:
+    """Shapes of the kernel's q (rows padded to the tile's), k (k^T in strips of the tile's
+    columns per key block) and v (per key block, d_v in strips), zero padded to whole tiles;
+    k and v have kv_batch entries (fewer than q's with grouped-query attention)."""
+    rows, width = tile(dtype)
+    kv_batch = batch if kv_batch is None else kv_batch
+    n_blocks = -(-n_k // BLOCK_KEYS)
+    return (
+        (batch, _round_up(n_q, rows), d_k),
+        (kv_batch, n_blocks, BLOCK_KEYS // width, d_k, width),
+        (kv_batch, n_blocks, -(-d_v // width), BLOCK_KEYS, width),
+    )
+
+
+def query_blocks(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -> int:
+    """Query blocks per batch entry (parallel tasks: batch times this), of equal size.
+
+    Large blocks read k and v fewer times; smaller blocks keep enough tasks to balance the
+    threads on short sequences (see the table above). The task count is rounded up to a
+    multiple of the threads, so that no thread gets one block more than another (unless there
+    are fewer than a tile's rows per block to go round, where blocks stop at a tile).
+    """
+    rows = BLOCK_QUERIES[dtype] if causal else MAX_BLOCK_QUERIES
+    while rows > BLOCK_QUERIES[dtype] and batch * -(-n_q // rows) < TASKS_PER_THREAD * threads:
+        rows //= 2
+    blocks = _round_up(-(-n_q // rows), threads // math.gcd(batch, threads))
+    return min(blocks, -(-n_q // tile(dtype)[0]))
+
+
+def uses_decode(n_q: int, group: int, causal: bool) -> bool:
+    """The decode path for a few query rows per key/value head (without the causal mask, under
+    which a few queries see a few keys only); the tiled path otherwise."""
+    return not causal and group * n_q <= DECODE_MAX_ROWS
+
+
+def decode_splits(kv_batch: int, n_k: int, threads: int) -> int:
+    """Key ranges per key/value head: enough tasks to keep every thread busy, each range long
+    enough (DECODE_MIN_SPLIT_KEYS) that its merge costs little."""
+    wanted = -(-TASKS_PER_THREAD * threads // kv_batch)
+    return max(1, min(wanted, n_k // DECODE_MIN_SPLIT_KEYS))
+
+
+def prepare(args):
+    """Allocate the buffers and the output, and compile for these argument types (or load from
+    the disk cache). Reads no value of q, k or v: packing them is part of `run`."""
+    batch, n_q, d_k = args.q.shape
+    kv_batch, n_k, d_v = args.v.shape
+    dtype = args.dtype
+    threads = numba.get_num_threads()
+    state = {
+        "args": args,
+        "q_factor": dtype.type(args.scale * math.log2(math.e)),  # exp(s * scale) = exp2(q'.k)
+        "n_q": n_q,
+        "n_k": n_k,
+        "d_v": d_v,
+        "causal": bool(args.causal),
+    }
+    if uses_decode(n_q, args.group, args.causal):
+        splits = decode_splits(kv_batch, n_k, threads)
+        rows = args.group * n_q
+        state.update(
+            path="decode",
+            splits=splits,
+            part_max=np.empty((kv_batch, splits, rows), dtype),
+            part_sum=np.empty((kv_batch, splits, rows), dtype),
+            part_out=np.empty((kv_batch, splits, rows, d_v), dtype),
+            out=np.empty((batch, n_q, d_v), dtype),
+        )
+    else:
+        q_shape, k_shape, v_shape = packed_shapes(batch, n_q, n_k, d_k, d_v, dtype.name, kv_batch)
+        state.update(
+            path="tiled",
+            tile=kernels.tile_argument(*tile(dtype.name)),
+            q=np.zeros(q_shape, dtype),
+            k=np.zeros(k_shape, dtype),
+            v=np.zeros(v_shape, dtype),
+            out=np.empty((batch, q_shape[1], v_shape[2] * v_shape[4]), dtype),
+            query_blocks=query_blocks(dtype.name, batch, n_q, threads, bool(args.causal)),
+        )
+    _compile(state)
+    return state
+
+
+def variant(state) -> str:
+    """Which code ran: the path, its register tile or key ranges, the vector width."""
+    if state["path"] == "decode":
+        return f"decode, {state['splits']} key ranges, {vector_bits()}-bit vectors"
+    rows, columns = tile(state["args"].dtype.name)
+    return f"tiled {rows}x{columns}, {vector_bits()}-bit vectors"
+
+
+_COMPILED: set[tuple] = set()  # the (path, argument kinds) compiled for in this process
+
+
+def _compile(state) -> None:
+    """Compile the path's functions for the types of this call's arguments, or load them from
+    the disk cache, once per kind of argument (numba types an array by dtype, layout, flags)."""
+    args = state["args"]
+    kind = (state["path"], *((a.dtype.str, a.flags.c_contiguous, a.flags.f_contiguous,
+            a.flags.writeable, a.flags.aligned) for a in (args.q, args.k, args.v)))  # fmt: skip
+    if kind in _COMPILED:
+        return
+    with kernels.slp_vectorizer_on():
+        if state["path"] == "decode":
+            kernels.decode_kernel.compile(_signature(_decode_arguments(state)))
+        else:
+            kernels.pack_inputs.compile(_signature(_pack_arguments(state)))
+            kernels.attention_kernel.compile(_signature(_kernel_arguments(state)))
+    _COMPILED.add(kind)
+
+
+def _signature(arguments: tuple) -> tuple:
+    return tuple(numba.typeof(a) for a in arguments)
+
+
+def _decode_arguments(state) -> tuple:
+    args = state["args"]
+    return (args.q, args.k, args.v, state["q_factor"], state["splits"], state["part_max"],
+            state["part_sum"], state["part_out"], state["out"])  # fmt: skip
+
+
+def _pack_arguments(state) -> tuple:
+    args = state["args"]
+    return (args.q, args.k, args.v, state["q_factor"], state["q"], state["k"], state["v"])
+
+
+def _kernel_arguments(state) -> tuple:
+    return (state["q"], state["k"], state["v"], state["out"], state["n_k"], state["causal"],
+            state["query_blocks"], state["tile"])  # fmt: skip
+
+
+def run(state):
+    if state["path"] == "decode":
+        kernels.decode_kernel(*_decode_arguments(state))
+        return
+    kernels.pack_inputs(*_pack_arguments(state))
+    kernels.attention_kernel(*_kernel_arguments(state))
+
+
+def fetch(state):
+    return state["out"][:, : state["n_q"], : state["d_v"]]

@@ -1,0 +1,459 @@
+"""The compiled code of numba_parallel: the fused kernel, its microkernels, packing, decode.
+
+Everything the kernels use at compile time lives in this file, so that Numba's disk cache,
+which checks this file's timestamp, never serves a kernel built from an older version of any of
+it (template.py, which writes the microkernels, is covered by its digest instead). The
+register tile (rows x columns of each product microkernel) is not a constant: it reaches the
+kernel as the *type* of its `tile` argument (see `tile_argument`), so each tile shape is its
+own compiled, cached specialisation, with microkernels written for it by template.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from impls.numba_parallel import template
+
+try:
+    import numba
+    from llvmlite import ir as llvmir
+    from numba import njit, prange, types
+    from numba.core import cgutils
+    from numba.extending import intrinsic, overload
+except ImportError as exc:  # numba is a hard dependency; keep `import impls` working regardless
+    numba = None
+    NUMBA_IMPORT_ERROR = f"numba cannot be imported: {exc}"
+else:
+    NUMBA_IMPORT_ERROR = None
+
+
+BLOCK_KEYS = 256  # keys per key block (a multiple of every tile's columns)
+DECODE_TILE_KEYS = 64  # keys per tile of the decode path: their scores stay in registers/L1
+EMPTY_MAX = -1e30  # the running maximum of a key range with no keys: far below any score
+
+# Fast-math flags of the microkernels: everything but `reassoc`, with which LLVM vectorises the
+# reduction loop instead of the tile and spills. The softmax step, whose max and sum must
+# vectorise, does get it.
+KERNEL_FLAGS = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+SOFTMAX_FLAGS = KERNEL_FLAGS | {"reassoc"}
+
+# 2^f on [-0.5, 0.5]: Chebyshev fits, relative error 2.6e-9 (float32) and < 1e-15 (float64).
+EXP2_F32 = (0.9999999999595485, 0.6931472067106198, 0.24022651213595642, 0.05550327214209506,
+            0.009618025602898463, 0.001340043216532545, 0.00015469731995488832)  # fmt: skip
+EXP2_F64 = (1.0, 0.6931471805599493, 0.24022650695910847, 0.05550410866462554,
+            0.009618129107298649, 0.0013333558185157194, 0.00015403530867208687,
+            1.5252700137065192e-05, 1.3215218473446369e-06, 1.0191198409435894e-07,
+            7.11241788166262e-09, 2.5769630006023985e-10)  # fmt: skip
+
+
+@contextlib.contextmanager
+def slp_vectorizer_on():
+    """Switch on LLVM's SLP vectoriser while compiling (Numba reads the flag per compilation)."""
+    previous = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = previous
+
+
+def _exp2(x):
+    """2 ** x for x <= 0, vectorisable; implemented per dtype by the overload below."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+def _scores_block(q, k_strips, n_strips, s, tile):
+    """s[:, :n_strips * columns] = q @ k block, a tile at a time; by the overload below."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+def _accumulate_block(p, n_cols, v_strips, out, rescale, tile):
+    """out = rescale[:, None] * out + p[:, :n_cols] @ v block; by the overload below."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+def tile_argument(rows: int, columns: int) -> np.ndarray:
+    """The register tile as an empty array whose Numba type carries its shape: the dtype has a
+    field `rows` of `rows` bytes, one `columns` of `columns` bytes, and one named after the
+    microkernel template's digest.
+
+    A kernel compiled for one tile shape (or one version of the template) so never serves
+    another, in memory or from the disk cache, and the overloads below read the shape at
+    compile time to pick the microkernels. (An array: a parallel loop takes no tuple.)
+    """
+    fields = [("rows", "i1", (rows,)), ("columns", "i1", (columns,))]
+    return np.empty(0, np.dtype([*fields, (f"template_{template.DIGEST}", "i1")]))
+
+
+def _tile_shape(tile_type) -> tuple[int, int]:
+    fields = tile_type.dtype.fields
+    return fields["rows"][0].shape[0], fields["columns"][0].shape[0]
+
+
+def _tile_rows(tile):
+    """The tile's rows, a compile-time constant; by the overload below."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+_MICROKERNELS: dict[tuple, object] = {}
+
+
+def microkernel(kind: str, rows: int, columns: int):
+    """The compiled (lazily, by Numba) microkernel of that kind and tile shape."""
+    key = (kind, rows, columns)
+    if key not in _MICROKERNELS:
+        namespace = {"_wide_vectors": _wide_vectors}
+        source = template.microkernel_source(kind, rows, columns)
+        exec(compile(source, f"<{kind} {rows}x{columns}>", "exec"), namespace)
+        function = namespace[kind]
+        function.__name__ = function.__qualname__ = f"{kind}_{rows}x{columns}"
+        _MICROKERNELS[key] = njit(fastmath=KERNEL_FLAGS)(function)
+    return _MICROKERNELS[key]
+
+
+if numba is not None:
+
+    @intrinsic
+    def _reinterpret(typingctx, value):
+        """The same bits as the other type of that width: int32 <-> float32, int64 <-> float64
+        (Numba has no scalar bit-cast)."""
+        other = {types.int32: types.float32, types.float32: types.int32,
+                 types.int64: types.float64, types.float64: types.int64}  # fmt: skip
+        if value not in other:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+
+        return other[value](value), codegen
+
+    @intrinsic
+    def _maxnum(typingctx, a, b):
+        """max(a, b) as LLVM's maxnum: LLVM vectorises it as a reduction (Numba's max it does not,
+        as that lowers to a compare and a select without fast-math flags)."""
+        if not (isinstance(a, types.Float) and a == b):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ty = args[0].type
+            name = f"llvm.maxnum.f{signature.return_type.bitwidth}"
+            fnty = llvmir.FunctionType(ty, [ty, ty])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            return builder.call(fn, args)
+
+        return a(a, b), codegen
+
+    @intrinsic
+    def _wide_vectors(typingctx):
+        """Let LLVM use the target's widest vectors in the calling function.
+
+        LLVM's tuning for Intel's AVX-512 server cores prefers 256-bit vectors, so Numba code
+        compiles to ymm there although zmm exist; the function attribute that clang's
+        -mprefer-vector-width=512 sets lifts that for this function only (the process's other
+        code keeps the target's default). On targets without 512-bit vectors it changes nothing.
+        """
+
+        def codegen(context, builder, signature, args):
+            # llvmlite checks attribute names against a fixed list; a string attribute
+            # ("key"="value") is written into the IR as it is.
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+            return context.get_dummy_value()
+
+        return types.none(), codegen
+
+    def _exp2_f32(x):
+        """2^x = 2^n * 2^f, n = round(x), f in [-0.5, 0.5]; 2^f by a degree-6 polynomial.
+
+        x is clamped at -127, where the exponent field of 2^n is 0, so any x at or below it
+        gives exactly 0 (never NaN or inf, whatever the distance to the row maximum).
+        """
+        x = max(x, np.float32(-127.0))
+        n = np.floor(x + np.float32(0.5))
+        f = x - n
+        p = np.float32(EXP2_F32[6])
+        p = p * f + np.float32(EXP2_F32[5])
+        p = p * f + np.float32(EXP2_F32[4])
+        p = p * f + np.float32(EXP2_F32[3])
+        p = p * f + np.float32(EXP2_F32[2])
+        p = p * f + np.float32(EXP2_F32[1])
+        p = p * f + np.float32(EXP2_F32[0])
+        return p * _reinterpret(np.int32((n + np.float32(127.0)) * np.float32(2.0**23)))
+
+    def _exp2_f64(x):
+        """As _exp2_f32 for float64: degree-11 polynomial, clamped at -1023."""
+        x = max(x, -1023.0)
+        n = np.floor(x + 0.5)
+        f = x - n
+        p = EXP2_F64[11]
+        p = p * f + EXP2_F64[10]
+        p = p * f + EXP2_F64[9]
+        p = p * f + EXP2_F64[8]
+        p = p * f + EXP2_F64[7]
+        p = p * f + EXP2_F64[6]
+        p = p * f + EXP2_F64[5]
+        p = p * f + EXP2_F64[4]
+        p = p * f + EXP2_F64[3]
+        p = p * f + EXP2_F64[2]
+        p = p * f + EXP2_F64[1]
+        p = p * f + EXP2_F64[0]
+        # n + 1023 + 2^52 holds n + 1023 in its low mantissa bits; shifted up they are the
+        # exponent of 2^n. (AVX2 has no vector float64 -> int64 conversion to do it with.)
+        return p * _reinterpret(_reinterpret(n + (1023.0 + 2.0**52)) << 52)
+
+    @overload(_exp2, inline="always")
+    def _exp2_overload(x):
+        if x == types.float32:
+            return _exp2_f32
+        if x == types.float64:
+            return _exp2_f64
+        return None
+
+    @overload(_tile_rows)
+    def _tile_rows_overload(tile):
+        rows = _tile_shape(tile)[0]
+        return lambda tile: rows
+
+    @overload(_scores_block)
+    def _scores_block_overload(q, k_strips, n_strips, s, tile):
+        kernel = microkernel("scores", *_tile_shape(tile))
+        return lambda q, k_strips, n_strips, s, tile: kernel(q, k_strips, n_strips, s)
+
+    @overload(_accumulate_block)
+    def _accumulate_block_overload(p, n_cols, v_strips, out, rescale, tile):
+        kernel = microkernel("accumulate", *_tile_shape(tile))
+        return lambda p, n_cols, v_strips, out, rescale, tile: kernel(
+            p, n_cols, v_strips, out, rescale
+        )
+
+    @njit(fastmath=SOFTMAX_FLAGS)
+    def softmax_tile(scores, rows, cols, causal, diagonal, first, row_max, row_sum, rescale):
+        """Online-softmax step over one score tile, in place: scores become exp2(s - new max).
+
+        Row r sees columns < min(cols, diagonal + r) under the causal mask (all cols otherwise);
+        the masked columns are set to 0 and a row that sees none keeps its state (rescale 1).
+        rescale[r] is what the row's output accumulated so far must be multiplied by. Not
+        inlined on purpose: its `reassoc` flag lets LLVM vectorise the max and the sum.
+        """
+        _wide_vectors()
+        zero = scores.dtype.type(0)
+        for r in range(rows):
+            s_row = scores[r]
+            n_valid = min(cols, diagonal + r) if causal else cols
+            if n_valid <= 0:
+                s_row[:cols] = zero
+                rescale[r] = 1
+                continue
+            visible = s_row[:n_valid]
+            m = visible[0]
+            for c in range(n_valid):
+                m = _maxnum(m, visible[c])
+            if not first:
+                m = _maxnum(m, row_max[r])
+            total = zero
+            for c in range(n_valid):
+                e = _exp2(visible[c] - m)
+                visible[c] = e
+                total += e
+            s_row[n_valid:cols] = zero
+            if first:
+                rescale[r] = zero
+                row_sum[r] = total
+            else:
+                alpha = _exp2(row_max[r] - m)
+                rescale[r] = alpha
+                row_sum[r] = row_sum[r] * alpha + total
+            row_max[r] = m
+
+    @njit(fastmath=SOFTMAX_FLAGS)
+    def softmax_full_tile(scores, rows, first, row_max, row_sum, rescale):
+        """softmax_tile for a tile with every one of its BLOCK_KEYS columns visible to every row.
+
+        The column count is the compile-time constant BLOCK_KEYS, so LLVM emits each row's max
+        and exp2 + sum as fixed-length vector code with no remainder loops or masking branches.
+        """
+        _wide_vectors()
+        zero = scores.dtype.type(0)
+        for r in range(rows):
+            s_row = scores[r]
+            m = s_row[0]
+            for c in range(BLOCK_KEYS):
+                m = _maxnum(m, s_row[c])
+            if not first:
+                m = _maxnum(m, row_max[r])
+            total = zero
+            for c in range(BLOCK_KEYS):
+                e = _exp2(s_row[c] - m)
+                s_row[c] = e
+                total += e
+            if first:
+                rescale[r] = zero
+                row_sum[r] = total
+            else:
+                alpha = _exp2(row_max[r] - m)
+                rescale[r] = alpha
+                row_sum[r] = row_sum[r] * alpha + total
+            row_max[r] = m
+
+    @njit(parallel=True, fastmath=KERNEL_FLAGS, cache=True)
+    def attention_kernel(q, k_packed, v_packed, out, n_k, causal, n_query_blocks, tile):
+        """out[b, i] = sum_j softmax_j(q[b, i] . k[b, j]) v[b, j], fused; see the module docstring.
+
+        q (batch, n_q rounded up to the tile's rows, d_k), pre-scaled by scale * log2(e);
+        k_packed, v_packed as pack_inputs lays them out; out (batch, q rows, d_v rounded up to
+        the tile's columns), overwritten; tile from tile_argument. Each batch entry's rows are
+        split into n_query_blocks blocks whose sizes differ by at most one tile's rows.
+        """
+        batch, n_rows = q.shape[0], q.shape[1]
+        group = batch // k_packed.shape[0]  # query heads per key/value head
+        tile_rows = _tile_rows(tile)
+        units = n_rows // tile_rows  # block boundaries fall between tiles of rows
+        strip_width = k_packed.shape[4]
+        block_keys = k_packed.shape[2] * strip_width
+        # float32 only: measured +3-5% there; for float64 (16 vectors a row, degree-11 exp2)
+        # it measured anywhere from -15% to +6%, so float64 keeps the general path.
+        fast_softmax = q.itemsize == 4
+        for task in prange(batch * n_query_blocks):
+            b = task // n_query_blocks
+            # Zigzag order (0, last, 1, last-1, ...): with the causal mask consecutive pairs of
+            # tasks cost the same, so the OpenMP layer's static contiguous chunks balance
+            # across threads when each holds whole pairs.
+            i = task % n_query_blocks
+            query_block = i // 2 if i % 2 == 0 else n_query_blocks - 1 - i // 2
+            q0 = tile_rows * (query_block * units // n_query_blocks)
+            rows = tile_rows * ((query_block + 1) * units // n_query_blocks) - q0
+            keys = min(n_k, q0 + rows) if causal else n_k  # keys seen by the block's last row
+            q_rows = q[b, q0 : q0 + rows]
+            o_rows = out[b, q0 : q0 + rows]
+            o_rows[:, :] = 0
+            scores = np.empty((rows, block_keys), q.dtype)
+            row_max = np.empty(rows, q.dtype)
+            row_sum = np.empty(rows, q.dtype)
+            rescale = np.empty(rows, q.dtype)
+            for key_block in range((keys + block_keys - 1) // block_keys):
+                k0 = key_block * block_keys
+                cols = min(block_keys, keys - k0)
+                n_strips = (cols + strip_width - 1) // strip_width
+                _scores_block(q_rows, k_packed[b // group, key_block], n_strips, scores, tile)
+                if fast_softmax and cols == BLOCK_KEYS and (not causal or q0 + 1 - k0 >= cols):
+                    # A full float32 tile that no row's mask cuts into: the fixed-length path.
+                    softmax_full_tile(scores, rows, key_block == 0, row_max, row_sum, rescale)
+                else:
+                    softmax_tile(scores, rows, cols, causal, q0 + 1 - k0, key_block == 0,
+                                 row_max, row_sum, rescale)  # fmt: skip
+                _accumulate_block(
+                    scores, cols, v_packed[b // group, key_block], o_rows, rescale, tile
+                )
+            for r in range(rows):
+                o_rows[r, :] *= 1.0 / row_sum[r]
+
+
+if numba is not None:
+
+    @njit(parallel=True, cache=True)
+    def pack_inputs(q, k, v, q_factor, q_packed, k_packed, v_packed):
+        """Copy the caller's q, k, v into the kernel's layouts, in parallel (part of every call).
+
+        q_packed[b, i] = q[b, i] * q_factor; k_packed[b, block, strip, :, j] is key
+        block * BLOCK_KEYS + strip * width + j (k^T in strips); v_packed[b, block, strip, key]
+        the key's values in that strip of columns. The padding (rows past n, columns past d_v)
+        is never written here: prepare zeroed it, and it holds no input value.
+        """
+        batch, n_q, d_k = q.shape
+        n_k, d_v = v.shape[1], v.shape[2]
+        width = k_packed.shape[4]
+        block_keys = k_packed.shape[2] * width
+        for row in prange(batch * n_q):
+            b, i = row // n_q, row % n_q
+            for c in range(d_k):
+                q_packed[b, i, c] = q[b, i, c] * q_factor
+        n_blocks = k_packed.shape[1]
+        for task in prange(k.shape[0] * n_blocks):  # each key/value head once
+            b, block = task // n_blocks, task % n_blocks
+            k0 = block * block_keys
+            for key in range(k0, min(n_k, k0 + block_keys)):
+                strip, j = (key - k0) // width, (key - k0) % width
+                for c in range(d_k):
+                    k_packed[b, block, strip, c, j] = k[b, key, c]
+                for c in range(d_v):
+                    v_packed[b, block, c // width, key - k0, c % width] = v[b, key, c]
+
+
+if numba is not None:
+
+    @njit(parallel=True, fastmath=SOFTMAX_FLAGS, cache=True)
+    def decode_kernel(q, k, v, q_factor, splits, part_max, part_sum, part_out, out):
+        """Few queries against many keys (decode), straight from the caller's k and v.
+
+        A task is one key/value head and one of its `splits` key ranges (split-K, as
+        flash-decoding does): it takes every query row of the query heads that share that head
+        (group x n_q rows), so each key and value is read once, and keeps the online-softmax
+        state of its range in part_max, part_sum, part_out. A second loop merges the ranges.
+        Nothing is packed: at a few rows per key the time is the reading of k and v.
+        """
+        batch, n_q, d_k = q.shape
+        kv_batch, n_k, d_v = v.shape
+        group = batch // kv_batch
+        rows = group * n_q
+        per_split = (n_k + splits - 1) // splits
+        tile = DECODE_TILE_KEYS
+        for task in prange(kv_batch * splits):
+            kv, split = task // splits, task % splits
+            k0, k1 = split * per_split, min(n_k, (split + 1) * per_split)
+            q_rows = np.empty((rows, d_k), q.dtype)
+            for r in range(rows):
+                for c in range(d_k):
+                    q_rows[r, c] = q[kv * group + r // n_q, r % n_q, c] * q_factor
+            row_max = part_max[kv, split]
+            row_sum = part_sum[kv, split]
+            acc = part_out[kv, split]
+            row_max[:] = EMPTY_MAX  # an empty range (more splits than keys) weighs exp2(-huge) = 0
+            row_sum[:] = 0
+            acc[:, :] = 0
+            p = np.empty((rows, tile), q.dtype)
+            for t0 in range(k0, k1, tile):
+                cols = min(tile, k1 - t0)
+                for j in range(cols):
+                    key = k[kv, t0 + j]
+                    for r in range(rows):
+                        total = q.dtype.type(0)
+                        for c in range(d_k):
+                            total += q_rows[r, c] * key[c]
+                        p[r, j] = total
+                for r in range(rows):
+                    m = p[r, 0]
+                    for j in range(cols):
+                        m = _maxnum(m, p[r, j])
+                    m = _maxnum(m, row_max[r])  # EMPTY_MAX before the first tile
+                    total = q.dtype.type(0)
+                    for j in range(cols):
+                        e = _exp2(p[r, j] - m)
+                        p[r, j] = e
+                        total += e
+                    alpha = _exp2(row_max[r] - m)  # 0 before the first tile (nothing to rescale)
+                    row_sum[r] = row_sum[r] * alpha + total
+                    row_max[r] = m
+                    for c in range(d_v):
+                        acc[r, c] *= alpha
+                for j in range(cols):
+                    value = v[kv, t0 + j]
+                    for r in range(rows):
+                        weight = p[r, j]
+                        for c in range(d_v):
+                            acc[r, c] += weight * value[c]
+        for row in prange(kv_batch * rows):
+            kv, r = row // rows, row % rows
+            m = part_max[kv, 0, r]
+            for split in range(1, splits):
+                m = _maxnum(m, part_max[kv, split, r])
+            o = out[kv * group + r // n_q, r % n_q]
+            o[:] = 0
+            total = q.dtype.type(0)
+            for split in range(splits):
+                weight = _exp2(part_max[kv, split, r] - m)
+                total += part_sum[kv, split, r] * weight
+                for c in range(d_v):
+                    o[c] += part_out[kv, split, r, c] * weight
+            for c in range(d_v):
+                o[c] /= total

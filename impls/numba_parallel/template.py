@@ -1,0 +1,74 @@
+"""The product microkernels' source, written out from one template for any register tile.
+
+A tile of `rows` rows by `columns` columns (a few vector registers wide) is held in
+rows x columns scalar locals while the loop runs over the reduction dimension; LLVM's SLP
+vectoriser turns each row's columns into vector FMAs. Rows x vectors per row accumulators,
+plus the rows' broadcasts and a load, must fit the register file: see the tile table in the
+package's __init__. kernels.microkernel compiles what this writes; `DIGEST` (of this file)
+is part of every kernel's signature, so Numba's disk cache never serves a kernel built from
+an older template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+
+_TEMPLATES = {
+    "scores": """
+def scores(q, k_strips, n_strips, s):
+    \"\"\"s[:, :n_strips * {columns}] = q @ (k_strips[0] | k_strips[1] | ...).\"\"\"
+    _wide_vectors()
+    for strip in range(n_strips):
+        k_strip = k_strips[strip]
+        for r in range(0, q.shape[0], {rows}):
+            {each_row: q{i} = q[r + {i}]}
+            k = k_strip[0]
+            {each_row: x = q{i}[0]; <a{i}_{j} = x * k[{j}]>}
+            for kk in range(1, k_strip.shape[0]):
+                k = k_strip[kk]
+                {each_row: x = q{i}[kk]; <a{i}_{j} += x * k[{j}]>}
+            col = strip * {columns}
+            {each_row: s{i} = s[r + {i}, col:]; <s{i}[{j}] = a{i}_{j}>}
+""",
+    "accumulate": """
+def accumulate(p, n_cols, v_strips, out, rescale):
+    \"\"\"out = rescale[:, None] * out + p[:, :n_cols] @ v_strips[:, :n_cols].\"\"\"
+    _wide_vectors()
+    for strip in range(v_strips.shape[0]):
+        v_strip = v_strips[strip]
+        for r in range(0, p.shape[0], {rows}):
+            col = strip * {columns}
+            {each_row: p{i} = p[r + {i}]; o{i} = out[r + {i}, col:]}
+            {each_row: x = rescale[r + {i}]; <a{i}_{j} = o{i}[{j}] * x>}
+            for c in range(n_cols):
+                v = v_strip[c]
+                {each_row: x = p{i}[c]; <a{i}_{j} += x * v[{j}]>}
+            {each_row: <o{i}[{j}] = a{i}_{j}>}
+""",
+}
+
+
+def microkernel_source(kind: str, rows: int, columns: int) -> str:
+    """The Python source of one microkernel ("scores" or "accumulate") for one tile shape.
+
+    In the template, `{each_row: A; <B>}` becomes, for every row i, the statement A and then
+    B for every column j, each on its own line at the placeholder's indentation.
+    """
+
+    def expand(match: re.Match) -> str:
+        indent, body = match.group(1), match.group(2)
+        lines = []
+        for i in range(rows):
+            for part in body.split("; "):
+                if part.startswith("<"):
+                    lines += [part[1:-1].format(i=i, j=j) for j in range(columns)]
+                else:
+                    lines.append(part.format(i=i))
+        return "\n".join(indent + line for line in lines)
+
+    text = _TEMPLATES[kind].replace("{rows}", str(rows)).replace("{columns}", str(columns))
+    return re.sub(r"^( *)\{each_row: (.*)\}$", expand, text, flags=re.MULTILINE).strip() + "\n"
