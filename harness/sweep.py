@@ -295,12 +295,16 @@ def needs_calibration(case: Case, state: SweepState) -> bool:
 
 def calibrate(case: Case, workers: Workers, config: SweepConfig, state: SweepState) -> None:
     """One quick round of the same series at n = CALIBRATION_N (not recorded as a case), from
-    which the case is predicted by its n^2 (see predict_seconds); a failure predicts nothing."""
+    which the case is predicted by its n^2 (see predict_seconds); a failure predicts nothing.
+
+    Its fastest sample, not the median: a passing disturbance of a few samples (a stalled
+    thread pool once took 400x the call) would otherwise skip a case as hopeless, while
+    nothing makes a call faster than the code is."""
     tiny = case.at_n(CALIBRATION_N)
     plan = SamplingPlan(config.min_sample_s, 0.05, 1, 5)
     reply = workers.round(tiny, plan, config, None)
     if reply.get("round_samples_s"):
-        state.learn(tiny, float(np.median(reply["round_samples_s"])))
+        state.learn(tiny, float(np.min(reply["round_samples_s"])))
 
 
 def start_probe(config: SweepConfig, repeats: int) -> dict[str, dict]:

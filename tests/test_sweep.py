@@ -407,6 +407,19 @@ def test_the_reference_workloads_are_measured_in_a_real_worker(tmp_path):
         assert all(rate > 0 for rate in row["round_reference_rates"])
 
 
+def test_the_calibration_predicts_from_its_fastest_sample():
+    """Two samples of three disturbed 400x: the prediction follows the undisturbed one."""
+
+    class DisturbedWorkers:
+        def round(self, case, plan, config, inner):
+            return {"status": "ok", "round_samples_s": [0.4, 1e-3, 0.5]}
+
+    case = Case("numpy", 16_384, 64)
+    state = sweep.SweepState()
+    sweep.calibrate(case, DisturbedWorkers(), SweepConfig(), state)
+    assert state.times[sweep.series_key(case)] == [(sweep.CALIBRATION_N, 1e-3)]
+
+
 def test_a_series_that_starts_large_is_predicted_from_a_quick_calibration(tmp_path, monkeypatch):
     """No blind start: naive at n = 100000 is timed at n = 128 first (1 ms), predicted at
     (100000 / 128)^2 times that, 610 s per call, and skipped at once with the prediction."""
