@@ -147,8 +147,8 @@ def test_thread_tiles_for_float32_widths_32_and_64(dtype, width, kind):
         (64, 4096, False, 4),
         (128, 8192, True, 4),  # causal: twice the blocks, so the longest is a quarter
         (64, 4096, True, 8),
-        (16, 1024, False, 2),  # no split shorter than MIN_SPLIT_KEYS
-        (1, 1 << 20, True, 8),  # never more than MAX_SPLITS
+        (16, 1024, False, 2),  # no split shorter than min_split_keys
+        (1, 1 << 20, True, 8),  # never more than max_splits
         (512, 4096, False, 1),
     ],
 )
@@ -157,8 +157,15 @@ def test_key_splits_fill_the_block_slots(row_blocks, keys, causal, expected):
 
 
 def test_no_key_splits_where_the_merge_launch_would_cost_more():
-    assert mod.key_splits(32, 1024, 264, False, flop=mod.MIN_SPLIT_FLOP / 2) == 1
-    assert mod.key_splits(32, 1024, 264, False, flop=mod.MIN_SPLIT_FLOP) == 2
+    least = mod.LAUNCH_TUNING[(9, 0)].min_split_flop
+    assert mod.key_splits(32, 1024, 264, False, flop=least / 2) == 1
+    assert mod.key_splits(32, 1024, 264, False, flop=least) == 2
+
+
+def test_an_architecture_not_yet_measured_is_planned_as_the_measured_one():
+    assert mod.launch_tuning((8, 0)) is mod.LAUNCH_TUNING[mod.MEASURED_ARCHITECTURE]
+    fewer = replace(mod.LAUNCH_TUNING[(9, 0)], max_splits=2)
+    assert mod.key_splits(1, 1 << 20, 264, True, flop=1e12, tuning=fewer) == 2
 
 
 @pytest.mark.parametrize(

@@ -40,17 +40,14 @@ from impls.numba_cuda.kernels import (  # noqa: F401 - ptx_targets: for the PTX 
 )
 from impls.numba_cuda.plan import (  # noqa: F401 - the tile choices are part of its surface
     BLOCKS_PER_MULTIPROCESSOR,
-    CAUSAL_WAVES,
     DTYPES,
-    GRID_FILL,
     GRID_SIDE,
+    LAUNCH_TUNING,
     LOG2E,
     MAX_SCORE_BYTES,
-    MAX_SPLITS,
     MAX_V_BYTES,
+    MEASURED_ARCHITECTURE,
     MERGE_THREADS,
-    MIN_SPLIT_FLOP,
-    MIN_SPLIT_KEYS,
     Q_PAD,
     REGISTER_WORDS,
     ROW_CHOICES,
@@ -65,6 +62,7 @@ from impls.numba_cuda.plan import (  # noqa: F401 - the tile choices are part of
     block_rows,
     kernel_config,
     key_splits,
+    launch_tuning,
     thread_tile_config,
     thread_tile_rows,
     tile_config,
@@ -104,17 +102,17 @@ def launch_plan(args, config=None, splits: int | None = None):
     causal = bool(args.causal)
     keys = min(args.k.shape[1], n_q) if causal else args.k.shape[1]  # the longest row tile's
     flop = 2 * batch * n_q * keys * (d_k + d_v)  # as if no mask: causal blocks wait on the longest
-    multiprocessors = _multiprocessors()
+    multiprocessors, tuning = _multiprocessors(), launch_tuning(_compute_capability())
     slots = BLOCKS_PER_MULTIPROCESSOR * multiprocessors  # thread-tiled blocks at once
     cfg = config
     if cfg is None:
         dtype, width = args.dtype.name, width_for(d_k, d_v)
         if dtype == "float32" and width in THREAD_TILE_WIDTHS:
-            rows = thread_tile_rows(batch, n_q, keys, slots, causal, flop)
+            rows = thread_tile_rows(batch, n_q, keys, slots, causal, flop, tuning)
         else:
             col_blocks = -(-d_v // tile_config(dtype, width).v_width)
             blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
-            rows = block_rows(dtype, blocks_at_64_rows, multiprocessors, causal)
+            rows = block_rows(dtype, blocks_at_64_rows, multiprocessors, causal, tuning)
         cfg = kernel_config(dtype, width, rows)
     cfg = replace(cfg, grouped=args.group > 1)
     if not isinstance(cfg, ThreadTileConfig):
@@ -124,7 +122,7 @@ def launch_plan(args, config=None, splits: int | None = None):
     if max(d_k, d_v) > cfg.width:
         raise ValueError(f"d_k = {d_k} and d_v = {d_v} must fit the tile width {cfg.width}")
     if splits is None:
-        splits = key_splits(batch * -(-n_q // cfg.rows), keys, slots, causal, flop)
+        splits = key_splits(batch * -(-n_q // cfg.rows), keys, slots, causal, flop, tuning)
     if splits < 1:
         raise ValueError(f"splits must be at least 1, got {splits}")
     return cfg, splits
@@ -183,6 +181,15 @@ def _multiprocessors() -> int:
     if is_simulated():
         return 1
     return cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+def _compute_capability() -> tuple[int, int]:
+    """The GPU's architecture, for the launch tuning table (the simulator's: the measured one)."""
+    from numba import cuda
+
+    if is_simulated():
+        return MEASURED_ARCHITECTURE
+    return tuple(cuda.get_current_device().compute_capability)
 
 
 def _launch(state) -> None:

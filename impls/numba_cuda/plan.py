@@ -19,8 +19,6 @@ MAX_V_BYTES = 256
 # thread-tiled kernel took over d = 17-64 (float32); it still runs d <= 16, d > 64 and float64.
 THREADS = 256  # float32 block size
 ROW_CHOICES = (32, 64)  # float32 block heights; block_rows / thread_tile_rows pick one
-GRID_FILL = 0.9  # share of the multiprocessors' block slots a 64-row grid must fill
-CAUSAL_WAVES = 2  # waves of 64-row blocks a causal grid needs to balance its unequal blocks
 # float32 words per thread of output row, scores and prefetched K/V: 84-88 compiled to 242-254
 # registers without spills (ptxas, sm_90), 92 and more spilled.
 REGISTER_WORDS = 88
@@ -101,7 +99,13 @@ def tile_config(dtype: str, width: int, rows: int = 32) -> TileConfig:
     raise ValueError(f"no tile of width {width} fits {STATIC_SHARED_LIMIT} bytes for {dtype}")
 
 
-def block_rows(dtype: str, blocks_at_64_rows: int, multiprocessors: int, causal: bool) -> int:
+def block_rows(
+    dtype: str,
+    blocks_at_64_rows: int,
+    multiprocessors: int,
+    causal: bool,
+    tuning: LaunchTuning | None = None,
+) -> int:
     """The row kernel's block height: 64 rows where that grid still fills 90% of its waves'
     block slots, else 32 (measured with the row kernel at d = 64).
 
@@ -114,12 +118,13 @@ def block_rows(dtype: str, blocks_at_64_rows: int, multiprocessors: int, causal:
     of 64-row blocks took 1.18 ms, as long as without the mask, and 32-row blocks 0.79 ms; at
     n = 16384 64 rows took 2.34 ms and 32 rows 3.07 ms.
     """
+    tuning = tuning or SM90
     if dtype != "float32":
         return 32
-    if causal and blocks_at_64_rows < CAUSAL_WAVES * GRID_FILL * multiprocessors:
+    if causal and blocks_at_64_rows < tuning.causal_waves * tuning.grid_fill * multiprocessors:
         return 32
     waves = -(-blocks_at_64_rows // multiprocessors)
-    return 64 if blocks_at_64_rows >= GRID_FILL * waves * multiprocessors else 32
+    return 64 if blocks_at_64_rows >= tuning.grid_fill * waves * multiprocessors else 32
 
 
 GRID_SIDE = 16  # thread-tiled blocks: 16 x 16 threads, 16 row groups by 16 key (column) groups
@@ -130,13 +135,39 @@ UNROLL = {32: 1, 64: 2}
 # A thread-tiled block uses <= 128 registers (launch bound of 2 blocks) and <= 44 KiB of
 # shared memory: two fit on a multiprocessor.
 BLOCKS_PER_MULTIPROCESSOR = 2
-MAX_SPLITS = 8  # key splits per row tile
-MIN_SPLIT_KEYS = 512  # shorter splits spend more on loading Q and merging than they gain
-# The merge is a second launch, which costs numba's host side tens of microseconds: splits pay
-# only for attention of at least this many FLOPs (0.1 ms at 20 TFLOP/s). On an H200 at
-# n = 1024, d = 64 two splits took 0.179 ms, one 0.083 ms.
-MIN_SPLIT_FLOP = 2e9
 MERGE_THREADS = 256
+
+
+@dataclass(frozen=True)
+class LaunchTuning:
+    """The launch choices of one GPU architecture: how full a grid must be, when to split keys."""
+
+    grid_fill: float  # share of the multiprocessors' block slots a 64-row grid must fill
+    causal_waves: int  # waves of 64-row blocks a causal grid needs to balance its unequal blocks
+    max_splits: int  # key splits per row tile
+    min_split_keys: int  # shorter splits spend more on loading Q and merging than they gain
+    # The merge is a second launch, which costs numba's host side tens of microseconds: splits
+    # pay only for attention of at least this many FLOPs.
+    min_split_flop: float
+
+
+# By compute capability. sm_90 was measured on an H200 (the docstrings below give the figures;
+# min_split_flop: at n = 1024, d = 64 two splits took 0.179 ms, one 0.083 ms). An architecture
+# not in the table is planned as sm_90 until it is measured.
+LAUNCH_TUNING = {
+    (9, 0): LaunchTuning(
+        grid_fill=0.9, causal_waves=2, max_splits=8, min_split_keys=512, min_split_flop=2e9
+    ),
+}
+MEASURED_ARCHITECTURE = (9, 0)
+
+
+def launch_tuning(compute_capability: tuple[int, int]) -> LaunchTuning:
+    """The table's entry for this architecture, or the measured one's where it has none."""
+    return LAUNCH_TUNING.get(tuple(compute_capability), LAUNCH_TUNING[MEASURED_ARCHITECTURE])
+
+
+SM90 = LAUNCH_TUNING[MEASURED_ARCHITECTURE]
 
 
 @dataclass(frozen=True)
@@ -203,7 +234,14 @@ def thread_tile_config(width: int, rows: int) -> ThreadTileConfig:
     raise ValueError(f"no thread tile of width {width} and {rows} rows fits shared memory")
 
 
-def key_splits(row_blocks: int, keys: int, slots: int, causal: bool, flop: float) -> int:
+def key_splits(
+    row_blocks: int,
+    keys: int,
+    slots: int,
+    causal: bool,
+    flop: float,
+    tuning: LaunchTuning | None = None,
+) -> int:
     """How many blocks share each row tile's keys, so that the grid fills the GPU.
 
     One head at n = 8192 is 128 row tiles of 64: a block each leaves half of an H200's 264
@@ -211,13 +249,22 @@ def key_splits(row_blocks: int, keys: int, slots: int, causal: bool, flop: float
     length, and the longest sets the time unless there are twice as many blocks as slots
     (n = 8192 causal: 4 splits 0.449 ms, 1 split 0.955 ms).
     """
-    if flop < MIN_SPLIT_FLOP:
+    tuning = tuning or SM90
+    if flop < tuning.min_split_flop:
         return 1
     wanted = (2 if causal else 1) * slots // row_blocks
-    return max(1, min(MAX_SPLITS, keys // MIN_SPLIT_KEYS, wanted))
+    return max(1, min(tuning.max_splits, keys // tuning.min_split_keys, wanted))
 
 
-def thread_tile_rows(batch: int, n_q: int, keys: int, slots: int, causal: bool, flop: float) -> int:
+def thread_tile_rows(
+    batch: int,
+    n_q: int,
+    keys: int,
+    slots: int,
+    causal: bool,
+    flop: float,
+    tuning: LaunchTuning | None = None,
+) -> int:
     """64 rows per block (4 per thread) unless 32-row blocks fill more of the GPU's slots.
 
     4 rows per thread get more FMAs out of each shared load than 2 (n = 16384 on an H200:
@@ -228,10 +275,10 @@ def thread_tile_rows(batch: int, n_q: int, keys: int, slots: int, causal: bool, 
 
     def filled(rows: int) -> float:
         row_blocks = batch * -(-n_q // rows)
-        splits = key_splits(row_blocks, keys, slots, causal, flop)
+        splits = key_splits(row_blocks, keys, slots, causal, flop, tuning)
         return min(1.0, row_blocks * splits / slots)
 
-    return 64 if filled(64) >= min(GRID_FILL, filled(32)) else 32
+    return 64 if filled(64) >= min((tuning or SM90).grid_fill, filled(32)) else 32
 
 
 def kernel_config(dtype: str, width: int, rows: int):
