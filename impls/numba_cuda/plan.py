@@ -1,5 +1,6 @@
 """The tiles and launch choices of numba_cuda: compile-time tile configs, block heights, key
-splits. Pure Python (no numba import): the constants carry how each was measured."""
+splits. Pure Python (no numba import). Each constant says how it was chosen; the figures that
+chose them are in docs/kernels/numba_cuda.md ("How the launch choices were measured")."""
 
 from __future__ import annotations
 
@@ -106,17 +107,14 @@ def block_rows(
     causal: bool,
     tuning: LaunchTuning | None = None,
 ) -> int:
-    """The row kernel's block height: 64 rows where that grid still fills 90% of its waves'
-    block slots, else 32 (measured with the row kernel at d = 64).
+    """The row kernel's block height: 64 rows where that grid still fills `grid_fill` of its
+    waves' block slots, else 32 (measured with the row kernel at d = 64).
 
-    Taller blocks share each K/V tile among more rows (1.18 ms against 1.57 ms at n = 8192,
-    d = 64 on an H200), but halve the blocks: at n = 4096 and one head, 64 blocks would leave
-    half of its 132 multiprocessors idle. At d = 64 (242-254 registers per thread) one
-    256-thread block runs per multiprocessor; smaller widths were not measured apart.
-    Causal blocks differ in length (the kernel starts the longest first), and the longest
-    bounds the time unless there are two waves of blocks to balance it: at n = 8192, one wave
-    of 64-row blocks took 1.18 ms, as long as without the mask, and 32-row blocks 0.79 ms; at
-    n = 16384 64 rows took 2.34 ms and 32 rows 3.07 ms.
+    Taller blocks share each K/V tile among more rows, but halve the blocks: one head at
+    n = 4096 in 64-row blocks would leave half of an H200's multiprocessors idle. At d = 64
+    (242-254 registers per thread) one 256-thread block runs per multiprocessor. Causal blocks
+    differ in length (the kernel starts the longest first), and the longest bounds the time
+    unless there are `causal_waves` waves of blocks to balance it.
     """
     tuning = tuning or SM90
     if dtype != "float32":
@@ -129,8 +127,7 @@ def block_rows(
 
 GRID_SIDE = 16  # thread-tiled blocks: 16 x 16 threads, 16 row groups by 16 key (column) groups
 THREAD_TILE_WIDTHS = (32, 64)  # float32 widths of the thread-tiled kernel; others: row per thread
-# Feature (and key) steps per loop iteration: at d = 64, 2 ran 1-2% ahead at n >= 8192 on an
-# H200, at d = 32 1-3% behind.
+# Feature (and key) steps per loop iteration: the faster of 1 and 2 per width, measured.
 UNROLL = {32: 1, 64: 2}
 # A thread-tiled block uses <= 128 registers (launch bound of 2 blocks) and <= 44 KiB of
 # shared memory: two fit on a multiprocessor.
@@ -151,9 +148,8 @@ class LaunchTuning:
     min_split_flop: float
 
 
-# By compute capability. sm_90 was measured on an H200 (the docstrings below give the figures;
-# min_split_flop: at n = 1024, d = 64 two splits took 0.179 ms, one 0.083 ms). An architecture
-# not in the table is planned as sm_90 until it is measured.
+# By compute capability. sm_90 was measured on an H200 (docs/kernels/numba_cuda.md); an
+# architecture not in the table is planned as sm_90 until it is measured.
 LAUNCH_TUNING = {
     (9, 0): LaunchTuning(
         grid_fill=0.9, causal_waves=2, max_splits=8, min_split_keys=512, min_split_flop=2e9
@@ -245,9 +241,9 @@ def key_splits(
     """How many blocks share each row tile's keys, so that the grid fills the GPU.
 
     One head at n = 8192 is 128 row tiles of 64: a block each leaves half of an H200's 264
-    block slots empty (0.956 ms; two splits 0.829 ms, then a merge). Causal blocks differ in
+    block slots empty; two splits, then a merge, fill them. Causal blocks differ in
     length, and the longest sets the time unless there are twice as many blocks as slots
-    (n = 8192 causal: 4 splits 0.449 ms, 1 split 0.955 ms).
+    (docs/kernels/numba_cuda.md has the timings).
     """
     tuning = tuning or SM90
     if flop < tuning.min_split_flop:
@@ -267,10 +263,9 @@ def thread_tile_rows(
 ) -> int:
     """64 rows per block (4 per thread) unless 32-row blocks fill more of the GPU's slots.
 
-    4 rows per thread get more FMAs out of each shared load than 2 (n = 16384 on an H200:
-    21.2 against 16.4 TFLOP/s); key splits fill the GPU with them down to n = 4096 for one
-    head. Below that splits are too short or too cheap to pay for the merge's launch, and
-    32-row blocks fill more (n = 2048, no splits: 0.161 ms against 0.243 ms).
+    4 rows per thread get more FMAs out of each shared load than 2; key splits fill the GPU
+    with them down to n = 4096 for one head. Below that splits are too short or too cheap to
+    pay for the merge's launch, and 32-row blocks fill more.
     """
 
     def filled(rows: int) -> float:

@@ -41,14 +41,14 @@ DTYPES = ("float32", "float64")
 CAUSAL = True
 DEVICE = "cpu"
 
-# The tuning table: every size the plan chooses, and how it was chosen.
+# The tuning table: every size the plan chooses, and how it was chosen (the measurements are in
+# docs/kernels/numba_parallel.md).
 #
 # Register tiles (rows, columns) per dtype, by the widest vector the target compiles to. A tile
 # holds rows x (columns / lanes) accumulators; LLVM keeps each row's broadcast live too, plus a
-# load: AVX2's 16 ymm take 5 rows of two vectors (10 + 5 + 1; 6 rows spill, 4 measured 4-6%
-# slower); AVX-512's 32 zmm take 8 rows of two vectors (16 + 8 + 1; on an Emerald Rapids core
-# 8 x 32 float32 ran at 1.7x the 5 x 16 tile, 6 x 32 close behind, 12 and 14 rows spill).
-# 128-bit targets (SSE, NEON) get a tile that fits 16 registers.
+# load: AVX2's 16 ymm take 5 rows of two vectors (10 + 5 + 1; 6 rows spill, 4 ran slower);
+# AVX-512's 32 zmm take 8 rows of two vectors (16 + 8 + 1; the fastest on an Intel AVX-512
+# core, where 12 and 14 rows spill). 128-bit targets (SSE, NEON) get a tile that fits 16.
 TILES = {
     512: {"float32": (8, 32), "float64": (8, 16)},
     256: {"float32": (5, 16), "float64": (5, 8)},
@@ -57,13 +57,13 @@ TILES = {
 # Query rows per parallel task, nominally: the largest of MAX_BLOCK_QUERIES, its halves, down
 # to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks (BLOCK_QUERIES itself
 # with the causal mask, whose diagonal band a block computes in full). 256 rows instead of 64
-# read k and v a quarter as often (+9-10% at n = 8192, float32, 2 threads).
+# read k and v a quarter as often, measured faster on long sequences.
 BLOCK_QUERIES = {"float32": 64, "float64": 32}
 MAX_BLOCK_QUERIES = 256
 TASKS_PER_THREAD = 8
-# The decode path runs up to this many query rows per key/value head (measured 1.3-7x faster
-# than the tiled path at 4-32 rows, d = 128, 4096-16384 keys), each key range of at least
-# DECODE_MIN_SPLIT_KEYS keys, so that merging the ranges costs little.
+# The decode path runs up to this many query rows per key/value head (measured faster than the
+# tiled path up to 32), each key range of at least DECODE_MIN_SPLIT_KEYS keys, so that merging
+# the ranges costs little.
 DECODE_MAX_ROWS = 32
 DECODE_MIN_SPLIT_KEYS = 256
 
