@@ -9,15 +9,18 @@ from pathlib import Path
 import impls
 from harness import checking
 from harness.cases import make_qkv
-from harness.config import add_run_flags
+from harness.config import add_run_flags, flag_name
 from harness.options import (
     UsageError,
     parse_dtype_list,
     parse_impl_list,
     parse_non_negative_int,
     parse_positive_int,
+    parse_threshold,
+    resolve_impls,
 )
-from harness.results import RunDirError
+from harness.results import RunDir, RunDirError
+from harness.runs import NotInRunError
 from harness.tables import format_table
 
 
@@ -105,8 +108,8 @@ def cmd_new(ns: argparse.Namespace) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from harness.config import FLAGS, QUICK, apply, load_config, read_toml
-    from harness.runner import run_command
+    from harness.config import FLAGS, QUICK, apply, load_config, read_toml, resume_config
+    from harness.runner import measure_run, new_run, resume_run
 
     given = {key: getattr(ns, key) for key in FLAGS if getattr(ns, key) is not None}
     if ns.resume:
@@ -117,14 +120,20 @@ def cmd_run(ns: argparse.Namespace) -> int:
         config_values = read_toml(Path(ns.config)) if ns.config else {}
         if ns.quick:
             config_values = {**config_values, **QUICK}  # the order of a new run: --quick wins
-        path = run_command(None, ns.resume, given, config_values)
+        run = RunDir(Path(ns.resume))
+        config, meta = resume_config(run, given, config_values)
+        resume_run(run, meta)
     else:
         config = load_config({}, ns.config, preset=ns.preset)
         if ns.quick:
             config = apply(config, QUICK, "--quick")
         config = apply(config, given, "command line")
-        path = run_command(config, None, {"out": ns.out} if ns.out else {}, {})
-    print(f"results: {path}")
+        names = [impl.name for impl in resolve_impls(config.impl or None, only_available=True)]
+        try:
+            run, meta = new_run(config, names, ns.out)
+        except RunDirError as exc:
+            raise UsageError(f"--out: {exc}") from None
+    print(f"results: {measure_run(config, run, meta)}")
     return 0
 
 
@@ -154,7 +163,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
 
 def cmd_compare(ns: argparse.Namespace) -> int:
-    from harness.compare import parse_threshold, run_compare
+    from harness.compare import run_compare
 
     threshold = parse_threshold(ns.threshold)
     table, lines, _ = run_compare(ns.dir_a, ns.dir_b, threshold, ns.out)
@@ -245,14 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def usage_error(ns: argparse.Namespace, message) -> int:
+    """Errors of the user's making, library errors included: one line, exit status 2."""
+    print(f"attnbench {ns.command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
+    except NotInRunError as exc:
+        return usage_error(ns, f"{flag_name(exc.setting)}: {exc}")
     except (UsageError, RunDirError) as exc:
-        print(f"attnbench {ns.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(ns, exc)
     except KeyboardInterrupt:
         print("attnbench: interrupted", file=sys.stderr)
         return 130

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from harness import stats
-from harness.options import parse_fraction
 from harness.plotting import impl_order, impl_style, save_figure
 from harness.results import CASE_COLUMNS, RunDirError, load_run
 from harness.runs import format_seconds
@@ -29,11 +28,6 @@ from harness.tables import format_table
 SLOWER, FASTER = "slower", "faster"
 BROKEN = ("failed", "disagrees")
 OTHER_MACHINE = "not judged: other machine"
-
-
-def parse_threshold(text: str) -> float:
-    """ "5%" or "0.05" -> 0.05. A bare number of 1 or more is refused as ambiguous."""
-    return parse_fraction("--threshold", text, allow_zero=True)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Sweep settings: one typed config, from defaults < pyproject [tool.attnbench] < --config < flags.
 
-Every key is checked; an unknown key or a bad value is refused with a message that names it.
+Every key is checked; an unknown key or a bad value is refused with a message that names it, and
+so are settings given to `--resume` that differ from the run's own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from harness.options import (
     parse_positive_int,
     split_list,
 )
+from harness.results import RunDir, RunDirError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -310,3 +312,34 @@ def load_config(
     if config_file is not None:
         config = apply(config, read_toml(Path(config_file)), f"--config {config_file}")
     return apply(config, {k: v for k, v in flags.items() if v is not None}, "command line")
+
+
+def resume_config(run: RunDir, given: dict, config_file_values: dict) -> tuple[SweepConfig, dict]:
+    """The stored settings and meta.json of a run to resume; settings given now that differ
+    from the stored ones are refused."""
+    try:
+        meta = run.meta()
+    except RunDirError as exc:
+        raise UsageError(f"--resume: {exc}") from None
+    if "migrated_from" in meta:
+        raise UsageError(
+            f"--resume: {run.path} was measured by an older attnbench (schema "
+            f"{meta['migrated_from']}, another method); start a new run with its settings: "
+            f"{meta.get('command', 'attnbench run ...')}"
+        )
+    for key, kind in (("settings", dict), ("impls", list)):
+        if not isinstance(meta.get(key), kind):
+            raise UsageError(f"--resume: {run.meta_path}: no {key!r} recorded; cannot resume")
+    stored = apply(SweepConfig(), meta["settings"], f"{run.meta_path} settings")
+    asked = apply(stored, {**config_file_values, **given}, "command line")
+    differ = [
+        f"{f.name} (run: {getattr(stored, f.name)!r}, given: {getattr(asked, f.name)!r})"
+        for f in dataclasses.fields(SweepConfig)
+        if getattr(stored, f.name) != getattr(asked, f.name)
+    ]
+    if differ:
+        raise UsageError(
+            f"--resume: settings differ from the run being resumed: {'; '.join(differ)}. "
+            "Resume without them, or start a new run."
+        )
+    return stored, meta

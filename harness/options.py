@@ -80,6 +80,11 @@ def resolve_impls(names, only_available: bool) -> list[impls.Implementation]:
     return [impls.get(name) for name in names]
 
 
+def parse_threshold(text: str) -> float:
+    """`attnbench compare --threshold`: "5%" or "0.05" -> 0.05."""
+    return parse_fraction("--threshold", text, allow_zero=True)
+
+
 def parse_fraction(option: str, text, allow_zero: bool = False) -> float:
     """ "5%" or "0.05" -> 0.05. A bare number of 1 or more is refused as ambiguous."""
     raw = str(text).strip()

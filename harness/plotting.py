@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.options import UsageError
 from harness.ratios import default_baseline, paired_ratios
 from harness.results import CUDA_TIMER
 from harness.runs import (
     FIT_POINTS,
+    NotInRunError,
     Runs,
     band_s,
     by_mask,
@@ -752,13 +752,14 @@ def figures(runs: Runs, baseline: str | None = None, n_fixed: int | None = None)
     """Every figure, by file name stem, and notes on figures not drawn (with why)."""
     known = set(runs.frame["impl"])
     if baseline is not None and baseline not in known:
-        raise UsageError(
-            f"--baseline: {baseline!r} is not in the run; choose one of {', '.join(sorted(known))}"
+        raise NotInRunError(
+            "baseline", f"{baseline!r} is not in the run; choose one of {', '.join(sorted(known))}"
         )
     if n_fixed is not None and n_fixed not in set(runs.frame["n"]):
-        raise UsageError(
-            f"--n-fixed: {n_fixed} was not measured; choose one of "
-            f"{', '.join(str(n) for n in sorted(set(runs.frame['n'])))}"
+        raise NotInRunError(
+            "n_fixed",
+            f"{n_fixed} was not measured; choose one of "
+            f"{', '.join(str(n) for n in sorted(set(runs.frame['n'])))}",
         )
     baseline = baseline or default_baseline(runs.frame, runs.metas)
     built, notes = {}, []

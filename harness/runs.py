@@ -19,6 +19,15 @@ FIT_POINTS = 3  # the scaling exponent is fitted over this many largest measured
 MACHINE_LINESTYLES = ("-", "--", ":", "-.")
 
 
+class NotInRunError(Exception):
+    """A baseline or n asked for that the runs do not have; `setting` names which (baseline,
+    n_fixed), so that the command can name its option."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+
 def format_seconds(value) -> str:
     """Seconds for display, to 3 significant digits in the unit that suits (files keep all)."""
     if value is None or pd.isna(value):

@@ -21,10 +21,9 @@ from harness.compare import (
     compare_rounds,
     compare_tables,
     differences,
-    parse_threshold,
 )
 from harness.config import SweepConfig
-from harness.options import UsageError
+from harness.options import UsageError, parse_threshold
 from harness.results import SCHEMA_VERSION, RunDir
 
 
