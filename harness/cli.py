@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import impls
-from harness import checking
-from harness.cases import make_qkv
 from harness.config import add_run_flags, flag_name
 from harness.options import (
     UsageError,
@@ -19,9 +17,11 @@ from harness.options import (
     parse_threshold,
     resolve_impls,
 )
-from harness.results import RunDir, RunDirError
+from harness.results.rundir import RunDir, RunDirError
 from harness.runs import NotInRunError
 from harness.tables import format_table
+from harness.worker import checking
+from harness.worker.inputs import make_qkv
 
 
 def cmd_list(ns: argparse.Namespace) -> int:
@@ -109,7 +109,7 @@ def cmd_new(ns: argparse.Namespace) -> int:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from harness.config import FLAGS, QUICK, apply, load_config, read_toml, resume_config
-    from harness.runner import measure_run, new_run, resume_run
+    from harness.sweep.run import measure_run, new_run, resume_run
 
     given = {key: getattr(ns, key) for key in FLAGS if getattr(ns, key) is not None}
     if ns.resume:

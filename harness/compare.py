@@ -21,7 +21,8 @@ import pandas as pd
 
 from harness import stats
 from harness.plotting import impl_order, impl_style, save_figure
-from harness.results import CASE_COLUMNS, RunDirError, load_run
+from harness.results.rundir import RunDirError, load_run
+from harness.results.schema import CASE_COLUMNS
 from harness.runs import format_seconds
 from harness.tables import format_table
 

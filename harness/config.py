@@ -11,7 +11,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.machine import usable_cores
 from harness.options import (
     UsageError,
     parse_dtype_list,
@@ -21,7 +20,8 @@ from harness.options import (
     parse_positive_int,
     split_list,
 )
-from harness.results import RunDir, RunDirError
+from harness.results.machine import usable_cores
+from harness.results.rundir import RunDir, RunDirError
 
 if sys.version_info >= (3, 11):
     import tomllib

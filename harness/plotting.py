@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness.ratios import default_baseline, paired_ratios
-from harness.results import CUDA_TIMER
+from harness.results.schema import CUDA_TIMER
 from harness.runs import (
     FIT_POINTS,
     NotInRunError,

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from harness import plotting, stats
-from harness.machine import tracked_by_git
 from harness.ratios import SHAPE, default_baseline, format_ratio, paired_ratios, round_values
-from harness.results import CUDA_TIMER
+from harness.results.machine import tracked_by_git
+from harness.results.schema import CUDA_TIMER
 from harness.runs import (
     FIT_POINTS,
     Runs,

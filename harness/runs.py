@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.results import CUDA_TIMER, RunDirError, load_run
+from harness.results.rundir import RunDirError, load_run
+from harness.results.schema import CUDA_TIMER
 
 FIT_POINTS = 3  # the scaling exponent is fitted over this many largest measured sizes
 MACHINE_LINESTYLES = ("-", "--", ":", "-.")

@@ -41,10 +41,10 @@ def simulator_limit_or_skip(impl: impls.Implementation, n: int, lead_size: int =
 def small_reference_workloads(monkeypatch):
     """Sweeps in tests probe the machine with small products and reads: the rule is the same,
     the seconds are not worth spending."""
-    from harness import sweep
+    from harness.sweep import probes
 
-    monkeypatch.setattr(sweep, "PEAK_SIZE", 128)
-    monkeypatch.setattr(sweep, "STREAM_BYTES", 1 << 20)
+    monkeypatch.setattr(probes, "PEAK_SIZE", 128)
+    monkeypatch.setattr(probes, "STREAM_BYTES", 1 << 20)
 
 
 @pytest.fixture(params=impls.names())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import impls
-from harness import checking
+from harness.worker import checking
 
 
 def test_causal_reference_is_top_left_aligned():

@@ -24,7 +24,8 @@ from harness.compare import (
 )
 from harness.config import SweepConfig
 from harness.options import UsageError, parse_threshold
-from harness.results import SCHEMA_VERSION, RunDir
+from harness.results.rundir import RunDir
+from harness.results.schema import SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(

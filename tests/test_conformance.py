@@ -1,8 +1,8 @@
 """Every registered implementation computes softmax(q k^T * scale) v, for every shape and dtype.
 
 Parametrised over the registry: a new file in impls/ is tested here without editing this file.
-Outputs are compared with harness.checking's float64 reference under its dtype-and-size
-tolerance (see harness/checking.py for how it is derived).
+Outputs are compared with harness.worker.checking's float64 reference under its dtype-and-size
+tolerance (see harness/worker/checking.py for how it is derived).
 """
 
 import dataclasses
@@ -12,8 +12,8 @@ import pytest
 from conftest import simulator_limit_or_skip
 
 import impls
-from harness import checking
-from harness.cases import make_qkv
+from harness.worker import checking
+from harness.worker.inputs import make_qkv
 
 # (n_q, n_k, d_k, d_v, leading dims)
 SHAPES = [

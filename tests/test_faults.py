@@ -270,7 +270,7 @@ def make_run(tmp_path) -> Path:
 
 @pytest.mark.parametrize("command", ["resume", "plot"])
 def test_corrupt_and_newer_run_directories_are_refused(tmp_path, capsys, command):
-    from harness.results import RunDir, RunDirError, load_run
+    from harness.results.rundir import RunDir, RunDirError, load_run
 
     out = make_run(tmp_path)
     meta = json.loads((out / "meta.json").read_text())
@@ -298,7 +298,7 @@ def test_corrupt_and_newer_run_directories_are_refused(tmp_path, capsys, command
 
 
 def test_a_bad_last_line_that_was_completely_written_is_corruption(tmp_path):
-    from harness.results import RunDir, RunDirError
+    from harness.results.rundir import RunDir, RunDirError
 
     out = make_run(tmp_path)
     with open(out / "results.jsonl", "a") as f:
@@ -317,7 +317,7 @@ def test_resume_refuses_a_meta_without_settings(tmp_path, capsys):
 
 
 def test_a_torn_last_line_is_dropped_and_resume_remeasures_it(tmp_path):
-    from harness.results import RunDir
+    from harness.results.rundir import RunDir
 
     out = make_run(tmp_path)
     lines = (out / "results.jsonl").read_text().splitlines()
@@ -333,14 +333,14 @@ def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path, monkeypatch):
     import psutil
     from test_sweep import START, ScriptedWorker
 
-    from harness import sweep
     from harness.config import SweepConfig
-    from harness.progress import Progress
-    from harness.results import RunDir
-    from harness.sweep import run_sweep
+    from harness.results.rundir import RunDir
+    from harness.sweep import pool
+    from harness.sweep.progress import Progress
+    from harness.sweep.rounds import run_sweep
 
-    monkeypatch.setattr(sweep, "Worker", ScriptedWorker)
-    monkeypatch.setattr(sweep, "start_probe", lambda config, repeats: START)
+    monkeypatch.setattr(pool, "Worker", ScriptedWorker)
+    monkeypatch.setattr("harness.sweep.rounds.start_probe", lambda config, repeats: START)
     monkeypatch.setattr(ScriptedWorker, "log", [])
     monkeypatch.setattr(ScriptedWorker, "rounds_done", {})
 
@@ -396,7 +396,7 @@ def test_a_simulated_gpu_is_never_timed(planted, tmp_path, monkeypatch):
 def test_a_resumed_run_measures_again_the_cases_interrupted_between_rounds(tmp_path):
     """Cut to its first round's records, a run resumes those cases in full: every case ends
     with all its rounds, and the earlier records stay in results.jsonl."""
-    from harness.results import RunDir
+    from harness.results.rundir import RunDir
 
     out = tmp_path / "run"
     quick_run(out, "numpy", "8,16")

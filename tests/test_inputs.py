@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import impls
-from harness.cases import make_qkv
+from harness.worker.inputs import make_qkv
 
 q, k, v = make_qkv(6, 6, 4, dtype="float64", seed=0)
 

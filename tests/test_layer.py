@@ -5,7 +5,7 @@ import pytest
 from conftest import simulator_limit_or_skip
 
 import impls
-from harness import checking
+from harness.worker import checking
 
 
 def layer_inputs(n=9, d_model=12, width=8, lead=(), dtype="float64", seed=0):

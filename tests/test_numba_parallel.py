@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import impls
-from harness import checking
-from harness.cases import make_qkv
+from harness.worker import checking
+from harness.worker.inputs import make_qkv
 from impls import numba_parallel as kernel
 from impls.numba_parallel import kernels, template
 
@@ -278,7 +278,7 @@ def test_no_score_matrix_is_allocated():
     report = run_python(
         """
         import json, numpy as np, impls
-        from harness.measure import peak_extra_bytes
+        from harness.worker.memory import peak_extra_bytes
         impl = impls.get("numba_parallel")
         small = np.ones((1, 8, 8), np.float32)
         impl.attention(small, small, small)  # compile or load first: not part of the measure
@@ -488,7 +488,7 @@ def test_an_avx2_target_runs_its_own_tile_correctly_on_any_x86_host():
     code = textwrap.dedent(
         """
         import json, numpy as np, impls
-        from harness import checking
+        from harness.worker import checking
         q, k, v = (np.random.default_rng(i).standard_normal((2, 300, 24)) for i in range(3))
         call = impls.get("numba_parallel").prepare(q, k, v, causal=True)
         call.run()

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from harness import stats
-from harness.cases import Case
 from harness.cli import main
 from harness.plotting import (
     KNOWN_STYLES,
@@ -28,7 +27,9 @@ from harness.plotting import (
     time_vs_d_figure,
     time_vs_n_figure,
 )
-from harness.results import CUDA_TIMER, RunDir
+from harness.results.cases import Case
+from harness.results.rundir import RunDir
+from harness.results.schema import CUDA_TIMER
 from harness.runs import fit_exponent, load_runs
 
 PEAKS = {"float32": 100.0, "float64": 50.0}

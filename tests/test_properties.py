@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import impls
-from harness import checking
+from harness.worker import checking
 
 
 def examples_for(impl):
@@ -34,7 +34,7 @@ def qkv(draw, min_n=1, max_n=12):
 
 
 def tol(q, k, v, scale=None):
-    """Absolute tolerance: harness.checking's, scaled by max|v| as its errors are."""
+    """Absolute tolerance: harness.worker.checking's, scaled by max|v| as its errors are."""
     args = impls.check_attention_args(q, k, v, scale=scale)
     size = checking.score_magnitude(args.q, args.k, args.scale)
     return checking.tolerance(args.dtype.name, k.shape[0], q.shape[1], size) * np.abs(v).max()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import impls
-from harness import checking
-from harness.cases import make_qkv
 from harness.cli import main
 from harness.scaffold import create_implementation
+from harness.worker import checking
+from harness.worker.inputs import make_qkv
 
 FOUR = ["naive", "numpy", "numba_parallel", "numba_cuda"]
 

@@ -23,7 +23,7 @@ from harness.report import (
     unstable_cases,
     variant_table,
 )
-from harness.results import CUDA_TIMER
+from harness.results.schema import CUDA_TIMER
 from harness.runs import load_runs
 
 

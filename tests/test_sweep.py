@@ -8,14 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import sweep
-from harness.cases import Case
 from harness.cli import main
 from harness.config import SweepConfig, apply
-from harness.progress import Progress
-from harness.results import COLUMNS, CUDA_TIMER, RunDir
-from harness.sweep import predict_seconds
-from harness.worker import WorkerLost
+from harness.results.cases import Case
+from harness.results.rundir import RunDir
+from harness.results.schema import COLUMNS, CUDA_TIMER
+from harness.sweep import plan, pool, probes
+from harness.sweep.plan import predict_seconds
+from harness.sweep.pool import WorkerLost
+from harness.sweep.progress import Progress
+from harness.sweep.rounds import calibrate, run_sweep
+from harness.sweep.rows import derived
 
 TINY = ["--n", "8,16,32", "--d", "4,8", "--target", "0.02", "--threads", "1"]
 
@@ -211,7 +214,7 @@ def test_both_masks_of_a_shape_are_measured_one_after_the_other():
     two sweeps and the machine's phases."""
     config = apply(SweepConfig(n=(64, 128), d=(8,)), {"causal": "both"}, "command line")
     assert config.causal == (False, True)
-    order = [(c.n, c.causal, c.impl) for c in sweep.plan_cases(config, ["numpy", "naive"])]
+    order = [(c.n, c.causal, c.impl) for c in plan.plan_cases(config, ["numpy", "naive"])]
     assert order == [
         (n, causal, impl)
         for n in (64, 128)
@@ -272,15 +275,15 @@ START = {"float32": {"gemm_rates": [140.0, 100.0, 60.0], "stream_gbps": [10.0]}}
 
 
 def scripted_sweep(tmp_path, monkeypatch, impl_names=("numpy", "naive"), config=None, **script):
-    monkeypatch.setattr(sweep, "Worker", ScriptedWorker)
-    monkeypatch.setattr(sweep, "start_probe", lambda config, repeats: START)
+    monkeypatch.setattr(pool, "Worker", ScriptedWorker)
+    monkeypatch.setattr("harness.sweep.rounds.start_probe", lambda config, repeats: START)
     monkeypatch.setattr(ScriptedWorker, "log", [])
     monkeypatch.setattr(ScriptedWorker, "rounds_done", {})
     for name in ("lose_at", "times", "slowdown", "probes_lost"):
         monkeypatch.setattr(ScriptedWorker, name, script.get(name, getattr(ScriptedWorker, name)))
     run = RunDir(tmp_path)
     config = config or SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
-    rows = sweep.run_sweep(config, run, list(impl_names), {}, lambda total: Progress(total))
+    rows = run_sweep(config, run, list(impl_names), {}, lambda total: Progress(total))
     return rows, ScriptedWorker.log
 
 
@@ -372,19 +375,19 @@ def test_ci_adds_rounds_until_the_ratios_are_precise_or_max_rounds(tmp_path, mon
 
 def test_the_cpu_peak_fraction_is_for_cpu_rows_only():
     case = Case("any", 1024, 64, "float32")
-    cpu = sweep.derived(case, {"median_s": 0.01, "timer": "perf_counter"}, [100.0])
-    gpu = sweep.derived(case, {"median_s": 0.01, "timer": CUDA_TIMER}, [100.0])
+    cpu = derived(case, {"median_s": 0.01, "timer": "perf_counter"}, [100.0])
+    gpu = derived(case, {"median_s": 0.01, "timer": CUDA_TIMER}, [100.0])
     assert cpu["peak_fraction"] == pytest.approx(case.flops / 0.01 / 1e9 / 100.0)
     assert "peak_fraction" not in gpu and "gemm_gflops" not in gpu
     assert gpu["gflops"] == cpu["gflops"]
-    assert "peak_fraction" not in sweep.derived(case, {"median_s": 0.01})  # no peak measured
+    assert "peak_fraction" not in derived(case, {"median_s": 0.01})  # no peak measured
 
 
 def test_the_peak_is_the_median_product_and_its_best_is_kept_beside_it():
     """Medians on both sides of the fraction: a best-of peak would set the kernel's typical
     speed against the matrix product's luckiest moment."""
     case = Case("any", 1024, 64, "float32")
-    row = sweep.derived(case, {"median_s": 0.01}, [70.0, 100.0, 80.0, 120.0, 90.0])
+    row = derived(case, {"median_s": 0.01}, [70.0, 100.0, 80.0, 120.0, 90.0])
     assert row["gemm_gflops"] == 90.0 and row["gemm_best_gflops"] == 120.0
     assert row["gemm_rates"] == [70.0, 100.0, 80.0, 120.0, 90.0]  # each product, on record
     assert row["peak_fraction"] == pytest.approx(row["gflops"] / 90.0)
@@ -400,7 +403,7 @@ def test_the_reference_workloads_are_measured_in_a_real_worker(tmp_path):
     assert (table.peak_fraction == table.gflops / table.gemm_gflops).all()
     for line in (out / "results.jsonl").read_text().splitlines():
         row = json.loads(line)  # each product on record: PEAK_REPEATS before each round so far
-        assert len(row["gemm_rates"]) == row["rounds"] * sweep.PEAK_REPEATS
+        assert len(row["gemm_rates"]) == row["rounds"] * probes.PEAK_REPEATS
         assert row["gemm_gflops"] == pytest.approx(float(np.median(row["gemm_rates"])))
         assert row["gemm_best_gflops"] == max(row["gemm_rates"])
         assert len(row["round_normalised"]) == row["rounds"]
@@ -415,9 +418,9 @@ def test_the_calibration_predicts_from_its_fastest_sample():
             return {"status": "ok", "round_samples_s": [0.4, 1e-3, 0.5]}
 
     case = Case("numpy", 16_384, 64)
-    state = sweep.SweepState()
-    sweep.calibrate(case, DisturbedWorkers(), SweepConfig(), state)
-    assert state.times[sweep.series_key(case)] == [(sweep.CALIBRATION_N, 1e-3)]
+    state = plan.SweepState()
+    calibrate(case, DisturbedWorkers(), SweepConfig(), state)
+    assert state.times[plan.series_key(case)] == [(plan.CALIBRATION_N, 1e-3)]
 
 
 def test_a_series_that_starts_large_is_predicted_from_a_quick_calibration(tmp_path, monkeypatch):
@@ -427,7 +430,7 @@ def test_a_series_that_starts_large_is_predicted_from_a_quick_calibration(tmp_pa
     rows, log = scripted_sweep(
         tmp_path, monkeypatch, impl_names=("naive",), config=config, times={"naive": [1e-3] * 3}
     )
-    assert [step for step in log if step[0] == "naive"] == [("naive", sweep.CALIBRATION_N, 1)]
+    assert [step for step in log if step[0] == "naive"] == [("naive", plan.CALIBRATION_N, 1)]
     (row,) = rows
     assert row["status"] == "skipped" and row["n"] == 100_000
     assert row["predicted_s"] == pytest.approx(1e-3 * (100_000 / 128) ** 2)

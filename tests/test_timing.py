@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from harness.measure import settle
-from harness.timing import SamplingPlan, inner_repeats, round_spread, summarize, take_samples
+from harness.worker.threads import settle
+from harness.worker.timing import SamplingPlan, inner_repeats, round_spread, summarize, take_samples
 
 
 def test_summary_of_hand_worked_samples():

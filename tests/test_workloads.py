@@ -10,13 +10,16 @@ import pytest
 from test_plotting import case_row, write_run
 from test_sweep import scripted_sweep
 
-from harness import measure, sweep
-from harness.cases import Case, case_inputs
 from harness.cli import main
 from harness.config import SweepConfig, apply, load_config, presets
 from harness.options import UsageError
-from harness.results import RunDir
-from harness.timing import SamplingPlan, cpu_sampler, take_samples
+from harness.results.cases import Case
+from harness.results.rundir import RunDir
+from harness.sweep import plan
+from harness.sweep.rows import derived
+from harness.worker.inputs import case_inputs
+from harness.worker.references import read_rates
+from harness.worker.timing import SamplingPlan, cpu_sampler, take_samples
 
 # --- what a case is -----------------------------------------------------------------------
 
@@ -76,19 +79,19 @@ def test_settings_that_do_not_fit_together_are_refused(values, message):
 
 def test_a_token_budget_sets_each_cases_batch():
     config = SweepConfig(n=(512, 2048, 4096), d=(64,), tokens=16384)
-    assert [(c.n, c.batch) for c in sweep.plan_cases(config, ["numpy"])] == [
+    assert [(c.n, c.batch) for c in plan.plan_cases(config, ["numpy"])] == [
         (512, 32), (2048, 8), (4096, 4),
     ]  # fmt: skip
 
 
 def test_decode_plans_one_query_against_each_cache_length():
     config = SweepConfig(n=(1024, 4096), d=(128,), heads=32, kv_heads=8, n_q=1)
-    cases = sweep.plan_cases(config, ["numpy"])
+    cases = plan.plan_cases(config, ["numpy"])
     assert [(c.n, c.n_q, c.heads, c.kv_heads) for c in cases] == [
         (1024, 1, 32, 8), (4096, 1, 32, 8),
     ]  # fmt: skip
     # a cache twice as long is predicted twice as slow, not four times
-    assert sweep.predict_seconds(cases[1], [(1024, 1e-3)]) == pytest.approx(4e-3)
+    assert plan.predict_seconds(cases[1], [(1024, 1e-3)]) == pytest.approx(4e-3)
 
 
 def test_presets_are_named_workloads_and_flags_win(tmp_path):
@@ -117,12 +120,12 @@ def test_bytes_beside_flops_and_which_limit_a_case_is_near():
     below the balance of a 100 GFLOP/s, 20 GB/s machine (5 FLOPs per byte): memory-bound."""
     case = Case("numpy", n=4000, d=125, n_q=1)
     assert case.bytes == 4_001_000 and case.flops == 2_000_000
-    out = sweep.derived(case, {"median_s": 1e-3}, peak_rates=[100.0] * 3, read_rates=[20.0] * 3)
+    out = derived(case, {"median_s": 1e-3}, peak_rates=[100.0] * 3, read_rates=[20.0] * 3)
     assert out["gbps"] == pytest.approx(4.001)
     assert out["bandwidth_gbps"] == 20.0 and out["bandwidth_fraction"] == pytest.approx(0.20005)
     assert out["bound"] == "memory"
     square = Case("numpy", n=4096, d=128)  # self-attention: 1024 FLOPs per byte moved
-    assert sweep.derived(square, {"median_s": 1.0}, [100.0], [20.0])["bound"] == "compute"
+    assert derived(square, {"median_s": 1.0}, [100.0], [20.0])["bound"] == "compute"
 
 
 def test_cold_cache_samples_time_each_call_after_an_untimed_eviction():
@@ -145,8 +148,8 @@ def test_cold_cache_samples_time_each_call_after_an_untimed_eviction():
 
 
 def test_reads_of_a_cases_bytes_give_a_bandwidth():
-    warm = measure.read_rates(1 << 20, 2)
-    cold = measure.read_rates(1 << 20, 2, cold_cache=True)
+    warm = read_rates(1 << 20, 2)
+    cold = read_rates(1 << 20, 2, cold_cache=True)
     assert len(warm) == len(cold) == 2
     assert all(math.isfinite(r) and r > 0 for r in warm + cold)
 
@@ -191,7 +194,7 @@ def test_the_report_of_a_decode_run_draws_and_tabulates_bytes_per_second(tmp_pat
             row = case_row(impl, n, 64, time_s=case.bytes / gbps / 1e9)
             row.update(
                 case.to_dict(),
-                **sweep.derived(case, {"median_s": row["median_s"]}, [100.0] * 3, [30.0] * 3),
+                **derived(case, {"median_s": row["median_s"]}, [100.0] * 3, [30.0] * 3),
             )
             rows.append(row)
     run = write_run(tmp_path / "decode", rows)

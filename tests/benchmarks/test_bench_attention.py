@@ -13,11 +13,12 @@ import time
 import pytest
 
 import impls
-from harness import checking
-from harness.cases import Case, case_inputs
-from harness.machine import usable_cores
-from harness.measure import set_threads
-from harness.timing import SamplingPlan, inner_repeats
+from harness.results.cases import Case
+from harness.results.machine import usable_cores
+from harness.worker import checking
+from harness.worker.inputs import case_inputs
+from harness.worker.threads import set_threads
+from harness.worker.timing import SamplingPlan, inner_repeats
 
 GRID = [(n, d) for n in (128, 512, 1024) for d in (64,)]
 PLAN = SamplingPlan()

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from harness.checking import reference_attention
+from harness.worker.checking import reference_attention
 from impls import numba_cuda as mod
 from impls import torch_sdpa_cuda as peer
 from impls._inputs import AttentionArgs

@@ -21,8 +21,8 @@ LOOP = """
 import json, sys, time
 import numpy as np
 import impls
-from harness.cases import make_qkv
-from harness.measure import set_threads
+from harness.worker.inputs import make_qkv
+from harness.worker.threads import set_threads
 
 name, n, d, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 set_threads(threads)

@@ -9,10 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import impls
-from harness import machine
+from harness import stats
 from harness.config import SweepConfig
-from harness.results import RunDir, RunDirError
-from harness.sweep import method, resolve_baseline, run_sweep
+from harness.results import machine
+from harness.results.rundir import RunDir, RunDirError
+from harness.sweep import probes
+from harness.sweep.rounds import resolve_baseline, run_sweep
+from harness.sweep.rows import UNSTABLE_WIDTH
 
 
 def not_measured(names: list[str]) -> dict[str, str]:
@@ -51,11 +54,32 @@ def point_latest_at(run: RunDir) -> None:
     latest.symlink_to(run.path.resolve().name)
 
 
+def method(config: SweepConfig, baseline: str) -> dict:
+    """How this run measures, recorded in meta.json: compare warns when two runs differ in it."""
+    return {
+        "rounds": config.rounds,
+        "ci": config.ci,
+        "max_rounds": config.max_rounds,
+        "round_process": "fresh worker per round of each case",
+        "order": "round by round over the whole grid; in a round, shape by shape, a shape's "
+        "implementations in turn",
+        "statistic": "median",
+        "interval": f"{stats.CONFIDENCE:.0%} percentile bootstrap over whole rounds (exact up "
+        f"to {stats.EXACT_MAX_ROUNDS} rounds, else {stats.MONTE_CARLO_RESAMPLES} resamples)",
+        "unstable": f"the median's interval spans more than {UNSTABLE_WIDTH:.0%} of it",
+        "baseline": baseline,
+        **probes.described(),
+        "cache": "cold: caches evicted before every timed call (CPU rows)"
+        if config.cold_cache
+        else "warm: calls back to back",
+    }
+
+
 def new_run(config: SweepConfig, names: list[str], out: str | None) -> tuple[RunDir, dict]:
     """A new run directory and its meta.json: the settings, what is measured and what is not,
     the machine, the libraries, the method."""
     run = new_run_dir(out)
-    project = Path(__file__).resolve().parent.parent
+    project = Path(__file__).resolve().parents[2]
     meta = {
         "settings": config.settings(),
         "impls": names,

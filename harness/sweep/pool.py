@@ -1,14 +1,8 @@
-"""Worker processes: each implementation is measured in its own process, one case at a time.
-
-Isolation keeps numba's, OpenBLAS's and torch's thread pools from slowing each other (up to 4x
-on this kind of machine), and lets a crash, a hang or a leak take down only the worker.
+"""The sweep's worker processes, seen from the main process: the parent end of each pipe.
 
 Workers are forked from a server process (multiprocessing's forkserver) that has imported NumPy,
-numba and the harness but has run nothing: a new worker starts in a few hundredths of a second
-instead of the half second a fresh interpreter takes to import them, which matters when every
-round of every case gets a fresh worker. Each worker still builds its own thread pools, loads
-its own compiled kernels and allocates its own arrays. The server never touches a GPU, so CUDA
-is first initialised in the worker that uses it.
+numba and the measuring code but has run nothing (see harness/worker/). A lost worker (a crash,
+a hang past its timeout) raises WorkerLost, whose message is the reason for the case's row.
 """
 
 from __future__ import annotations
@@ -18,84 +12,20 @@ import multiprocessing
 import os
 import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
-from harness.cases import Case
-from harness.timing import SamplingPlan
+from harness.config import SweepConfig
+from harness.results.cases import Case
+from harness.worker.serve import serve
+from harness.worker.threads import thread_environment
+from harness.worker.timing import SamplingPlan
 
 STARTUP_TIMEOUT_S = 120.0
+PRELOAD = ["numpy", "numba", "harness.worker.measure"]  # imported once, in the server
 
 
 class WorkerLost(Exception):
     """The worker died or stopped answering; the message is the reason for the case's row."""
-
-
-PRELOAD = ["numpy", "numba", "harness.measure"]  # imported once, in the server
-
-
-def serve(conn, threads: int, environ: dict[str, str]) -> None:
-    """The worker's loop: set threads, then answer each request until told to stop.
-
-    Requests: a case's first round (`measure_case`), a later round (`measure_round`), or the
-    reference workloads (`probe`: matrix products and streaming reads).
-    """
-    from harness.measure import (
-        gemm_rates,
-        measure_case,
-        measure_round,
-        read_rates,
-        set_threads,
-        settle,
-        stream_rates,
-        threading_report,
-    )
-
-    # The main process's environment as it is now, not as it was when the server started
-    # (ATTNBENCH_IMPLS_PATH, for one, is read when the registry is first used, here).
-    os.environ.clear()
-    os.environ.update(environ)
-    # Ctrl-C reaches the whole process group: the main process decides, workers just end.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A worker never starts processes; said so, numba guards its thread-pool start with no
-    # process lock, which a killed worker would leave behind as a leaked semaphore.
-    multiprocessing.set_start_method("spawn", force=True)
-    os.environ.update(thread_environment(threads))  # for pools created from here on (torch's)
-    set_threads(threads)  # and the ones that exist already, at run time
-    conn.send({"pid": os.getpid()})
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:  # the main process is gone: nothing left to measure for
-            return
-        if message is None:
-            return
-        if "probe_dtype" in message:
-            repeats = message["repeats"]
-            reply = {
-                "gemm_rates": gemm_rates(message["probe_dtype"], message["size"], repeats),
-                "stream_gbps": stream_rates(message["stream_bytes"], repeats),
-            }
-            if message["case_bytes"]:
-                settle()  # the products' BLAS threads spin on: they would share the reads' cores
-                reply["bandwidth_gbps"] = read_rates(
-                    message["case_bytes"], repeats, message["cold_cache"]
-                )
-            settle()  # this worker lives on: quiet before the next one's samples
-        else:
-            case, plan = Case(**message["case"]), SamplingPlan(**message["plan"])
-            if message["inner"] is None:
-                reply = measure_case(case, plan, message["budget_s"], message["seed"])
-                reply["threading"] = threading_report()
-            else:
-                reply = measure_round(case, plan, message["seed"], message["inner"])
-        conn.send(reply)  # a case's worker is killed after its round: no pool spins on
-
-
-def thread_environment(threads: int) -> dict[str, str]:
-    """The sizes of the thread pools that read them when they are created. (numba's is set at
-    run time: its NUMBA_NUM_THREADS is the most it may ever use, read once by the server.)"""
-    value = str(threads)
-    return {"OMP_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value, "MKL_NUM_THREADS": value}
 
 
 def _context():
@@ -201,3 +131,50 @@ class Worker:
         self.process.join(10)
         self.kill()
         self.conn.close()
+
+
+@dataclass
+class Workers:
+    """The sweep's processes: a fresh one for every round of every case, and the probe."""
+
+    threads: int
+    timeout_s: float
+    current: Worker | None = None
+    probe_worker: Worker | None = None
+
+    def round(self, case: Case, plan: SamplingPlan, config: SweepConfig, inner: int | None):
+        """One round of `case` in a new worker, killed afterwards (it holds nothing worth a
+        clean exit, and an exit's teardown would take CPU from the next worker's samples).
+        A lost worker fails the case."""
+        try:
+            self.current = Worker(self.threads)
+            return self.current.measure(
+                case, plan, config.budget_s, config.seed, self.timeout_s, inner
+            )
+        except WorkerLost as lost:
+            return {"status": "failed", "note": str(lost), "worker_lost": True}
+        finally:
+            if self.current is not None:
+                self.current.kill()
+                self.current = None
+
+    def probe(self, *request) -> dict | None:
+        """A round's reference workloads (Worker.probe's arguments) in the probe worker, which
+        lives from round to round; None if it was lost (the round then has no reference, and
+        the shape falls back to the run's start)."""
+        try:
+            if self.probe_worker is None:
+                self.probe_worker = Worker(self.threads)
+            return self.probe_worker.probe(*request)
+        except WorkerLost:
+            self.probe_worker = None
+            return None
+
+    def kill(self) -> None:
+        for worker in (self.current, self.probe_worker):
+            if worker is not None:
+                worker.kill()
+
+    def close(self) -> None:
+        if self.probe_worker is not None:
+            self.probe_worker.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cases import Case
+from harness.results.cases import Case
 
 
 class Progress:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CUDA_TIMER = "cuda events"  # the timer of GPU rows: the peak fraction (a CPU's) does not apply
-
 
 @dataclass(frozen=True)
 class Stats:

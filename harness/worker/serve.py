@@ -1,0 +1,66 @@
+"""The child end of a worker's pipe: set the threads, then answer each request until told to stop.
+
+The parent end is harness/sweep/pool.py; a request is a dict, and so is each answer.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+
+from harness.results.cases import Case
+from harness.worker.threads import set_threads, settle, thread_environment, threading_report
+from harness.worker.timing import SamplingPlan
+
+
+def serve(conn, threads: int, environ: dict[str, str]) -> None:
+    """The worker's loop: set threads, then answer each request until told to stop.
+
+    Requests: a case's first round (`measure_case`), a later round (`measure_round`), or the
+    reference workloads (`probe`: matrix products and streaming reads).
+    """
+    # Here, not at the top: the main process imports this module for its entry point, and
+    # has no use for the measuring code and its numba kernels.
+    from harness.worker.measure import measure_case, measure_round
+    from harness.worker.references import gemm_rates, read_rates, stream_rates
+
+    # The main process's environment as it is now, not as it was when the server started
+    # (ATTNBENCH_IMPLS_PATH, for one, is read when the registry is first used, here).
+    os.environ.clear()
+    os.environ.update(environ)
+    # Ctrl-C reaches the whole process group: the main process decides, workers just end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker never starts processes; said so, numba guards its thread-pool start with no
+    # process lock, which a killed worker would leave behind as a leaked semaphore.
+    multiprocessing.set_start_method("spawn", force=True)
+    os.environ.update(thread_environment(threads))  # for pools created from here on (torch's)
+    set_threads(threads)  # and the ones that exist already, at run time
+    conn.send({"pid": os.getpid()})
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the main process is gone: nothing left to measure for
+            return
+        if message is None:
+            return
+        if "probe_dtype" in message:
+            repeats = message["repeats"]
+            reply = {
+                "gemm_rates": gemm_rates(message["probe_dtype"], message["size"], repeats),
+                "stream_gbps": stream_rates(message["stream_bytes"], repeats),
+            }
+            if message["case_bytes"]:
+                settle()  # the products' BLAS threads spin on: they would share the reads' cores
+                reply["bandwidth_gbps"] = read_rates(
+                    message["case_bytes"], repeats, message["cold_cache"]
+                )
+            settle()  # this worker lives on: quiet before the next one's samples
+        else:
+            case, plan = Case(**message["case"]), SamplingPlan(**message["plan"])
+            if message["inner"] is None:
+                reply = measure_case(case, plan, message["budget_s"], message["seed"])
+                reply["threading"] = threading_report()
+            else:
+                reply = measure_round(case, plan, message["seed"], message["inner"])
+        conn.send(reply)  # a case's worker is killed after its round: no pool spins on
