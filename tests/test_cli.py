@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import impls
-from harness.cli import main
+from harness.cli.main import main
 
 
 def test_list_shows_every_implementation_and_its_availability(capsys):
@@ -92,7 +92,7 @@ def test_every_run_setting_is_a_flag_named_in_the_help_and_the_readme(capsys):
     read them; the README's synopsis must name each flag."""
     from pathlib import Path
 
-    from harness.config import RUN_FIELDS, flag_name
+    from harness.cli.config import RUN_FIELDS, flag_name
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])

@@ -12,7 +12,9 @@ import pytest
 from test_plotting import case_row, write_run
 from test_sweep import scripted_sweep
 
-from harness.cli import main
+from harness.cli.config import SweepConfig
+from harness.cli.main import main
+from harness.cli.options import UsageError, parse_threshold
 from harness.compare import (
     FASTER,
     OTHER_MACHINE,
@@ -22,8 +24,6 @@ from harness.compare import (
     compare_tables,
     differences,
 )
-from harness.config import SweepConfig
-from harness.options import UsageError, parse_threshold
 from harness.results.rundir import RunDir
 from harness.results.schema import SCHEMA_VERSION
 

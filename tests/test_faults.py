@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import impls
-from harness.cli import main
+from harness.cli.main import main
 
 FAULTY = Path(__file__).parent / "faulty_impls"
 
@@ -333,7 +333,7 @@ def test_a_long_sweep_keeps_the_main_process_memory_flat(tmp_path, monkeypatch):
     import psutil
     from test_sweep import START, ScriptedWorker
 
-    from harness.config import SweepConfig
+    from harness.cli.config import SweepConfig
     from harness.results.rundir import RunDir
     from harness.sweep import pool
     from harness.sweep.progress import Progress

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from harness import stats
-from harness.cli import main
+from harness.cli.main import main
 from harness.plotting import (
     KNOWN_STYLES,
     agreement_figure,

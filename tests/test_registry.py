@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import impls
-from harness.cli import main
-from harness.scaffold import create_implementation
+from harness.cli.main import main
+from harness.cli.scaffold import create_implementation
 from harness.worker import checking
 from harness.worker.inputs import make_qkv
 
@@ -129,7 +129,7 @@ def test_new_refuses_bad_or_taken_names(tmp_path):
 
 
 def test_new_command_writes_into_the_impls_directory(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("harness.scaffold.impls_dir", lambda: tmp_path)
+    monkeypatch.setattr("harness.cli.scaffold.impls_dir", lambda: tmp_path)
     assert main(["new", "fresh_impl"]) == 0
     assert (tmp_path / "fresh_impl.py").exists()
     assert main(["new", "fresh_impl"]) == 2
@@ -138,7 +138,7 @@ def test_new_command_writes_into_the_impls_directory(monkeypatch, tmp_path, caps
 
 def test_template_is_valid_python_with_the_surface():
     namespace = {}
-    from harness.scaffold import TEMPLATE
+    from harness.cli.scaffold import TEMPLATE
 
     exec(compile(TEMPLATE.format(name="x"), "template", "exec"), namespace)
     for attr in impls._registry.REQUIRED:

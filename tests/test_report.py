@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from test_plotting import NS, case_row, standard_rows, write_run
 
-from harness.cli import main
+from harness.cli.main import main
 from harness.plotting import figures
 from harness.ratios import paired_ratios
 from harness.report import (

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.cli import main
-from harness.config import SweepConfig, apply
+from harness.cli.config import SweepConfig, apply
+from harness.cli.main import main
 from harness.results.cases import Case
 from harness.results.rundir import RunDir
 from harness.results.schema import COLUMNS, CUDA_TIMER

@@ -10,9 +10,9 @@ import pytest
 from test_plotting import case_row, write_run
 from test_sweep import scripted_sweep
 
-from harness.cli import main
-from harness.config import SweepConfig, apply, load_config, presets
-from harness.options import UsageError
+from harness.cli.config import SweepConfig, apply, load_config, presets
+from harness.cli.main import main
+from harness.cli.options import UsageError
 from harness.results.cases import Case
 from harness.results.rundir import RunDir
 from harness.sweep import plan

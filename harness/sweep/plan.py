@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import impls
-from harness.config import SweepConfig
+from harness.cli.config import SweepConfig
 from harness.results.cases import Case
 
 DEFAULT_EXPONENT = 2.0  # attention's time grows as n^2 until measured otherwise

@@ -14,7 +14,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 
-from harness.config import SweepConfig
+from harness.cli.config import SweepConfig
 from harness.results.cases import Case
 from harness.worker.serve import serve
 from harness.worker.threads import thread_environment

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 
-from harness.config import SweepConfig
+from harness.cli.config import SweepConfig
 from harness.results.cases import Case
 from harness.sweep.pool import Worker, Workers
 

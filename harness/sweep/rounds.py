@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from harness.config import SweepConfig
+from harness.cli.config import SweepConfig
 from harness.results.cases import Case
 from harness.results.rundir import RunDir
 from harness.results.schema import CASE_COLUMNS

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import impls
 from harness import stats
-from harness.config import SweepConfig
+from harness.cli.config import SweepConfig
 from harness.results import machine
 from harness.results.rundir import RunDir, RunDirError
 from harness.sweep import probes

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.options import (
+from harness.cli.options import (
     UsageError,
     parse_dtype_list,
     parse_fraction,
