@@ -12,18 +12,18 @@ import pytest
 from test_plotting import case_row, write_run
 from test_sweep import scripted_sweep
 
-from harness.cli.config import SweepConfig
-from harness.cli.main import main
-from harness.cli.options import UsageError, parse_threshold
-from harness.compare import (
+from harness.analysis.compare import (
     FASTER,
     OTHER_MACHINE,
     SLOWER,
-    compare_figure,
     compare_rounds,
     compare_tables,
     differences,
 )
+from harness.cli.config import SweepConfig
+from harness.cli.main import main
+from harness.cli.options import UsageError, parse_threshold
+from harness.present.figures.compare import compare_figure
 from harness.results.rundir import RunDir
 from harness.results.schema import SCHEMA_VERSION
 

@@ -11,26 +11,21 @@ import sys
 import numpy as np
 import pytest
 
-from harness import stats
+from harness.analysis import stats
+from harness.analysis.runs import fit_exponent, load_runs
 from harness.cli.main import main
-from harness.plotting import (
-    KNOWN_STYLES,
-    agreement_figure,
-    compile_figure,
-    figures,
-    fixed_n,
-    impl_style,
-    memory_figure,
-    save_figure,
-    speedup_figure,
-    throughput_figure,
-    time_vs_d_figure,
-    time_vs_n_figure,
-)
+from harness.present.figures.agreement import agreement_figure
+from harness.present.figures.compile_time import compile_figure
+from harness.present.figures.memory import memory_figure
+from harness.present.figures.speedup import speedup_figure
+from harness.present.figures.style import KNOWN_STYLES, impl_style
+from harness.present.figures.throughput import throughput_figure
+from harness.present.figures.time_vs_d import fixed_n, time_vs_d_figure
+from harness.present.figures.time_vs_n import time_vs_n_figure
+from harness.present.plots import figures, save_figure
 from harness.results.cases import Case
 from harness.results.rundir import RunDir
 from harness.results.schema import CUDA_TIMER
-from harness.runs import fit_exponent, load_runs
 
 PEAKS = {"float32": 100.0, "float64": 50.0}
 NOISE = (0.98, 0.99, 1.0, 1.01, 1.02)  # samples around the median: the median is exact
@@ -196,14 +191,14 @@ def test_style_is_fixed_for_known_names_and_stable_for_others():
     styles = {name: impl_style(name) for name in KNOWN_STYLES}
     assert len({s["color"] for s in styles.values()}) == len(KNOWN_STYLES)
     # the same in a fresh process (no dependence on hash randomisation)
-    code = "from harness.plotting import impl_style; print(impl_style('my_impl'))"
+    code = "from harness.present.figures.style import impl_style; print(impl_style('my_impl'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(impl_style("my_impl"))
 
 
 def test_importing_plotting_has_no_side_effects():
     code = (
-        "import sys, harness.plotting, harness.report, harness.compare; "
+        "import sys, harness.present.plots, harness.present.report, harness.present.comparison; "
         "print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,22 +9,22 @@ import pandas as pd
 import pytest
 from test_plotting import NS, case_row, standard_rows, write_run
 
-from harness.cli.main import main
-from harness.plotting import figures
-from harness.ratios import paired_ratios
-from harness.report import (
+from harness.analysis.findings import findings
+from harness.analysis.ratios import paired_ratios
+from harness.analysis.runs import load_runs
+from harness.analysis.summaries import (
     best_peak_fraction,
     causal_speedups,
     crossovers,
     exponents,
     fastest_by_n,
-    findings,
     problem_cases,
     unstable_cases,
-    variant_table,
 )
+from harness.cli.main import main
+from harness.present.plots import figures
+from harness.present.report_tables import variant_table
 from harness.results.schema import CUDA_TIMER
-from harness.runs import load_runs
 
 
 @pytest.fixture

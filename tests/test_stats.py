@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness import stats
+from harness.analysis import stats
 
 
 def binomial_at_least(k, trials, p):

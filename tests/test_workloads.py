@@ -208,7 +208,7 @@ def test_the_report_of_a_decode_run_draws_and_tabulates_bytes_per_second(tmp_pat
 
 
 def test_findings_say_which_sizes_are_memory_bound_and_which_compute_bound():
-    from harness.report import bound_findings
+    from harness.analysis.findings import bound_findings
 
     shape = {"machine": "box", "dtype": "float32", "d": 64, "workload": "", "causal": False}
     frame = pd.DataFrame(

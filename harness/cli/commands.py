@@ -15,8 +15,8 @@ from harness.cli.options import (
     parse_threshold,
     resolve_impls,
 )
+from harness.present.tables import format_table
 from harness.results.rundir import RunDir, RunDirError
-from harness.tables import format_table
 from harness.worker import checking
 from harness.worker.inputs import make_qkv
 
@@ -135,7 +135,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_plot(ns: argparse.Namespace) -> int:
-    from harness.plotting import plot_runs
+    from harness.present.plots import plot_runs
 
     n_fixed = None if ns.n_fixed is None else parse_positive_int("--n-fixed", ns.n_fixed)
     written, notes = plot_runs(ns.dirs, ns.out, ns.baseline, n_fixed)
@@ -146,7 +146,7 @@ def cmd_plot(ns: argparse.Namespace) -> int:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from harness.report import write_report
+    from harness.present.report import write_report
 
     n_fixed = None if ns.n_fixed is None else parse_positive_int("--n-fixed", ns.n_fixed)
     written, notes, headlines = write_report(ns.dir, ns.baseline, n_fixed, ns.out)
@@ -160,7 +160,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
 
 def cmd_compare(ns: argparse.Namespace) -> int:
-    from harness.compare import run_compare
+    from harness.present.comparison import run_compare
 
     threshold = parse_threshold(ns.threshold)
     table, lines, _ = run_compare(ns.dir_a, ns.dir_b, threshold, ns.out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.analysis.runs import NotInRunError
 from harness.cli.commands import (
     cmd_check,
     cmd_compare,
@@ -18,7 +19,6 @@ from harness.cli.commands import (
 from harness.cli.config import add_run_flags, flag_name
 from harness.cli.options import UsageError
 from harness.results.rundir import RunDirError
-from harness.runs import NotInRunError
 
 
 def build_parser() -> argparse.ArgumentParser:

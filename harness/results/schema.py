@@ -15,7 +15,7 @@ COLUMNS = [
     *CASE_COLUMNS,
     "status",  # ok, skipped, failed, disagrees
     "median_s",
-    "median_low_s",  # the median's 95% interval, resampling whole rounds (harness/stats.py)
+    "median_low_s",  # the median's 95% interval, from whole rounds (harness/analysis/stats.py)
     "median_high_s",
     "baseline",  # the implementation `ratio` is to
     "ratio",  # median over rounds of time / the baseline's time in the same round

@@ -6,7 +6,7 @@ ascending, then round 2 of every shape, and so on. Within a round the implementa
 take turns, each in a fresh worker process, after the reference workloads of that round
 (matrix products, streaming reads) in a probe worker. So:
 - two implementations' samples of a round come from the same seconds of the machine, and their
-  ratio's interval resamples whole rounds (harness/stats.py);
+  ratio's interval resamples whole rounds (harness/analysis/stats.py);
 - a case's rounds are minutes apart, in different phases of a shared machine, and in different
   processes (allocation, alignment, thread placement): what varies between them is inside the
   intervals, not hidden in one good or bad minute;

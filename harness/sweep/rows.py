@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness import stats
+from harness.analysis import stats
 from harness.results.cases import Case
 from harness.results.schema import CUDA_TIMER
 from harness.worker.timing import round_spread, summarize

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import impls
-from harness import stats
+from harness.analysis import stats
 from harness.cli.config import SweepConfig
 from harness.results import machine
 from harness.results.rundir import RunDir, RunDirError

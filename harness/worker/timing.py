@@ -28,7 +28,7 @@ class Stats:
 
 def round_spread(round_medians_s: list[float]) -> float:
     """The slowest round's median over the fastest round's (kept as a plain-number summary of
-    how far the rounds disagree; the interval is in harness/stats.py)."""
+    how far the rounds disagree; the interval is in harness/analysis/stats.py)."""
     return max(round_medians_s) / min(round_medians_s)
 
 

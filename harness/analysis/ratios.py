@@ -2,8 +2,8 @@
 
 Within a round the implementations of a shape took turns, so their samples come from the same
 seconds of the machine; the figure is the ratio of their medians over all rounds, and its
-interval resamples whole rounds, the same rounds for both (harness/stats.py). A ratio whose interval
-holds 1 is a tie: the run cannot tell the two apart.
+interval resamples whole rounds, the same rounds for both (harness/analysis/stats.py). A ratio
+whose interval holds 1 is a tie: the run cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from harness import stats
+from harness.analysis import stats
 
 SHAPE = ["machine", "dtype", "d", "n", "batch", "heads", "kv_heads", "n_q", "workload", "causal"]
 COLUMNS = [*SHAPE, "impl", "baseline", "ratio", "ratio_low", "ratio_high", "relation"]

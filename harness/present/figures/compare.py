@@ -1,0 +1,105 @@
+"""Run B against run A: B's times against A's, and B/A against n with its intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis.compare import FASTER, SLOWER
+from harness.present.figures.style import impl_order, impl_style
+
+
+def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: str):
+    """B against A (log-log, with the y = x line and the threshold band) and B/A against n."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter, FuncFormatter, NullFormatter, NullLocator
+
+    ok = table[(table["status_a"] == "ok") & (table["status_b"] == "ok")]
+    fig = Figure(figsize=(12, 5.6), layout="constrained")
+    scatter, ratios = fig.subplots(1, 2)
+    fig.suptitle(
+        f"Run B ({name_b}) against run A ({name_a}): median time per call, "
+        f"threshold ±{threshold:.1%}",
+        fontsize="medium",
+    )
+    rings = {SLOWER: "red", FASTER: "green"}
+    for impl in impl_order(ok):
+        rows = ok[ok["impl"] == impl]
+        style = impl_style(impl)
+        ratios.errorbar(
+            rows["n"],
+            rows["ratio"],
+            yerr=[rows["ratio"] - rows["ratio_low"], rows["ratio_high"] - rows["ratio"]],
+            linestyle="none",
+            color=style.get("color"),
+            alpha=0.6,
+        )
+        for ax, x, y in ((scatter, "median_a_s", "median_b_s"), (ratios, "n", "ratio")):
+            ax.plot(rows[x], rows[y], linestyle="none", label=impl, alpha=0.8, **style)
+            for change, color in rings.items():
+                hit = rows[rows["change"] == change]
+                ax.plot(
+                    hit[x],
+                    hit[y],
+                    linestyle="none",
+                    marker="o",
+                    markersize=13,
+                    markerfacecolor="none",
+                    markeredgecolor=color,
+                    markeredgewidth=1.5,
+                )
+    if not ok.empty:
+        low = min(ok["median_a_s"].min(), ok["median_b_s"].min()) / 2
+        high = max(ok["median_a_s"].max(), ok["median_b_s"].max()) * 2
+        line = np.array([low, high])
+        scatter.plot(line, line, color="black", linewidth=1, label="B = A")
+        scatter.fill_between(
+            line,
+            line / (1 + threshold),
+            line * (1 + threshold),
+            color="0.85",
+            label=f"within ±{threshold:.1%}",
+        )
+        scatter.set_xlim(low, high)
+        scatter.set_ylim(low, high)
+        ticks = sorted(set(ok["n"]))
+        ratios.set_xscale("log", base=2)
+        ratios.set_xticks(ticks, [str(t) for t in ticks])
+        ratios.xaxis.set_minor_locator(NullLocator())
+    scatter.set_xscale("log")
+    scatter.set_yscale("log")
+    for axis in (scatter.xaxis, scatter.yaxis):
+        axis.set_major_formatter(EngFormatter(unit="s"))
+        axis.set_minor_formatter(NullFormatter())
+    scatter.set_xlabel(f"A: {name_a}, time per call (s)")
+    scatter.set_ylabel(f"B: {name_b}, time per call (s)")
+    scatter.set_aspect("equal")
+    ratios.axhspan(1 / (1 + threshold), 1 + threshold, color="0.85")
+    ratios.axhline(1, color="black", linewidth=1)
+    ratios.set_yscale("log")
+    low, high = ratios.get_ylim()
+    ratios.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    # minor ticks labelled only when the axis spans less than a decade (else they pile up)
+    minor = FuncFormatter(lambda v, _: f"{v:g}×") if high / low < 10 else NullFormatter()
+    ratios.yaxis.set_minor_formatter(minor)
+    ratios.set_xlabel("sequence length n (tokens)")
+    ratios.set_ylabel("B / A, drift-normalised, 95% interval (×; above 1 is slower)")
+    extra = [
+        Line2D(
+            [],
+            [],
+            linestyle="none",
+            marker="o",
+            markersize=10,
+            markerfacecolor="none",
+            markeredgecolor=color,
+            label=f"{change} (whole interval beyond the threshold)",
+        )
+        for change, color in rings.items()
+    ]
+    for ax in (scatter, ratios):
+        ax.grid(True, which="major", alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles + extra, labels + [h.get_label() for h in extra], fontsize="small")
+    return fig
