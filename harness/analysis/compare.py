@@ -71,6 +71,23 @@ def _normalised(row: pd.Series, side: str) -> list:
     return _rounds(row, "round_normalised", side)
 
 
+TABLE_COLUMNS = [
+    *CASE_COLUMNS,
+    "status_a",
+    "status_b",
+    "median_a_s",
+    "median_b_s",
+    "raw_ratio",
+    "raw_low",
+    "raw_high",
+    "ratio",
+    "ratio_low",
+    "ratio_high",
+    "change",
+    "regression",
+]
+
+
 def compare_tables(
     a: pd.DataFrame, b: pd.DataFrame, threshold: float, judge: bool = True
 ) -> pd.DataFrame:
@@ -86,61 +103,49 @@ def compare_tables(
     a = a.reindex(columns=keep)
     b = b.reindex(columns=keep)
     shared = a.merge(b, on=CASE_COLUMNS, suffixes=("_a", "_b"))
-    rows = []
-    for _, row in shared.iterrows():
-        out = {c: row[c] for c in CASE_COLUMNS}
-        out.update(
-            status_a=row["status_a"],
-            status_b=row["status_b"],
-            median_a_s=row["median_s_a"],
-            median_b_s=row["median_s_b"],
-        )
-        if row["status_a"] == "ok" and row["status_b"] == "ok":
-            change = compare_rounds(
-                _raw(row, "a"), _raw(row, "b"), _normalised(row, "a"), _normalised(row, "b"),
-                threshold,
-            )  # fmt: skip
-            verdict = change.change if judge else OTHER_MACHINE
-            out.update(
-                raw_ratio=change.raw.value,
-                raw_low=change.raw.low,
-                raw_high=change.raw.high,
-                ratio=change.normalised.value,
-                ratio_low=change.normalised.low,
-                ratio_high=change.normalised.high,
-                change=verdict,
-                regression=verdict == SLOWER,
-            )
-        else:
-            moved = row["status_a"] != row["status_b"]
-            out.update(
-                raw_ratio=math.nan,
-                raw_low=math.nan,
-                raw_high=math.nan,
-                ratio=math.nan,
-                ratio_low=math.nan,
-                ratio_high=math.nan,
-                change=f"now {row['status_b']}" if moved else row["status_b"],
-                regression=row["status_a"] == "ok" and row["status_b"] in BROKEN,
-            )
-        rows.append(out)
-    columns = [
-        *CASE_COLUMNS,
-        "status_a",
-        "status_b",
-        "median_a_s",
-        "median_b_s",
-        "raw_ratio",
-        "raw_low",
-        "raw_high",
-        "ratio",
-        "ratio_low",
-        "ratio_high",
-        "change",
-        "regression",
-    ]
-    table = pd.DataFrame(rows, columns=columns)
+    rows = [compared_case(row, threshold, judge) for _, row in shared.iterrows()]
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return table.sort_values(["impl", "dtype", "d", "n"]).reset_index(drop=True)
+
+
+def compared_case(row: pd.Series, threshold: float, judge: bool) -> dict:
+    """One shared case (its A and B columns side by side): the change of a case ok in both,
+    else how its status moved."""
+    out = {c: row[c] for c in CASE_COLUMNS}
+    out.update(
+        status_a=row["status_a"],
+        status_b=row["status_b"],
+        median_a_s=row["median_s_a"],
+        median_b_s=row["median_s_b"],
+    )
+    if row["status_a"] == "ok" and row["status_b"] == "ok":
+        change = compare_rounds(
+            _raw(row, "a"), _raw(row, "b"), _normalised(row, "a"), _normalised(row, "b"), threshold
+        )
+        verdict = change.change if judge else OTHER_MACHINE
+        out.update(
+            raw_ratio=change.raw.value,
+            raw_low=change.raw.low,
+            raw_high=change.raw.high,
+            ratio=change.normalised.value,
+            ratio_low=change.normalised.low,
+            ratio_high=change.normalised.high,
+            change=verdict,
+            regression=verdict == SLOWER,
+        )
+    else:
+        moved = row["status_a"] != row["status_b"]
+        out.update(
+            raw_ratio=math.nan,
+            raw_low=math.nan,
+            raw_high=math.nan,
+            ratio=math.nan,
+            ratio_low=math.nan,
+            ratio_high=math.nan,
+            change=f"now {row['status_b']}" if moved else row["status_b"],
+            regression=row["status_a"] == "ok" and row["status_b"] in BROKEN,
+        )
+    return out
 
 
 def differences(meta_a: dict, meta_b: dict) -> list[str]:

@@ -8,12 +8,12 @@ import pandas as pd
 from harness.analysis.compare import FASTER, SLOWER
 from harness.present.figures.style import impl_order, impl_style
 
+RINGS = {SLOWER: "red", FASTER: "green"}  # around the cases marked, on both panels
+
 
 def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: str):
     """B against A (log-log, with the y = x line and the threshold band) and B/A against n."""
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter, FuncFormatter, NullFormatter, NullLocator
 
     ok = table[(table["status_a"] == "ok") & (table["status_b"] == "ok")]
     fig = Figure(figsize=(12, 5.6), layout="constrained")
@@ -23,50 +23,72 @@ def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: s
         f"threshold ±{threshold:.1%}",
         fontsize="medium",
     )
-    rings = {SLOWER: "red", FASTER: "green"}
     for impl in impl_order(ok):
-        rows = ok[ok["impl"] == impl]
-        style = impl_style(impl)
-        ratios.errorbar(
-            rows["n"],
-            rows["ratio"],
-            yerr=[rows["ratio"] - rows["ratio_low"], rows["ratio_high"] - rows["ratio"]],
-            linestyle="none",
-            color=style.get("color"),
-            alpha=0.6,
-        )
-        for ax, x, y in ((scatter, "median_a_s", "median_b_s"), (ratios, "n", "ratio")):
-            ax.plot(rows[x], rows[y], linestyle="none", label=impl, alpha=0.8, **style)
-            for change, color in rings.items():
-                hit = rows[rows["change"] == change]
-                ax.plot(
-                    hit[x],
-                    hit[y],
-                    linestyle="none",
-                    marker="o",
-                    markersize=13,
-                    markerfacecolor="none",
-                    markeredgecolor=color,
-                    markeredgewidth=1.5,
-                )
+        _draw_cases(scatter, ratios, ok[ok["impl"] == impl], impl)
     if not ok.empty:
-        low = min(ok["median_a_s"].min(), ok["median_b_s"].min()) / 2
-        high = max(ok["median_a_s"].max(), ok["median_b_s"].max()) * 2
-        line = np.array([low, high])
-        scatter.plot(line, line, color="black", linewidth=1, label="B = A")
-        scatter.fill_between(
-            line,
-            line / (1 + threshold),
-            line * (1 + threshold),
-            color="0.85",
-            label=f"within ±{threshold:.1%}",
-        )
-        scatter.set_xlim(low, high)
-        scatter.set_ylim(low, high)
-        ticks = sorted(set(ok["n"]))
-        ratios.set_xscale("log", base=2)
-        ratios.set_xticks(ticks, [str(t) for t in ticks])
-        ratios.xaxis.set_minor_locator(NullLocator())
+        _draw_bounds(scatter, ratios, ok, threshold)
+    _label_scatter(scatter, name_a, name_b)
+    _label_ratios(ratios, threshold)
+    for ax in (scatter, ratios):
+        _legend(ax)
+    return fig
+
+
+def _draw_cases(scatter, ratios, rows: pd.DataFrame, impl: str) -> None:
+    """One implementation's cases: B against A, B/A against n with its interval, and a ring
+    around each case marked slower or faster."""
+    style = impl_style(impl)
+    ratios.errorbar(
+        rows["n"],
+        rows["ratio"],
+        yerr=[rows["ratio"] - rows["ratio_low"], rows["ratio_high"] - rows["ratio"]],
+        linestyle="none",
+        color=style.get("color"),
+        alpha=0.6,
+    )
+    for ax, x, y in ((scatter, "median_a_s", "median_b_s"), (ratios, "n", "ratio")):
+        ax.plot(rows[x], rows[y], linestyle="none", label=impl, alpha=0.8, **style)
+        for change, color in RINGS.items():
+            hit = rows[rows["change"] == change]
+            ax.plot(
+                hit[x],
+                hit[y],
+                linestyle="none",
+                marker="o",
+                markersize=13,
+                markerfacecolor="none",
+                markeredgecolor=color,
+                markeredgewidth=1.5,
+            )
+
+
+def _draw_bounds(scatter, ratios, ok: pd.DataFrame, threshold: float) -> None:
+    """The line B = A and the threshold's band around it, over the times measured; the sizes
+    measured as the ratios' ticks."""
+    from matplotlib.ticker import NullLocator
+
+    low = min(ok["median_a_s"].min(), ok["median_b_s"].min()) / 2
+    high = max(ok["median_a_s"].max(), ok["median_b_s"].max()) * 2
+    line = np.array([low, high])
+    scatter.plot(line, line, color="black", linewidth=1, label="B = A")
+    scatter.fill_between(
+        line,
+        line / (1 + threshold),
+        line * (1 + threshold),
+        color="0.85",
+        label=f"within ±{threshold:.1%}",
+    )
+    scatter.set_xlim(low, high)
+    scatter.set_ylim(low, high)
+    ticks = sorted(set(ok["n"]))
+    ratios.set_xscale("log", base=2)
+    ratios.set_xticks(ticks, [str(t) for t in ticks])
+    ratios.xaxis.set_minor_locator(NullLocator())
+
+
+def _label_scatter(scatter, name_a: str, name_b: str) -> None:
+    from matplotlib.ticker import EngFormatter, NullFormatter
+
     scatter.set_xscale("log")
     scatter.set_yscale("log")
     for axis in (scatter.xaxis, scatter.yaxis):
@@ -75,6 +97,12 @@ def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: s
     scatter.set_xlabel(f"A: {name_a}, time per call (s)")
     scatter.set_ylabel(f"B: {name_b}, time per call (s)")
     scatter.set_aspect("equal")
+
+
+def _label_ratios(ratios, threshold: float) -> None:
+    """B/A on a log axis with the threshold's band around 1."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     ratios.axhspan(1 / (1 + threshold), 1 + threshold, color="0.85")
     ratios.axhline(1, color="black", linewidth=1)
     ratios.set_yscale("log")
@@ -85,7 +113,13 @@ def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: s
     ratios.yaxis.set_minor_formatter(minor)
     ratios.set_xlabel("sequence length n (tokens)")
     ratios.set_ylabel("B / A, drift-normalised, 95% interval (×; above 1 is slower)")
-    extra = [
+
+
+def _legend(ax) -> None:
+    """The panel's own entries, then what the rings mean."""
+    from matplotlib.lines import Line2D
+
+    rings = [
         Line2D(
             [],
             [],
@@ -96,10 +130,8 @@ def compare_figure(table: pd.DataFrame, threshold: float, name_a: str, name_b: s
             markeredgecolor=color,
             label=f"{change} (whole interval beyond the threshold)",
         )
-        for change, color in rings.items()
+        for change, color in RINGS.items()
     ]
-    for ax in (scatter, ratios):
-        ax.grid(True, which="major", alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles + extra, labels + [h.get_label() for h in extra], fontsize="small")
-    return fig
+    ax.grid(True, which="major", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles + rings, labels + [h.get_label() for h in rings], fontsize="small")

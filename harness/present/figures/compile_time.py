@@ -14,6 +14,8 @@ from harness.present.figures.panels import (
 from harness.present.figures.style import impl_order, impl_style
 
 SOURCE_WORDS = {"none": "no JIT", "disk cache": "from disk cache", "compiled": "compiled"}
+HATCHES = ("", "//", "..", "xx")  # a hatch per dtype
+FLOOR_S = 1e-6  # seconds: below the resolution that matters for a compile
 
 
 def first_compiles(frame: pd.DataFrame) -> pd.DataFrame:
@@ -26,8 +28,6 @@ def first_compiles(frame: pd.DataFrame) -> pd.DataFrame:
 
 def compile_figure(runs: Runs):
     """Compile (first-call overhead) time per implementation and dtype, labelled with its source."""
-    from matplotlib.patches import Patch
-
     first = first_compiles(runs.frame)
     dtypes = runs.dtypes()
     groups = [
@@ -44,47 +44,58 @@ def compile_figure(runs: Runs):
     )
     ax = axes[0]
     width = 0.8 / len(dtypes)
-    hatches = ("", "//", "..", "xx")
-    floor = 1e-6  # seconds: below the resolution that matters for a compile
     for g, (machine, impl) in enumerate(groups):
         for k, dtype in enumerate(dtypes):
-            x = g - 0.4 + width * (k + 0.5)
             row = first[
                 (first["machine"] == machine) & (first["impl"] == impl) & (first["dtype"] == dtype)
             ]
-            if row.empty:
-                ax.text(
-                    x,
-                    floor,
-                    " no valid case",
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize="x-small",
-                    color="0.3",
-                )
-                continue
-            seconds, source = float(row["compile_s"].iloc[0]), row["compile_source"].iloc[0]
-            ax.bar(
-                x,
-                max(seconds, floor) - floor,
-                width,
-                bottom=floor,
-                color=impl_style(impl)["color"],
-                hatch=hatches[k % len(hatches)],
-                edgecolor="white",
-            )
-            ax.text(
-                x,
-                max(seconds, floor) * 1.15,
-                f"{format_seconds(seconds)}\n{SOURCE_WORDS.get(source, source)}",
-                ha="center",
-                va="bottom",
-                fontsize="x-small",
-            )
+            _draw_bar(ax, g - 0.4 + width * (k + 0.5), width, row, impl, HATCHES[k % len(HATCHES)])
+    _label_axes(ax, runs, groups, dtypes, first)
+    return fig
+
+
+def _draw_bar(ax, x: float, width: float, row: pd.DataFrame, impl: str, hatch: str) -> None:
+    """One implementation's compile time in one dtype, labelled with its seconds and where the
+    code came from; where it has no valid case, a note saying so."""
+    if row.empty:
+        ax.text(
+            x,
+            FLOOR_S,
+            " no valid case",
+            rotation=90,
+            ha="center",
+            va="bottom",
+            fontsize="x-small",
+            color="0.3",
+        )
+        return
+    seconds, source = float(row["compile_s"].iloc[0]), row["compile_source"].iloc[0]
+    ax.bar(
+        x,
+        max(seconds, FLOOR_S) - FLOOR_S,
+        width,
+        bottom=FLOOR_S,
+        color=impl_style(impl)["color"],
+        hatch=hatch,
+        edgecolor="white",
+    )
+    ax.text(
+        x,
+        max(seconds, FLOOR_S) * 1.15,
+        f"{format_seconds(seconds)}\n{SOURCE_WORDS.get(source, source)}",
+        ha="center",
+        va="bottom",
+        fontsize="x-small",
+    )
+
+
+def _label_axes(ax, runs: Runs, groups: list, dtypes: list[str], first: pd.DataFrame) -> None:
+    """A log time axis from FLOOR_S, a tick per (machine, implementation), a hatch per dtype."""
+    from matplotlib.patches import Patch
+
     ax.set_yscale("log")
     eng_y(ax, "s")
-    ax.set_ylim(floor, max(1.0, first["compile_s"].max() * 30 if not first.empty else 1.0))
+    ax.set_ylim(FLOOR_S, max(1.0, first["compile_s"].max() * 30 if not first.empty else 1.0))
     ax.set_xticks(
         range(len(groups)),
         [runs.label(i, m).replace(" @ ", "\n@ ") for m, i in groups],
@@ -97,11 +108,10 @@ def compile_figure(runs: Runs):
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.legend(
         handles=[
-            Patch(facecolor="0.6", hatch=hatches[k % len(hatches)], edgecolor="white", label=dtype)
+            Patch(facecolor="0.6", hatch=HATCHES[k % len(HATCHES)], edgecolor="white", label=dtype)
             for k, dtype in enumerate(dtypes)
         ],
         title="dtype",
         fontsize="small",
         loc="upper right",
     )
-    return fig

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from harness.analysis.runs import Runs, fit_exponent, valid_rows
 from harness.present.figures.panels import (
     STRIP_STEP,
@@ -20,8 +22,6 @@ from harness.results.schema import CUDA_TIMER
 
 def memory_figure(runs: Runs, dtype: str):
     """Peak extra memory of one call against n, log-log, with its slope and the n×n scores."""
-    from matplotlib.lines import Line2D
-
     fig, panels = per_d_panels(runs, dtype, f"Peak extra memory per call vs {n_words(runs.frame)}")
     for d, ax, frame in panels:
         missing, zero = [], []
@@ -35,39 +35,9 @@ def memory_figure(runs: Runs, dtype: str):
             exponent = fit_exponent(ok["n"], ok["peak_mem_bytes"])
             slope = "" if exponent is None else rf"  $\propto n^{{{exponent:.2f}}}$"
             ax.plot(ok["n"], ok["peak_mem_bytes"], label=f"{label}{slope}", **style)
-        scores = frame.groupby("n")["score_matrix_bytes"].max().dropna()
-        ax.plot(
-            scores.index,
-            scores.to_numpy(),
-            color="black",
-            linestyle=(0, (4, 2)),
-            linewidth=1.2,
-            label="n×n score matrix (one head), for reference",
-        )
+        _draw_score_matrix(ax, frame)
         zero = [(style, ns) for style, ns in zero if not ns.empty]
-        for row, (style, ns) in enumerate(zero):  # a log axis cannot show 0 B: along the bottom
-            ax.plot(
-                ns,
-                [0.035 + STRIP_STEP * row] * len(ns),
-                linestyle="none",
-                marker=style["marker"],
-                markersize=6,
-                markerfacecolor="none",
-                color=style["color"],
-                transform=ax.get_xaxis_transform(),
-            )
-        if zero:
-            missing.append(
-                Line2D(
-                    [],
-                    [],
-                    linestyle="none",
-                    marker="o",
-                    markerfacecolor="none",
-                    color="0.25",
-                    label="no growth measured (0 B), along the bottom",
-                )
-            )
+        _mark_no_growth(ax, zero, missing)
         ax.set_yscale("log")
         eng_y(ax, "B")
         log2_axis(ax, frame["n"], n_label(frame))
@@ -81,3 +51,46 @@ def memory_figure(runs: Runs, dtype: str):
         statuses = mark_unmeasured(ax, runs, frame, bottom_strips=len(zero))
         legend(ax, runs, statuses, missing)
     return fig
+
+
+def _draw_score_matrix(ax, frame: pd.DataFrame) -> None:
+    """The size of one head's n×n scores: what an implementation that materialises them adds."""
+    scores = frame.groupby("n")["score_matrix_bytes"].max().dropna()
+    ax.plot(
+        scores.index,
+        scores.to_numpy(),
+        color="black",
+        linestyle=(0, (4, 2)),
+        linewidth=1.2,
+        label="n×n score matrix (one head), for reference",
+    )
+
+
+def _mark_no_growth(ax, zero: list, missing: list) -> None:
+    """The sizes where a line measured no growth (0 B), which a log axis cannot show: a row of
+    open markers per line along the bottom, and their legend entry appended to `missing`."""
+    from matplotlib.lines import Line2D
+
+    for row, (style, ns) in enumerate(zero):
+        ax.plot(
+            ns,
+            [0.035 + STRIP_STEP * row] * len(ns),
+            linestyle="none",
+            marker=style["marker"],
+            markersize=6,
+            markerfacecolor="none",
+            color=style["color"],
+            transform=ax.get_xaxis_transform(),
+        )
+    if zero:
+        missing.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markerfacecolor="none",
+                color="0.25",
+                label="no growth measured (0 B), along the bottom",
+            )
+        )
