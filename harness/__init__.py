@@ -1,1 +1,2 @@
-"""attnbench's harness: cases, agreement checks, timing, sweeps, results, plots and the CLI."""
+"""attnbench's harness, a package per stage of a run: cli (the command), sweep (the main
+process), worker (the measuring process), results, analysis and present."""

@@ -1,5 +1,5 @@
-"""The reference workloads the sweep measures at the start and the end of a run and before every
-round of every shape, in a worker of its own: how fast the machine is, that minute.
+"""How fast the machine is, that minute: the reference workloads, measured at the start and the
+end of a run and before every round of every shape.
 """
 
 from __future__ import annotations
