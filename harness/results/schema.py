@@ -72,7 +72,6 @@ INTEGER_COLUMNS = [
     "bytes",
 ]
 CUDA_TIMER = "cuda events"  # the timer of GPU rows: the peak fraction (a CPU's) does not apply
-STATUSES = ("ok", "skipped", "failed", "disagrees")
 
 
 def with_case_defaults(row: dict) -> dict:
