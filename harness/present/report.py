@@ -30,8 +30,8 @@ from harness.present.report_tables import (
     bandwidth_table,
     machine_table,
     number_text,
+    panel_as_setting,
     ratio_table,
-    shown,
     time_table,
     variant_table,
 )
@@ -81,7 +81,7 @@ def _fastest_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
             "lead: the runner-up's time over the fastest's, from the rounds they shared, with "
             "its 95% interval; tied where that interval holds 1.",
         ),
-        ("table", shown(fastest, several)),
+        ("table", panel_as_setting(fastest, several)),
     ]
     return blocks
 
@@ -118,7 +118,7 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
             "Where the order of two implementations flips between two measured n; n_cross is "
             "where their log-log lines cross.",
         ),
-        ("table", shown(cross, several)) if not cross.empty else ("p", "No crossovers."),
+        ("table", panel_as_setting(cross, several)) if not cross.empty else ("p", "No crossovers."),
     ]
     scaling = exponents(frame).assign(
         time_exponent=lambda t: t["time_exponent"].map(lambda v: number_text(v, ".2f")),
@@ -131,7 +131,7 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
             f"Slope of log time (and log peak memory) against log n over the {FIT_POINTS} "
             "largest valid n: 2 is O(n²); memory 2 means the scores are materialised, 1 fused.",
         ),
-        ("table", shown(scaling, several)),
+        ("table", panel_as_setting(scaling, several)),
     ]
     bound = memory_bound(frame)
     if not bound.empty:
@@ -145,7 +145,7 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
                 "both measured alongside): their ceiling is the bandwidth. Each cell: GB/s "
                 "and, in brackets, its fraction of that read's rate.",
             ),
-            ("table", shown(bandwidth_table(bound), several)),
+            ("table", panel_as_setting(bandwidth_table(bound), several)),
         ]
     masks = causal_speedups(frame).assign(
         full_s=lambda t: t["full_s"].map(format_seconds),
@@ -161,7 +161,7 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
                 "other: the full call's median time over the causal one's (it skips about "
                 "half the work).",
             ),
-            ("table", shown(masks, several)),
+            ("table", panel_as_setting(masks, several)),
         ]
     return blocks
 

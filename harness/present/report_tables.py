@@ -21,10 +21,11 @@ def _bytes(value) -> str:
 
 
 def number_text(value, spec: str = ".3g", suffix: str = "") -> str:
+    """A number for a table cell; empty where there is none."""
     return "" if value is None or pd.isna(value) else f"{value:{spec}}{suffix}"
 
 
-def shown(table: pd.DataFrame, several: bool) -> pd.DataFrame:
+def panel_as_setting(table: pd.DataFrame, several: bool) -> pd.DataFrame:
     """Panel columns folded into one readable column; the machine only when there are several."""
     if table.empty:
         return table
