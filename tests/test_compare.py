@@ -137,10 +137,12 @@ def test_differences_in_conditions_are_warned_about():
     }
     other = {**meta, "threads": 4, "versions": {"numpy": "2.5.0", "numba": "0.68.1"}}
     other["method"] = {"rounds": 5, "statistic": "median"}
+    other["environment"] = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}
     lines = differences(meta, other)
     assert lines == [
         "warning: threads differ (2, 4)",
         "warning: library versions differ: numpy 2.4.6 -> 2.5.0",
+        "warning: the environment differs in NUMBA_CPU_FEATURES, NUMBA_CPU_NAME",
         "warning: the method differs in rounds",
     ]
     assert differences(meta, meta) == []
@@ -236,3 +238,14 @@ def test_compare_command_errors_are_one_line(tmp_path, capsys):
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--threshold" in err[0] and "no such run directory" in err[1]
+
+
+def test_a_run_records_the_variables_that_change_the_libraries_code(monkeypatch):
+    from harness.results.machine import code_path_environment
+
+    monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("HOME_OF_SOMETHING_ELSE", "x")
+    recorded = code_path_environment()
+    assert recorded["NUMBA_CPU_NAME"] == "haswell" and recorded["OPENBLAS_CORETYPE"] == "Haswell"
+    assert "HOME_OF_SOMETHING_ELSE" not in recorded

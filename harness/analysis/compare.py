@@ -167,6 +167,10 @@ def differences(meta_a: dict, meta_b: dict) -> list[str]:
     )
     if moved:
         lines.append(f"warning: library versions differ: {', '.join(moved)}")
+    env_a, env_b = meta_a.get("environment", {}), meta_b.get("environment", {})
+    changed = sorted(k for k in set(env_a) | set(env_b) if env_a.get(k) != env_b.get(k))
+    if changed:
+        lines.append(f"warning: the environment differs in {', '.join(changed)}")
     method_a, method_b = meta_a.get("method", {}), meta_b.get("method", {})
     keys = sorted(k for k in set(method_a) | set(method_b) if method_a.get(k) != method_b.get(k))
     if keys:

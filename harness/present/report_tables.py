@@ -113,6 +113,8 @@ def machine_table(meta: dict) -> pd.DataFrame:
         f"at least {settings.get('min_samples')} samples",
         "method": "; ".join(f"{k}: {v}" for k, v in meta.get("method", {}).items() if v),
         "versions": versions,
+        "environment": ", ".join(f"{k}={v}" for k, v in meta.get("environment", {}).items())
+        or "no variable that changes the libraries' code or threads",
         "git": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}",
         "command": meta.get("command"),
         "started / ended": f"{meta.get('started')} / {meta.get('ended')}",

@@ -103,6 +103,17 @@ def machine_id() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname())[:40] or "host"
 
 
+# Environment variables that change which code the libraries run or how they thread (Numba's
+# target, torch's and MKL's instruction set, OpenBLAS's kernels, the OpenMP pools): a figure
+# holds for them, so a run records those that are set.
+CODE_PATH_PREFIXES = ("NUMBA_", "ATEN_", "MKL_", "OPENBLAS_", "OMP_", "KMP_", "GOMP_", "CUDA_")
+
+
+def code_path_environment() -> dict[str, str]:
+    """The set variables among CODE_PATH_PREFIXES, by name."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(CODE_PATH_PREFIXES)}
+
+
 def describe_machine() -> dict:
     import psutil
 

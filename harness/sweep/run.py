@@ -86,6 +86,7 @@ def new_run(config: SweepConfig, names: list[str], out: str | None) -> tuple[Run
         "not_measured": not_measured(names),
         "machine": machine.describe_machine(),
         "versions": machine.package_versions(),
+        "environment": machine.code_path_environment(),
         "blas": machine.blas_info(),  # as loaded here; each worker's is under "threading"
         "threads": config.threads,
         "git": machine.git_state(project),
