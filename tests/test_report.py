@@ -23,6 +23,7 @@ from harness.analysis.summaries import (
 )
 from harness.cli.main import main
 from harness.present.plots import figures
+from harness.present.report import build_report
 from harness.present.report_tables import variant_table
 from harness.results.schema import CUDA_TIMER
 
@@ -300,6 +301,10 @@ def test_no_fastest_is_named_where_a_faster_case_was_disturbed(tmp_path):
     text = " ".join(findings(frame, several=False, baseline="naive"))
     assert "n = 512, no fastest can be named: fused measured faster than naive but unstable" in text
     assert "naive is fastest" not in text
+    blocks = build_report(load_runs([tmp_path / "run"]), {}, "t")
+    fastest = next(b[1] for b in blocks if b[0] == "table" and "fastest" in b[1].columns)
+    named = dict(zip(fastest["n"], fastest["fastest"], strict=True))
+    assert named == {256: "fused", 512: "none named (fused faster but unstable)"}
 
 
 def test_the_report_says_which_code_each_implementation_ran(tmp_path):
