@@ -406,9 +406,8 @@ def test_every_tile_fits_the_key_block():
 
 ASSEMBLY_REPORT = """
 import json, re
-import numba
 from numba import types
-from impls.numba_parallel import kernels, tile, vector_bits
+from impls.numba_parallel import kernels, vector_bits
 
 def reduction_loop(assembly):
     \"\"\"The loop (a label and a jump back to it) with the most FMAs: the tile's reduction.\"\"\"
@@ -437,11 +436,10 @@ print(json.dumps(report))
 """
 
 
-def assembly_report(cpu: str, tiles: dict | None = None) -> dict:
-    """Compile the microkernels for a target named like NUMBA_CPU_NAME (with that CPU's own
-    features, so it runs on any x86 host) and describe each one's reduction loop."""
-    tiles = tiles or {dtype: kernel.TILES[512 if "avx512" in cpu or "rapids" in cpu else 256][dtype]
-                      for dtype in DTYPES}  # fmt: skip
+def assembly_report(cpu: str, tiles: dict) -> dict:
+    """Compile the microkernels of these tiles ({dtype: (rows, columns)}) for a target named
+    like NUMBA_CPU_NAME (with that CPU's own features, so it runs on any x86 host) and describe
+    each one's reduction loop."""
     result = subprocess.run(
         [sys.executable, "-c", f"TILES = {tiles!r}\n" + ASSEMBLY_REPORT],
         cwd=REPO,
@@ -462,7 +460,7 @@ def test_microkernels_use_the_full_vector_width_and_never_spill_in_their_loop(cp
     accumulator vector, and no vector register stored to or loaded from the stack."""
     if not REPO_IS_X86:
         pytest.skip("x86 target names")
-    report = assembly_report(cpu)
+    report = assembly_report(cpu, kernel.TILES[bits])
     assert report.pop("bits") == bits
     for name, loop in report.items():
         dtype, _, shape = name.split()
