@@ -398,11 +398,13 @@ def test_the_reference_workloads_are_measured_in_a_real_worker(tmp_path):
     assert run_cli("--impl", "numpy", "--n", "8,16", "--d", "4", "--target", "0.02",
                    "--threads", "1", "--out", str(out)) == 0  # fmt: skip
     table = pd.read_csv(out / "results.csv")
-    start = json.loads((out / "meta.json").read_text())["gemm_peak_gflops"]["float32"]
-    assert (table.gemm_gflops > 0).all() and (table.gemm_gflops != start).all()
+    assert (table.gemm_gflops > 0).all()
     assert (table.peak_fraction == table.gflops / table.gemm_gflops).all()
     for line in (out / "results.jsonl").read_text().splitlines():
-        row = json.loads(line)  # each product on record: PEAK_REPEATS before each round so far
+        # each product on record, PEAK_REPEATS before each round so far, and the peak their
+        # median: measured beside the case, not the start-of-run figure (which a median of
+        # 48-microsecond products can equal by chance, so that is not compared)
+        row = json.loads(line)
         assert len(row["gemm_rates"]) == row["rounds"] * probes.PEAK_REPEATS
         assert row["gemm_gflops"] == pytest.approx(float(np.median(row["gemm_rates"])))
         assert row["gemm_best_gflops"] == max(row["gemm_rates"])
