@@ -100,41 +100,6 @@ def tile_config(dtype: str, width: int, rows: int = 32) -> TileConfig:
     raise ValueError(f"no tile of width {width} fits {STATIC_SHARED_LIMIT} bytes for {dtype}")
 
 
-def block_rows(
-    dtype: str,
-    blocks_at_64_rows: int,
-    multiprocessors: int,
-    causal: bool,
-    tuning: LaunchTuning | None = None,
-) -> int:
-    """The row kernel's block height: 64 rows where that grid still fills `grid_fill` of its
-    waves' block slots, else 32 (measured with the row kernel at d = 64).
-
-    Taller blocks share each K/V tile among more rows, but halve the blocks: one head at
-    n = 4096 in 64-row blocks would leave half of an H200's multiprocessors idle. At d = 64
-    (242-254 registers per thread) one 256-thread block runs per multiprocessor. Causal blocks
-    differ in length (the kernel starts the longest first), and the longest bounds the time
-    unless there are `causal_waves` waves of blocks to balance it.
-    """
-    tuning = tuning or SM90
-    if dtype != "float32":
-        return 32
-    if causal and blocks_at_64_rows < tuning.causal_waves * tuning.grid_fill * multiprocessors:
-        return 32
-    waves = -(-blocks_at_64_rows // multiprocessors)
-    return 64 if blocks_at_64_rows >= tuning.grid_fill * waves * multiprocessors else 32
-
-
-GRID_SIDE = 16  # thread-tiled blocks: 16 x 16 threads, 16 row groups by 16 key (column) groups
-THREAD_TILE_WIDTHS = (32, 64)  # float32 widths of the thread-tiled kernel; others: row per thread
-# Feature (and key) steps per loop iteration: the faster of 1 and 2 per width, measured.
-UNROLL = {32: 1, 64: 2}
-# A thread-tiled block uses <= 128 registers (launch bound of 2 blocks) and <= 44 KiB of
-# shared memory: two fit on a multiprocessor.
-BLOCKS_PER_MULTIPROCESSOR = 2
-MERGE_THREADS = 256
-
-
 @dataclass(frozen=True)
 class LaunchTuning:
     """The launch choices of one GPU architecture: how full a grid must be, when to split keys."""
@@ -156,14 +121,46 @@ LAUNCH_TUNING = {
     ),
 }
 MEASURED_ARCHITECTURE = (9, 0)
+MEASURED_TUNING = LAUNCH_TUNING[MEASURED_ARCHITECTURE]
 
 
 def launch_tuning(compute_capability: tuple[int, int]) -> LaunchTuning:
     """The table's entry for this architecture, or the measured one's where it has none."""
-    return LAUNCH_TUNING.get(tuple(compute_capability), LAUNCH_TUNING[MEASURED_ARCHITECTURE])
+    return LAUNCH_TUNING.get(tuple(compute_capability), MEASURED_TUNING)
 
 
-SM90 = LAUNCH_TUNING[MEASURED_ARCHITECTURE]
+def block_rows(
+    dtype: str,
+    blocks_at_64_rows: int,
+    multiprocessors: int,
+    causal: bool,
+    tuning: LaunchTuning = MEASURED_TUNING,
+) -> int:
+    """The row kernel's block height: 64 rows where that grid still fills `grid_fill` of its
+    waves' block slots, else 32 (measured with the row kernel at d = 64).
+
+    Taller blocks share each K/V tile among more rows, but halve the blocks: one head at
+    n = 4096 in 64-row blocks would leave half of an H200's multiprocessors idle. At d = 64
+    (242-254 registers per thread) one 256-thread block runs per multiprocessor. Causal blocks
+    differ in length (the kernel starts the longest first), and the longest bounds the time
+    unless there are `causal_waves` waves of blocks to balance it.
+    """
+    if dtype != "float32":
+        return 32
+    if causal and blocks_at_64_rows < tuning.causal_waves * tuning.grid_fill * multiprocessors:
+        return 32
+    waves = -(-blocks_at_64_rows // multiprocessors)
+    return 64 if blocks_at_64_rows >= tuning.grid_fill * waves * multiprocessors else 32
+
+
+GRID_SIDE = 16  # thread-tiled blocks: 16 x 16 threads, 16 row groups by 16 key (column) groups
+THREAD_TILE_WIDTHS = (32, 64)  # float32 widths of the thread-tiled kernel; others: row per thread
+# Feature (and key) steps per loop iteration: the faster of 1 and 2 per width, measured.
+UNROLL = {32: 1, 64: 2}
+# A thread-tiled block uses <= 128 registers (launch bound of 2 blocks) and <= 44 KiB of
+# shared memory: two fit on a multiprocessor.
+BLOCKS_PER_MULTIPROCESSOR = 2
+MERGE_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -236,7 +233,7 @@ def key_splits(
     slots: int,
     causal: bool,
     flop: float,
-    tuning: LaunchTuning | None = None,
+    tuning: LaunchTuning = MEASURED_TUNING,
 ) -> int:
     """How many blocks share each row tile's keys, so that the grid fills the GPU.
 
@@ -245,7 +242,6 @@ def key_splits(
     length, and the longest sets the time unless there are twice as many blocks as slots
     (docs/kernels/numba_cuda.md has the timings).
     """
-    tuning = tuning or SM90
     if flop < tuning.min_split_flop:
         return 1
     wanted = (2 if causal else 1) * slots // row_blocks
@@ -259,7 +255,7 @@ def thread_tile_rows(
     slots: int,
     causal: bool,
     flop: float,
-    tuning: LaunchTuning | None = None,
+    tuning: LaunchTuning = MEASURED_TUNING,
 ) -> int:
     """64 rows per block (4 per thread) unless 32-row blocks fill more of the GPU's slots.
 
@@ -273,7 +269,7 @@ def thread_tile_rows(
         splits = key_splits(row_blocks, keys, slots, causal, flop, tuning)
         return min(1.0, row_blocks * splits / slots)
 
-    return 64 if filled(64) >= min((tuning or SM90).grid_fill, filled(32)) else 32
+    return 64 if filled(64) >= min(tuning.grid_fill, filled(32)) else 32
 
 
 def kernel_config(dtype: str, width: int, rows: int):
