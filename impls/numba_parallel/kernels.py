@@ -11,6 +11,7 @@ own compiled, cached specialisation, with microkernels written for it by templat
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -97,20 +98,15 @@ def _tile_rows(tile):
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
-_MICROKERNELS: dict[tuple, object] = {}
-
-
+@functools.cache
 def microkernel(kind: str, rows: int, columns: int):
-    """The compiled (lazily, by Numba) microkernel of that kind and tile shape."""
-    key = (kind, rows, columns)
-    if key not in _MICROKERNELS:
-        namespace = {"_wide_vectors": _wide_vectors}
-        source = template.microkernel_source(kind, rows, columns)
-        exec(compile(source, f"<{kind} {rows}x{columns}>", "exec"), namespace)
-        function = namespace[kind]
-        function.__name__ = function.__qualname__ = f"{kind}_{rows}x{columns}"
-        _MICROKERNELS[key] = njit(fastmath=KERNEL_FLAGS)(function)
-    return _MICROKERNELS[key]
+    """The compiled (lazily, by Numba) microkernel of that kind and tile shape, one per process."""
+    namespace = {"_wide_vectors": _wide_vectors}
+    source = template.microkernel_source(kind, rows, columns)
+    exec(compile(source, f"<{kind} {rows}x{columns}>", "exec"), namespace)
+    function = namespace[kind]
+    function.__name__ = function.__qualname__ = f"{kind}_{rows}x{columns}"
+    return njit(fastmath=KERNEL_FLAGS)(function)
 
 
 if numba is not None:
