@@ -230,6 +230,9 @@ def test_every_launched_variant_is_a_ptx_target(d_k, d_v):
     for dtype, rows in ROWS:
         cfg = mod.kernel_config(dtype, mod.width_for(d_k, d_v), rows)
         assert cfg in compiled and replace(cfg, grouped=True) in compiled  # grouped-query too
+    if max(d_k, d_v) <= max(mod.MMA_WIDTHS):
+        cfg = mod.mma_config(mod.width_for(max(d_k, d_v, 32), 0))
+        assert cfg in compiled and replace(cfg, grouped=True) in compiled
 
 
 # --- numba-cuda and PTX ---------------------------------------------------------------------
@@ -273,9 +276,18 @@ def compiled_ptx(tmp_path_factory):
             ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0), **options)
             path = {str(folder)!r} + f"/kernel{{index}}.ptx"
             open(path, "w").write(ptx)
+            mma = isinstance(cfg, mod.MmaConfig)
             rows.append({{
-                "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows, cfg.grouped],
+                "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows, cfg.grouped]
+                + ([cfg.precision] if mma else []),
                 "thread_tiled": isinstance(cfg, mod.ThreadTileConfig),
+                "tensor_cores": mma,
+                "expected_mma": mma and cfg.passes * 2 * (cfg.width // 8) * (cfg.keys // 8),
+                "min_blocks": getattr(cfg, "min_blocks", 1),
+                "mma": len(re.findall(
+                    r"mma\\.sync\\.aligned\\.m16n8k8\\.row\\.col\\.f32\\.tf32\\.tf32\\.f32", ptx
+                )),
+                "cvt_tf32": len(re.findall(r"cvt\\.rna\\.tf32\\.f32", ptx)),
                 "threads": getattr(cfg, "threads", mod.MERGE_THREADS),
                 "path": path,
                 "sm_90": bool(re.search(r"^\\.target sm_90\\b", ptx, re.M)),
@@ -289,17 +301,44 @@ def compiled_ptx(tmp_path_factory):
     return json.loads(out.strip().splitlines()[-1])
 
 
+MMA_KERNELS = [
+    str(["float32", w, 64, g, p])
+    for w in mod.MMA_WIDTHS
+    for p in ("3xTF32", "TF32")
+    for g in (False, True)
+]
+
+
 def test_ptx_for_sm90_for_every_kernel_variant(compiled_ptx):
     kernels = [r["kernel"] for r in compiled_ptx]
     assert sorted(map(str, kernels)) == sorted(
-        ["merge", *(str([d, w, h, g]) for d, h in ROWS for w in mod.WIDTHS for g in (False, True))]
+        [
+            "merge",
+            *(str([d, w, h, g]) for d, h in ROWS for w in mod.WIDTHS for g in (False, True)),
+            *MMA_KERNELS,
+        ]
     )
     for r in compiled_ptx:
         assert r["sm_90"] and r["entry"], r
-        if r["kernel"] != "merge":  # the merge reads each value once: nothing to vectorise
+        # The merge reads each value once, and the tensor-core kernel's fragments are one float
+        # per lane and register: nothing to vectorise.
+        if r["kernel"] != "merge" and not r["tensor_cores"]:
             assert r["vector_loads"] > 0, f"shared loads not vectorised: {r}"
         if r["kernel"] == "merge" or r["kernel"][0] == "float32":
             assert r["f64"] == 0, f"float64 arithmetic in a float32 kernel: {r}"
+
+
+def test_tensor_core_kernels_issue_mma_and_only_they_do(compiled_ptx):
+    """The PTX of each tensor-core kernel holds every mma.sync m16n8k8 TF32 of one K/V tile,
+    unrolled: 3 (3xTF32) or 1 (TF32) per 8 x 8 x 8 step of Q K^T and of P V; its operands are
+    rounded by cvt.rna.tf32. No other kernel touches the tensor cores."""
+    for r in compiled_ptx:
+        if r["tensor_cores"]:
+            assert r["mma"] == r["expected_mma"] > 0, r
+            assert r["cvt_tf32"] > 0, r
+        else:
+            assert r["mma"] == 0 and r["cvt_tf32"] == 0, r
+    assert sum(r["tensor_cores"] for r in compiled_ptx) == len(MMA_KERNELS)
 
 
 def test_kernels_fit_their_registers_without_spilling(compiled_ptx):
@@ -321,6 +360,8 @@ def test_kernels_fit_their_registers_without_spilling(compiled_ptx):
         if r["thread_tiled"]:
             per_block = registers * r["threads"]
             assert per_block * mod.BLOCKS_PER_MULTIPROCESSOR <= 65536, (r["kernel"], registers)
+        if r["tensor_cores"]:  # the blocks key_splits counts on fit at once
+            assert registers * r["threads"] * r["min_blocks"] <= 65536, (r["kernel"], registers)
 
 
 @needs_numba_cuda
