@@ -220,6 +220,55 @@ def test_causal_grids_take_tall_blocks_only_with_two_waves(blocks_at_64_rows, ex
     assert mod.block_rows("float32", blocks_at_64_rows, 132, causal=True) == expected
 
 
+@pytest.mark.parametrize(
+    "dtype, d, n_q, n_k, architecture, expected",
+    [
+        ("float32", 128, 1024, 1024, (9, 0), True),  # d = 128: the tensor cores at every n
+        ("float32", 100, 16, 64, (9, 0), True),  # d in (64, 128]: the width-128 kernel
+        ("float32", 64, 8192, 8192, (9, 0), False),  # the thread-tiled kernel leads torch here
+        ("float32", 64, 16384, 16384, (9, 0), True),
+        ("float32", 64, 2048, 16384, (9, 0), True),  # by keys: 16384 of them
+        ("float32", 32, 16384, 16384, (9, 0), False),  # d = 32 stays on the CUDA cores
+        ("float32", 128, 4096, 4096, (8, 0), True),  # unmeasured sm_80: planned as sm_90
+        ("float32", 128, 4096, 4096, (7, 5), False),  # no TF32 tensor cores before sm_80
+        ("float64", 128, 4096, 4096, (9, 0), False),
+        ("float32", 200, 4096, 4096, (9, 0), False),  # d > 128: the row kernel, in chunks
+        ("float32", 128, 1, 8192, (9, 0), False),  # decode: 15 of a warp's 16 rows idle
+    ],
+)
+def test_the_tuning_table_sends_d128_and_long_d64_to_the_tensor_cores(
+    dtype, d, n_q, n_k, architecture, expected
+):
+    tuning = mod.launch_tuning(architecture)
+    assert mod.uses_tensor_cores(dtype, d, n_q, n_k, architecture, tuning) is expected
+
+
+def test_an_architecture_without_tensor_core_entries_keeps_the_cuda_cores():
+    none = replace(mod.LAUNCH_TUNING[(9, 0)], tensor_cores=())
+    assert not mod.uses_tensor_cores("float32", 128, 4096, 4096, (9, 0), none)
+
+
+@pytest.mark.parametrize("width", mod.MMA_WIDTHS)
+def test_tensor_core_tiles_fit_twice_on_a_multiprocessor(width):
+    cfg = mod.mma_config(width)
+    assert cfg.rows == 64 and cfg.threads == 128 and cfg.keys % 8 == 0
+    assert cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT
+    assert cfg.min_blocks * cfg.shared_bytes <= 228 * 1024
+    assert (cfg.keys * cfg.width) % cfg.threads == 0 and cfg.threads % cfg.width == 0
+    assert cfg.stride % 32 == 4  # B fragments: 8 keys x 4 features on 32 distinct banks
+
+
+def test_tensor_core_configs_are_float32_of_their_widths():
+    with pytest.raises(ValueError, match="float32 of widths"):
+        mod.MmaConfig("float64", 64, 64)
+    with pytest.raises(ValueError, match="float32 of widths"):
+        mod.MmaConfig("float32", 16, 64)
+    with pytest.raises(ValueError, match="whole 8-key fragments"):
+        mod.MmaConfig("float32", 64, 12)
+    with pytest.raises(ValueError, match="passes 1 or 3"):
+        mod.MmaConfig("float32", 64, 64, passes=2)
+
+
 @needs_numba_cuda
 @pytest.mark.parametrize(
     "d_k, d_v", [(1, 1), (7, 7), (16, 16), (17, 3), (64, 64), (128, 128), (200, 200), (5, 300)]
@@ -594,3 +643,67 @@ def test_run_computes_from_the_device_copies_prepare_made(impl, causal):
     np.testing.assert_allclose(
         mod.fetch(state), reference(*new, causal, scale=0.3), **TOL["float32"]
     )
+
+
+# --- the tensor-core kernel's planning (its numerics: tests/test_mma_fragments.py) -----------
+
+
+def _args(batch, n, d, causal=False, kv_batch=None):
+    q = np.zeros((batch, n, d), "float32")
+    k = np.zeros((kv_batch or batch, n, d), "float32")
+    return AttentionArgs(q=q, k=k, v=k, causal=causal, scale=0.1, lead=(batch,))
+
+
+@pytest.mark.parametrize(
+    "batch, n, d, causal, expected",
+    [
+        (1, 1024, 128, False, 1),  # 16 row tiles, 2 GFLOP: too little for the merge
+        (1, 8192, 128, False, 2),  # 128 row tiles for 264 slots
+        (1, 8192, 128, True, 4),
+        (64, 8192, 128, False, 1),  # B = 4, H = 16: the row tiles fill the GPU
+        (1, 16384, 64, False, 1),
+    ],
+)
+def test_on_a_gpu_prepare_plans_the_tensor_cores_and_splits_their_keys(
+    impl, monkeypatch, batch, n, d, causal, expected
+):
+    monkeypatch.setattr(mod, "is_simulated", lambda: False)
+    monkeypatch.setattr(mod, "_multiprocessors", lambda: 132)
+    monkeypatch.setattr(mod, "_compute_capability", lambda: (9, 0))
+    cfg, splits = mod.launch_plan(_args(batch, n, d, causal))
+    assert cfg == mod.mma_config(d) and splits == expected
+    assert mod.variant({"config": cfg, "splits": splits}).startswith("tensor cores, 3xTF32, 64x")
+    grouped, _ = mod.launch_plan(_args(4, n, d, causal, kv_batch=2))
+    assert grouped == replace(mod.mma_config(d), grouped=True)
+    monkeypatch.setattr(mod, "_compute_capability", lambda: (7, 5))
+    assert not isinstance(mod.launch_plan(_args(batch, n, d, causal))[0], mod.MmaConfig)
+
+
+def test_the_simulator_never_plans_the_tensor_cores(impl):
+    """Its inline PTX and shuffles cannot run there: the CUDA-core kernels do, and an explicit
+    tensor-core config is refused with the reason."""
+    if not mod.is_simulated():
+        pytest.skip("a GPU is here: the simulator's routing is for machines without one")
+    cfg, _ = mod.launch_plan(_args(1, 16384, 128))
+    assert isinstance(cfg, mod.TileConfig)
+    assert mod.uses_tensor_cores("float32", 128, 16384, 16384, mod.MEASURED_ARCHITECTURE)
+    with pytest.raises(ValueError, match="simulator cannot run the tensor-core kernel"):
+        mod.launch_plan(_args(1, 64, 128), mod.mma_config(128))
+    state = mod.prepare(_args(1, 20, 128))
+    assert mod.variant(state) == "CUDA cores, row per 4 threads, 64 rows x 16 keys"
+
+
+@pytest.mark.parametrize(
+    "cfg, splits, expected",
+    [
+        (mod.mma_config(128), 1, "tensor cores, 3xTF32, 64x32 tiles"),
+        (mod.mma_config(64, passes=1), 2, "tensor cores, TF32, 64x64 tiles, 2 key splits"),
+        (
+            replace(mod.kernel_config("float32", 64, 64), grouped=True),
+            4,
+            "CUDA cores, thread-tiled, 64x32 tiles, 4 key splits, grouped heads",
+        ),
+    ],
+)
+def test_variant_names_the_kernel_that_ran(cfg, splits, expected):
+    assert mod.variant({"config": cfg, "splits": splits}) == expected
