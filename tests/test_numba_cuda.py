@@ -488,7 +488,9 @@ def test_matches_float64_reference(impl, lead, n_q, n_k, d_k, d_v, causal, dtype
 def test_prepare_picks_the_tiles_and_splits_for_the_gpu(
     impl, monkeypatch, batch, n, d, dtype, causal, rows, splits
 ):
+    """The CUDA-core plan: on a GPU without TF32 tensor cores (sm_75), or in the simulator."""
     monkeypatch.setattr(mod, "_multiprocessors", lambda: 132)
+    monkeypatch.setattr(mod, "_compute_capability", lambda: (7, 5))
     q = np.zeros((batch, n, d), dtype)
     args = AttentionArgs(q=q, k=q, v=q, causal=causal, scale=0.125, lead=(batch,))
     state = mod.prepare(args)
@@ -707,3 +709,51 @@ def test_the_simulator_never_plans_the_tensor_cores(impl):
 )
 def test_variant_names_the_kernel_that_ran(cfg, splits, expected):
     assert mod.variant({"config": cfg, "splits": splits}) == expected
+
+
+@pytest.mark.parametrize(
+    "batch, kv_batch, n_q, n_k, d_k, d_v, causal, splits, passes",
+    [
+        (1, 1, 64, 64, 128, 128, False, 1, 3),
+        (1, 1, 70, 90, 64, 64, True, 1, 3),  # row and key tails
+        (2, 2, 130, 200, 128, 128, True, 1, 3),  # causal row tiles in reverse, per batch entry
+        (1, 1, 33, 300, 32, 32, False, 3, 3),  # key splits and the merge
+        (1, 1, 20, 70, 30, 50, True, 1, 3),  # d_k != d_v, short of the width
+        (6, 2, 17, 45, 64, 64, True, 2, 3),  # grouped-query heads, with splits
+        (1, 1, 64, 128, 128, 128, False, 1, 1),  # plain TF32: the model's error, not float32's
+    ],
+)
+def test_tensor_core_kernel_on_the_gpu_matches_its_numpy_model(
+    impl, batch, kv_batch, n_q, n_k, d_k, d_v, causal, splits, passes
+):
+    """On a GPU (sm_80+): the kernel agrees with the float64 reference, and with the NumPy model
+    of its fragments (fragment_model) to within the float32 rounding the two order differently;
+    a wrong fragment layout in fragments.py would break the second even where the first held."""
+    if mod.is_simulated() or mod._compute_capability() < mod.TENSOR_CORE_ARCHITECTURE:
+        pytest.skip("needs a GPU with TF32 tensor cores (the simulator cannot run inline PTX)")
+    from impls.numba_cuda import fragment_model
+
+    rng = np.random.default_rng(n_q + n_k)
+    q = rng.standard_normal((batch, n_q, d_k)).astype("float32")
+    k = rng.standard_normal((kv_batch, n_k, d_k)).astype("float32")
+    v = rng.standard_normal((kv_batch, n_k, d_v)).astype("float32")
+    scale = 1 / np.sqrt(d_k)
+    width = max(mod.MMA_WIDTHS[0], mod.width_for(d_k, d_v))
+    cfg = mod.mma_config(width, passes)
+    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=scale, lead=(batch,))
+    state = mod.prepare(args, cfg, splits)
+    mod.run(state)
+    out = mod.fetch(state)
+    assert mod.variant(state).startswith(f"tensor cores, {cfg.precision}")
+    model = fragment_model.model_attention(
+        q, k, v, causal, scale, replace(cfg, grouped=kv_batch < batch), splits
+    )
+    shared = [np.repeat(x, batch // kv_batch, axis=0) for x in (k, v)]
+    expected = reference(q, *shared, causal, scale=scale)
+    # TF32 rounds each weight: one ulp of difference in exp2 can move it by 2^-11
+    model_tol = 1e-5 if passes == 3 else 1e-3
+    np.testing.assert_allclose(out, model, rtol=model_tol, atol=model_tol)
+    if passes == 3:
+        np.testing.assert_allclose(out, expected, **TOL["float32"])
+    else:
+        np.testing.assert_allclose(out, expected, rtol=5e-3, atol=5e-3)
