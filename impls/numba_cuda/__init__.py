@@ -55,6 +55,7 @@ from impls.numba_cuda.plan import (  # noqa: F401 - the tile choices are part of
     MEASURED_ARCHITECTURE,
     MERGE_THREADS,
     MMA_KEYS,
+    MMA_PASSES,
     MMA_WIDTHS,
     Q_PAD,
     REGISTER_WORDS,
