@@ -729,8 +729,7 @@ def test_tensor_core_kernel_on_the_gpu_matches_its_numpy_model(
     """On a GPU (sm_80+): the kernel agrees with the float64 reference, and with the NumPy model
     of its fragments (fragment_model) to within the float32 rounding the two order differently;
     a wrong fragment layout in fragments.py would break the second even where the first held."""
-    if mod.is_simulated() or mod._compute_capability() < mod.TENSOR_CORE_ARCHITECTURE:
-        pytest.skip("needs a GPU with TF32 tensor cores (the simulator cannot run inline PTX)")
+    _tensor_cores_or_skip()
     from impls.numba_cuda import fragment_model
 
     rng = np.random.default_rng(n_q + n_k)
@@ -757,3 +756,114 @@ def test_tensor_core_kernel_on_the_gpu_matches_its_numpy_model(
         np.testing.assert_allclose(out, expected, **TOL["float32"])
     else:
         np.testing.assert_allclose(out, expected, rtol=5e-3, atol=5e-3)
+
+
+def _tensor_cores_or_skip():
+    if mod.is_simulated() or mod._compute_capability() < mod.TENSOR_CORE_ARCHITECTURE:
+        pytest.skip("needs a GPU with TF32 tensor cores (the simulator cannot run inline PTX)")
+
+
+def test_one_mma_on_the_gpu_has_the_documented_fragment_layout(impl):
+    """The hardware against fragments.py: one mma.sync of integer (TF32-exact) matrices, each
+    lane's registers placed and read back by the layout maps, is exactly A B + C; float inputs
+    agree with the NumPy model of one mma."""
+    _tensor_cores_or_skip()
+    from numba import cuda
+
+    from impls.numba_cuda import fragments, ptx
+
+    native = ptx.intrinsics()
+    mma, tf32 = native.mma, native.tf32
+
+    @cuda.jit
+    def one_mma(a, b, c, d):
+        i = cuda.threadIdx.x
+        r = mma(
+            tf32(a[i, 0]), tf32(a[i, 1]), tf32(a[i, 2]), tf32(a[i, 3]), tf32(b[i, 0]),
+            tf32(b[i, 1]), c[i, 0], c[i, 1], c[i, 2], c[i, 3],
+        )  # fmt: skip
+        d[i, 0], d[i, 1], d[i, 2], d[i, 3] = r[0], r[1], r[2], r[3]
+
+    rng = np.random.default_rng(0)
+    f = fragments
+    for exact in (True, False):
+        if exact:
+            a, b, c = (
+                rng.integers(-512, 512, s).astype("float32") for s in ((16, 8), (8, 8), (16, 8))
+            )
+        else:
+            a, b, c = (rng.standard_normal(s).astype("float32") for s in ((16, 8), (8, 8), (16, 8)))
+        frags = (
+            f.gather(a, f.a_row, f.a_col, 4),
+            f.gather(b, f.b_row, f.b_col, 2),
+            f.gather(c, f.c_row, f.c_col, 4),
+        )
+        d = np.zeros((32, 4), "float32")
+        one_mma[1, 32](*frags, d)
+        if exact:
+            np.testing.assert_array_equal(f.scatter(d, f.c_row, f.c_col, (16, 8)), a @ b + c)
+        else:
+            np.testing.assert_allclose(d, f.warp_mma(*frags), rtol=1e-6, atol=1e-6)
+
+
+def test_cvt_rna_tf32_on_the_gpu_is_the_models_rounding(impl):
+    _tensor_cores_or_skip()
+    from numba import cuda
+
+    from impls.numba_cuda import fragments, ptx
+
+    tf32 = ptx.intrinsics().tf32
+
+    @cuda.jit
+    def round_all(x, y):
+        i = cuda.grid(1)
+        if i < x.size:
+            y[i] = tf32(x[i])
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(1 << 16).astype("float32") * np.float32(1e3)
+    ties = np.float32(1.0) + np.arange(1, 64, dtype="float32") * np.float32(2.0**-11)
+    x = np.concatenate([x, ties, -ties]).astype("float32")
+    y = np.zeros_like(x)
+    round_all[-(-x.size // 256), 256](x, y)
+    np.testing.assert_array_equal(y.view("uint32"), fragments.tf32(x).view("uint32"))
+
+
+@needs_numba_cuda
+def test_the_mma_intrinsic_passes_its_operands_in_order():
+    """ptx.intrinsics().mma wired as documented, checked in the PTX of one call: A's registers
+    are the TF32 roundings of a[i, 0..3] (loads at +0, +4, +8, +12 bytes), B's of b[i, 0..1], C
+    the loads of c[i, 0..3], and D goes to d[i, 0..3] in that order."""
+    ptx = _run_python(
+        """
+        from numba import cuda, types
+        from impls.numba_cuda import ptx
+        mma, tf32 = ptx.intrinsics().mma, ptx.intrinsics().tf32
+        def one_mma(a, b, c, d):
+            i = cuda.threadIdx.x
+            r = mma(tf32(a[i, 0]), tf32(a[i, 1]), tf32(a[i, 2]), tf32(a[i, 3]), tf32(b[i, 0]),
+                    tf32(b[i, 1]), c[i, 0], c[i, 1], c[i, 2], c[i, 3])
+            d[i, 0], d[i, 1], d[i, 2], d[i, 3] = r[0], r[1], r[2], r[3]
+        arr = types.float32[:, ::1]
+        print(cuda.compile_ptx(one_mma, types.void(arr, arr, arr, arr), cc=(9, 0))[0])
+        """,
+        timeout=120,
+    )
+    loads = dict(re.findall(r"ld\.global\.f32\s+(%f\d+), \[(%rd\d+(?:\+\d+)?)\]", ptx))
+    rounded = dict(re.findall(r"cvt\.rna\.tf32\.f32\s+(%r\d+), (%f\d+);", ptx))
+    stores = re.findall(r"st\.global\.f32\s+\[(%rd\d+(?:\+\d+)?)\], (%f\d+);", ptx)
+    (line,) = re.findall(r"mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.tf32\.tf32\.f32 (.*);", ptx)
+    d, a, b, c = (group.split(", ") for group in re.findall(r"\{([^}]*)\}", line))
+
+    def offsets(addresses):
+        bases = {x.split("+")[0] for x in addresses}
+        assert len(bases) == 1, addresses  # one row of one array
+        return [int(x.split("+")[1]) if "+" in x else 0 for x in addresses]
+
+    assert offsets([loads[rounded[r]] for r in a]) == [0, 4, 8, 12]
+    assert offsets([loads[rounded[r]] for r in b]) == [0, 4]
+    assert offsets([loads[f] for f in c]) == [0, 4, 8, 12]
+    stored = dict((f, at) for at, f in stores)
+    assert offsets([stored[f] for f in d]) == [0, 4, 8, 12]
+    bases = [loads[rounded[a[0]]], loads[rounded[b[0]]], loads[c[0]], stored[d[0]]]
+    assert len({x.split("+")[0] for x in bases}) == 4  # a, b, c and d: four different arrays
