@@ -220,6 +220,55 @@ def test_causal_grids_take_tall_blocks_only_with_two_waves(blocks_at_64_rows, ex
     assert mod.block_rows("float32", blocks_at_64_rows, 132, causal=True) == expected
 
 
+@pytest.mark.parametrize(
+    "dtype, d, n_q, n_k, architecture, expected",
+    [
+        ("float32", 128, 1024, 1024, (9, 0), True),  # d = 128: the tensor cores at every n
+        ("float32", 100, 16, 64, (9, 0), True),  # d in (64, 128]: the width-128 kernel
+        ("float32", 64, 8192, 8192, (9, 0), False),  # the thread-tiled kernel leads torch here
+        ("float32", 64, 16384, 16384, (9, 0), True),
+        ("float32", 64, 2048, 16384, (9, 0), True),  # by keys: 16384 of them
+        ("float32", 32, 16384, 16384, (9, 0), False),  # d = 32 stays on the CUDA cores
+        ("float32", 128, 4096, 4096, (8, 0), True),  # unmeasured sm_80: planned as sm_90
+        ("float32", 128, 4096, 4096, (7, 5), False),  # no TF32 tensor cores before sm_80
+        ("float64", 128, 4096, 4096, (9, 0), False),
+        ("float32", 200, 4096, 4096, (9, 0), False),  # d > 128: the row kernel, in chunks
+        ("float32", 128, 1, 8192, (9, 0), False),  # decode: 15 of a warp's 16 rows idle
+    ],
+)
+def test_the_tuning_table_sends_d128_and_long_d64_to_the_tensor_cores(
+    dtype, d, n_q, n_k, architecture, expected
+):
+    tuning = mod.launch_tuning(architecture)
+    assert mod.uses_tensor_cores(dtype, d, n_q, n_k, architecture, tuning) is expected
+
+
+def test_an_architecture_without_tensor_core_entries_keeps_the_cuda_cores():
+    none = replace(mod.LAUNCH_TUNING[(9, 0)], tensor_cores=())
+    assert not mod.uses_tensor_cores("float32", 128, 4096, 4096, (9, 0), none)
+
+
+@pytest.mark.parametrize("width", mod.MMA_WIDTHS)
+def test_tensor_core_tiles_fit_twice_on_a_multiprocessor(width):
+    cfg = mod.mma_config(width)
+    assert cfg.rows == 64 and cfg.threads == 128 and cfg.keys % 8 == 0
+    assert cfg.shared_bytes <= mod.STATIC_SHARED_LIMIT
+    assert cfg.min_blocks * cfg.shared_bytes <= 228 * 1024
+    assert (cfg.keys * cfg.width) % cfg.threads == 0 and cfg.threads % cfg.width == 0
+    assert cfg.stride % 32 == 4  # B fragments: 8 keys x 4 features on 32 distinct banks
+
+
+def test_tensor_core_configs_are_float32_of_their_widths():
+    with pytest.raises(ValueError, match="float32 of widths"):
+        mod.MmaConfig("float64", 64, 64)
+    with pytest.raises(ValueError, match="float32 of widths"):
+        mod.MmaConfig("float32", 16, 64)
+    with pytest.raises(ValueError, match="whole 8-key fragments"):
+        mod.MmaConfig("float32", 64, 12)
+    with pytest.raises(ValueError, match="passes 1 or 3"):
+        mod.MmaConfig("float32", 64, 64, passes=2)
+
+
 @needs_numba_cuda
 @pytest.mark.parametrize(
     "d_k, d_v", [(1, 1), (7, 7), (16, 16), (17, 3), (64, 64), (128, 128), (200, 200), (5, 300)]
@@ -230,6 +279,9 @@ def test_every_launched_variant_is_a_ptx_target(d_k, d_v):
     for dtype, rows in ROWS:
         cfg = mod.kernel_config(dtype, mod.width_for(d_k, d_v), rows)
         assert cfg in compiled and replace(cfg, grouped=True) in compiled  # grouped-query too
+    if max(d_k, d_v) <= max(mod.MMA_WIDTHS):
+        cfg = mod.mma_config(mod.width_for(max(d_k, d_v, 32), 0))
+        assert cfg in compiled and replace(cfg, grouped=True) in compiled
 
 
 # --- numba-cuda and PTX ---------------------------------------------------------------------
@@ -273,9 +325,18 @@ def compiled_ptx(tmp_path_factory):
             ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0), **options)
             path = {str(folder)!r} + f"/kernel{{index}}.ptx"
             open(path, "w").write(ptx)
+            mma = isinstance(cfg, mod.MmaConfig)
             rows.append({{
-                "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows, cfg.grouped],
+                "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows, cfg.grouped]
+                + ([cfg.precision] if mma else []),
                 "thread_tiled": isinstance(cfg, mod.ThreadTileConfig),
+                "tensor_cores": mma,
+                "expected_mma": mma and cfg.passes * 2 * (cfg.width // 8) * (cfg.keys // 8),
+                "min_blocks": getattr(cfg, "min_blocks", 1),
+                "mma": len(re.findall(
+                    r"mma\\.sync\\.aligned\\.m16n8k8\\.row\\.col\\.f32\\.tf32\\.tf32\\.f32", ptx
+                )),
+                "cvt_tf32": len(re.findall(r"cvt\\.rna\\.tf32\\.f32", ptx)),
                 "threads": getattr(cfg, "threads", mod.MERGE_THREADS),
                 "path": path,
                 "sm_90": bool(re.search(r"^\\.target sm_90\\b", ptx, re.M)),
@@ -289,17 +350,44 @@ def compiled_ptx(tmp_path_factory):
     return json.loads(out.strip().splitlines()[-1])
 
 
+MMA_KERNELS = [
+    str(["float32", w, 64, g, p])
+    for w in mod.MMA_WIDTHS
+    for p in ("3xTF32", "TF32")
+    for g in (False, True)
+]
+
+
 def test_ptx_for_sm90_for_every_kernel_variant(compiled_ptx):
     kernels = [r["kernel"] for r in compiled_ptx]
     assert sorted(map(str, kernels)) == sorted(
-        ["merge", *(str([d, w, h, g]) for d, h in ROWS for w in mod.WIDTHS for g in (False, True))]
+        [
+            "merge",
+            *(str([d, w, h, g]) for d, h in ROWS for w in mod.WIDTHS for g in (False, True)),
+            *MMA_KERNELS,
+        ]
     )
     for r in compiled_ptx:
         assert r["sm_90"] and r["entry"], r
-        if r["kernel"] != "merge":  # the merge reads each value once: nothing to vectorise
+        # The merge reads each value once, and the tensor-core kernel's fragments are one float
+        # per lane and register: nothing to vectorise.
+        if r["kernel"] != "merge" and not r["tensor_cores"]:
             assert r["vector_loads"] > 0, f"shared loads not vectorised: {r}"
         if r["kernel"] == "merge" or r["kernel"][0] == "float32":
             assert r["f64"] == 0, f"float64 arithmetic in a float32 kernel: {r}"
+
+
+def test_tensor_core_kernels_issue_mma_and_only_they_do(compiled_ptx):
+    """The PTX of each tensor-core kernel holds every mma.sync m16n8k8 TF32 of one K/V tile,
+    unrolled: 3 (3xTF32) or 1 (TF32) per 8 x 8 x 8 step of Q K^T and of P V; its operands are
+    rounded by cvt.rna.tf32. No other kernel touches the tensor cores."""
+    for r in compiled_ptx:
+        if r["tensor_cores"]:
+            assert r["mma"] == r["expected_mma"] > 0, r
+            assert r["cvt_tf32"] > 0, r
+        else:
+            assert r["mma"] == 0 and r["cvt_tf32"] == 0, r
+    assert sum(r["tensor_cores"] for r in compiled_ptx) == len(MMA_KERNELS)
 
 
 def test_kernels_fit_their_registers_without_spilling(compiled_ptx):
@@ -321,6 +409,8 @@ def test_kernels_fit_their_registers_without_spilling(compiled_ptx):
         if r["thread_tiled"]:
             per_block = registers * r["threads"]
             assert per_block * mod.BLOCKS_PER_MULTIPROCESSOR <= 65536, (r["kernel"], registers)
+        if r["tensor_cores"]:  # the blocks key_splits counts on fit at once
+            assert registers * r["threads"] * r["min_blocks"] <= 65536, (r["kernel"], registers)
 
 
 @needs_numba_cuda
@@ -398,7 +488,9 @@ def test_matches_float64_reference(impl, lead, n_q, n_k, d_k, d_v, causal, dtype
 def test_prepare_picks_the_tiles_and_splits_for_the_gpu(
     impl, monkeypatch, batch, n, d, dtype, causal, rows, splits
 ):
+    """The CUDA-core plan: on a GPU without TF32 tensor cores (sm_75), or in the simulator."""
     monkeypatch.setattr(mod, "_multiprocessors", lambda: 132)
+    monkeypatch.setattr(mod, "_compute_capability", lambda: (7, 5))
     q = np.zeros((batch, n, d), dtype)
     args = AttentionArgs(q=q, k=q, v=q, causal=causal, scale=0.125, lead=(batch,))
     state = mod.prepare(args)
@@ -553,3 +645,225 @@ def test_run_computes_from_the_device_copies_prepare_made(impl, causal):
     np.testing.assert_allclose(
         mod.fetch(state), reference(*new, causal, scale=0.3), **TOL["float32"]
     )
+
+
+# --- the tensor-core kernel's planning (its numerics: tests/test_mma_fragments.py) -----------
+
+
+def _args(batch, n, d, causal=False, kv_batch=None):
+    q = np.zeros((batch, n, d), "float32")
+    k = np.zeros((kv_batch or batch, n, d), "float32")
+    return AttentionArgs(q=q, k=k, v=k, causal=causal, scale=0.1, lead=(batch,))
+
+
+@pytest.mark.parametrize(
+    "batch, n, d, causal, expected",
+    [
+        (1, 1024, 128, False, 1),  # 16 row tiles, 2 GFLOP: too little for the merge
+        (1, 8192, 128, False, 2),  # 128 row tiles for 264 slots
+        (1, 8192, 128, True, 4),
+        (64, 8192, 128, False, 1),  # B = 4, H = 16: the row tiles fill the GPU
+        (1, 16384, 64, False, 1),
+    ],
+)
+def test_on_a_gpu_prepare_plans_the_tensor_cores_and_splits_their_keys(
+    impl, monkeypatch, batch, n, d, causal, expected
+):
+    monkeypatch.setattr(mod, "is_simulated", lambda: False)
+    monkeypatch.setattr(mod, "_multiprocessors", lambda: 132)
+    monkeypatch.setattr(mod, "_compute_capability", lambda: (9, 0))
+    cfg, splits = mod.launch_plan(_args(batch, n, d, causal))
+    assert cfg == mod.mma_config(d) and splits == expected
+    assert mod.variant({"config": cfg, "splits": splits}).startswith("tensor cores, 3xTF32, 64x")
+    grouped, _ = mod.launch_plan(_args(4, n, d, causal, kv_batch=2))
+    assert grouped == replace(mod.mma_config(d), grouped=True)
+    monkeypatch.setattr(mod, "_compute_capability", lambda: (7, 5))
+    assert not isinstance(mod.launch_plan(_args(batch, n, d, causal))[0], mod.MmaConfig)
+
+
+def test_the_simulator_never_plans_the_tensor_cores(impl):
+    """Its inline PTX and shuffles cannot run there: the CUDA-core kernels do, and an explicit
+    tensor-core config is refused with the reason."""
+    if not mod.is_simulated():
+        pytest.skip("a GPU is here: the simulator's routing is for machines without one")
+    cfg, _ = mod.launch_plan(_args(1, 16384, 128))
+    assert isinstance(cfg, mod.TileConfig)
+    assert mod.uses_tensor_cores("float32", 128, 16384, 16384, mod.MEASURED_ARCHITECTURE)
+    with pytest.raises(ValueError, match="simulator cannot run the tensor-core kernel"):
+        mod.launch_plan(_args(1, 64, 128), mod.mma_config(128))
+    state = mod.prepare(_args(1, 20, 128))
+    assert mod.variant(state) == "CUDA cores, row per 4 threads, 64 rows x 16 keys"
+
+
+@pytest.mark.parametrize(
+    "cfg, splits, expected",
+    [
+        (mod.mma_config(128), 1, "tensor cores, 3xTF32, 64x32 tiles"),
+        (mod.mma_config(64, passes=1), 2, "tensor cores, TF32, 64x64 tiles, 2 key splits"),
+        (
+            replace(mod.kernel_config("float32", 64, 64), grouped=True),
+            4,
+            "CUDA cores, thread-tiled, 64x32 tiles, 4 key splits, grouped heads",
+        ),
+    ],
+)
+def test_variant_names_the_kernel_that_ran(cfg, splits, expected):
+    assert mod.variant({"config": cfg, "splits": splits}) == expected
+
+
+@pytest.mark.parametrize(
+    "batch, kv_batch, n_q, n_k, d_k, d_v, causal, splits, passes",
+    [
+        (1, 1, 64, 64, 128, 128, False, 1, 3),
+        (1, 1, 70, 90, 64, 64, True, 1, 3),  # row and key tails
+        (2, 2, 130, 200, 128, 128, True, 1, 3),  # causal row tiles in reverse, per batch entry
+        (1, 1, 33, 300, 32, 32, False, 3, 3),  # key splits and the merge
+        (1, 1, 20, 70, 30, 50, True, 1, 3),  # d_k != d_v, short of the width
+        (6, 2, 17, 45, 64, 64, True, 2, 3),  # grouped-query heads, with splits
+        (1, 1, 64, 128, 128, 128, False, 1, 1),  # plain TF32: the model's error, not float32's
+    ],
+)
+def test_tensor_core_kernel_on_the_gpu_matches_its_numpy_model(
+    impl, batch, kv_batch, n_q, n_k, d_k, d_v, causal, splits, passes
+):
+    """On a GPU (sm_80+): the kernel agrees with the float64 reference, and with the NumPy model
+    of its fragments (fragment_model) to within the float32 rounding the two order differently;
+    a wrong fragment layout in fragments.py would break the second even where the first held."""
+    _tensor_cores_or_skip()
+    from impls.numba_cuda import fragment_model
+
+    rng = np.random.default_rng(n_q + n_k)
+    q = rng.standard_normal((batch, n_q, d_k)).astype("float32")
+    k = rng.standard_normal((kv_batch, n_k, d_k)).astype("float32")
+    v = rng.standard_normal((kv_batch, n_k, d_v)).astype("float32")
+    scale = 1 / np.sqrt(d_k)
+    width = max(mod.MMA_WIDTHS[0], mod.width_for(d_k, d_v))
+    cfg = mod.mma_config(width, passes)
+    args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=scale, lead=(batch,))
+    state = mod.prepare(args, cfg, splits)
+    mod.run(state)
+    out = mod.fetch(state)
+    assert mod.variant(state).startswith(f"tensor cores, {cfg.precision}")
+    model = fragment_model.model_attention(
+        q, k, v, causal, scale, replace(cfg, grouped=kv_batch < batch), splits
+    )
+    shared = [np.repeat(x, batch // kv_batch, axis=0) for x in (k, v)]
+    expected = reference(q, *shared, causal, scale=scale)
+    # TF32 rounds each weight: one ulp of difference in exp2 can move it by 2^-11
+    model_tol = 1e-5 if passes == 3 else 1e-3
+    np.testing.assert_allclose(out, model, rtol=model_tol, atol=model_tol)
+    if passes == 3:
+        np.testing.assert_allclose(out, expected, **TOL["float32"])
+    else:
+        np.testing.assert_allclose(out, expected, rtol=5e-3, atol=5e-3)
+
+
+def _tensor_cores_or_skip():
+    if mod.is_simulated() or mod._compute_capability() < mod.TENSOR_CORE_ARCHITECTURE:
+        pytest.skip("needs a GPU with TF32 tensor cores (the simulator cannot run inline PTX)")
+
+
+def test_one_mma_on_the_gpu_has_the_documented_fragment_layout(impl):
+    """The hardware against fragments.py: one mma.sync of integer (TF32-exact) matrices, each
+    lane's registers placed and read back by the layout maps, is exactly A B + C; float inputs
+    agree with the NumPy model of one mma."""
+    _tensor_cores_or_skip()
+    from numba import cuda
+
+    from impls.numba_cuda import fragments, ptx
+
+    native = ptx.intrinsics()
+    mma, tf32 = native.mma, native.tf32
+
+    @cuda.jit
+    def one_mma(a, b, c, d):
+        i = cuda.threadIdx.x
+        r = mma(
+            tf32(a[i, 0]), tf32(a[i, 1]), tf32(a[i, 2]), tf32(a[i, 3]), tf32(b[i, 0]),
+            tf32(b[i, 1]), c[i, 0], c[i, 1], c[i, 2], c[i, 3],
+        )  # fmt: skip
+        d[i, 0], d[i, 1], d[i, 2], d[i, 3] = r[0], r[1], r[2], r[3]
+
+    rng = np.random.default_rng(0)
+    f = fragments
+    for exact in (True, False):
+        if exact:
+            a, b, c = (
+                rng.integers(-512, 512, s).astype("float32") for s in ((16, 8), (8, 8), (16, 8))
+            )
+        else:
+            a, b, c = (rng.standard_normal(s).astype("float32") for s in ((16, 8), (8, 8), (16, 8)))
+        frags = (
+            f.gather(a, f.a_row, f.a_col, 4),
+            f.gather(b, f.b_row, f.b_col, 2),
+            f.gather(c, f.c_row, f.c_col, 4),
+        )
+        d = np.zeros((32, 4), "float32")
+        one_mma[1, 32](*frags, d)
+        if exact:
+            np.testing.assert_array_equal(f.scatter(d, f.c_row, f.c_col, (16, 8)), a @ b + c)
+        else:
+            np.testing.assert_allclose(d, f.warp_mma(*frags), rtol=1e-6, atol=1e-6)
+
+
+def test_cvt_rna_tf32_on_the_gpu_is_the_models_rounding(impl):
+    _tensor_cores_or_skip()
+    from numba import cuda
+
+    from impls.numba_cuda import fragments, ptx
+
+    tf32 = ptx.intrinsics().tf32
+
+    @cuda.jit
+    def round_all(x, y):
+        i = cuda.grid(1)
+        if i < x.size:
+            y[i] = tf32(x[i])
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(1 << 16).astype("float32") * np.float32(1e3)
+    ties = np.float32(1.0) + np.arange(1, 64, dtype="float32") * np.float32(2.0**-11)
+    x = np.concatenate([x, ties, -ties]).astype("float32")
+    y = np.zeros_like(x)
+    round_all[-(-x.size // 256), 256](x, y)
+    np.testing.assert_array_equal(y.view("uint32"), fragments.tf32(x).view("uint32"))
+
+
+@needs_numba_cuda
+def test_the_mma_intrinsic_passes_its_operands_in_order():
+    """ptx.intrinsics().mma wired as documented, checked in the PTX of one call: A's registers
+    are the TF32 roundings of a[i, 0..3] (loads at +0, +4, +8, +12 bytes), B's of b[i, 0..1], C
+    the loads of c[i, 0..3], and D goes to d[i, 0..3] in that order."""
+    ptx = _run_python(
+        """
+        from numba import cuda, types
+        from impls.numba_cuda import ptx
+        mma, tf32 = ptx.intrinsics().mma, ptx.intrinsics().tf32
+        def one_mma(a, b, c, d):
+            i = cuda.threadIdx.x
+            r = mma(tf32(a[i, 0]), tf32(a[i, 1]), tf32(a[i, 2]), tf32(a[i, 3]), tf32(b[i, 0]),
+                    tf32(b[i, 1]), c[i, 0], c[i, 1], c[i, 2], c[i, 3])
+            d[i, 0], d[i, 1], d[i, 2], d[i, 3] = r[0], r[1], r[2], r[3]
+        arr = types.float32[:, ::1]
+        print(cuda.compile_ptx(one_mma, types.void(arr, arr, arr, arr), cc=(9, 0))[0])
+        """,
+        timeout=120,
+    )
+    loads = dict(re.findall(r"ld\.global\.f32\s+(%f\d+), \[(%rd\d+(?:\+\d+)?)\]", ptx))
+    rounded = dict(re.findall(r"cvt\.rna\.tf32\.f32\s+(%r\d+), (%f\d+);", ptx))
+    stores = re.findall(r"st\.global\.f32\s+\[(%rd\d+(?:\+\d+)?)\], (%f\d+);", ptx)
+    (line,) = re.findall(r"mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.tf32\.tf32\.f32 (.*);", ptx)
+    d, a, b, c = (group.split(", ") for group in re.findall(r"\{([^}]*)\}", line))
+
+    def offsets(addresses):
+        bases = {x.split("+")[0] for x in addresses}
+        assert len(bases) == 1, addresses  # one row of one array
+        return [int(x.split("+")[1]) if "+" in x else 0 for x in addresses]
+
+    assert offsets([loads[rounded[r]] for r in a]) == [0, 4, 8, 12]
+    assert offsets([loads[rounded[r]] for r in b]) == [0, 4]
+    assert offsets([loads[f] for f in c]) == [0, 4, 8, 12]
+    stored = dict((f, at) for at, f in stores)
+    assert offsets([stored[f] for f in d]) == [0, 4, 8, 12]
+    bases = [loads[rounded[a[0]]], loads[rounded[b[0]]], loads[c[0]], stored[d[0]]]
+    assert len({x.split("+")[0] for x in bases}) == 4  # a, b, c and d: four different arrays

@@ -1,22 +1,28 @@
 """Fused attention on the GPU with numba-cuda: K/V tiles in shared memory and an online softmax.
 
-FlashAttention-style, for the FP32 CUDA cores (numba-cuda exposes no tensor-core instructions).
-Two kernels, both with no n x n buffer in global memory:
+FlashAttention-style, three kernels, none with an n x n buffer in global memory:
 
-- thread-tiled (float32, 16 < d <= 64; ThreadTileConfig): 16 x 16 threads, each computing a
-  rows x keys tile of the scores (4 x 2 at d = 64, 4 x 4 at d = 32; 2 rows in 32-row blocks)
-  and a rows x width/16 tile of the output as outer products, the way CUDA-core matrix products
-  do: each value a thread loads from shared memory feeds 2-4 FMAs, where the row-per-thread
-  kernel used each key value once. The 16 threads of a row agree on its running maximum
-  through shared memory. Where one block per 64-row tile would leave the GPU half idle,
-  `key_splits` blocks share a row tile's keys and a small kernel merges their partial
-  outputs (flash-decoding).
-- row per thread group (float64, and float32 at d <= 16 or > 64; TileConfig): `split`
-  threads share each query row, each taking its own keys of every tile, merged once at the end.
+- tensor cores (float32, d <= 128, compute capability 8.0+; MmaConfig, mma_kernel.py):
+  FlashAttention-2's layout on `mma.sync.m16n8k8` TF32, emitted as inline PTX (numba-cuda has
+  no tensor-core API; ptx.py), 4 warps of 16 query rows per block, in 3xTF32 (each float32
+  operand as two TF32 halves, three products: float32 accuracy). The tuning table
+  (plan.LAUNCH_TUNING) says which widths and lengths it takes: d = 128, and d = 64 from
+  n = 16384, until a GPU has timed it. It cannot run in the simulator, so there the CUDA-core
+  kernels run, and the CPU tests run its per-warp code in NumPy (fragment_model.py).
+- thread-tiled (float32, 16 < d <= 64; ThreadTileConfig), on the FP32 CUDA cores: 16 x 16
+  threads, each computing a rows x keys tile of the scores (4 x 2 at d = 64, 4 x 4 at d = 32;
+  2 rows in 32-row blocks) and a rows x width/16 tile of the output as outer products, the way
+  CUDA-core matrix products do: each value a thread loads from shared memory feeds 2-4 FMAs.
+  The 16 threads of a row agree on its running maximum through shared memory.
+- row per thread group (float64, and float32 at d <= 16 or > 64 where the tensor cores do not
+  take it; TileConfig): `split` threads share each query row, each taking its own keys of
+  every tile, merged once at the end.
 
-Causal blocks stop at their last visible key, so fully masked K tiles are never loaded, and
-start longest first. The next K/V tile travels into registers while the current one is
-computed. Measured on an H200: docs/PERFORMANCE.md.
+Where one block per 64-row tile would leave the GPU half idle, `key_splits` blocks share a row
+tile's keys and a small kernel merges their partial outputs (flash-decoding; the thread-tiled
+and tensor-core kernels). Causal blocks stop at their last visible key, so fully masked K tiles
+are never loaded, and start longest first. Measured on an H200: docs/PERFORMANCE.md (the
+CUDA-core kernels; the tensor-core kernel awaits a GPU).
 
 `numba.cuda` must be NVIDIA's numba-cuda package, not numba's deprecated built-in target: with
 numba-cuda installed, numba's import redirector makes `numba.cuda` that package, and it says so
@@ -48,29 +54,39 @@ from impls.numba_cuda.plan import (  # noqa: F401 - the tile choices are part of
     MAX_V_BYTES,
     MEASURED_ARCHITECTURE,
     MERGE_THREADS,
+    MMA_KEYS,
+    MMA_PASSES,
+    MMA_WIDTHS,
     Q_PAD,
     REGISTER_WORDS,
     ROW_CHOICES,
     SPLIT,
     STATIC_SHARED_LIMIT,
+    TENSOR_CORE_ARCHITECTURE,
     THREAD_TILE_WIDTHS,
     THREADS,
     UNROLL,
     WIDTHS,
+    MmaConfig,
     ThreadTileConfig,
     TileConfig,
     block_rows,
     kernel_config,
     key_splits,
     launch_tuning,
+    mma_config,
     thread_tile_config,
     thread_tile_rows,
     tile_config,
+    uses_tensor_cores,
     width_for,
 )
 
 NAME = "numba_cuda"
-DESCRIPTION = "numba-cuda kernel: K/V tiles in shared memory, online softmax (FP32/FP64 CUDA cores)"
+DESCRIPTION = (
+    "numba-cuda kernel: K/V tiles in shared memory, online softmax "
+    "(float32 on tensor cores in 3xTF32 where planned, else FP32/FP64 CUDA cores)"
+)
 CAUSAL = True
 DEVICE = "cuda"
 
@@ -96,32 +112,43 @@ def launch_plan(args, config=None, splits: int | None = None):
     """The tiles and key splits prepare() launches for these inputs: (config, splits).
 
     `config` and `splits` override the choice (for tuning) and are checked against the shapes.
+    The tensor-core kernel is planned only on a GPU (the simulator cannot run its inline PTX).
     """
     batch, n_q, d_k = args.q.shape
     d_v = args.v.shape[2]
     causal = bool(args.causal)
     keys = min(args.k.shape[1], n_q) if causal else args.k.shape[1]  # the longest row tile's
     flop = 2 * batch * n_q * keys * (d_k + d_v)  # as if no mask: causal blocks wait on the longest
-    multiprocessors, tuning = _multiprocessors(), launch_tuning(_compute_capability())
+    multiprocessors, architecture = _multiprocessors(), _compute_capability()
+    tuning = launch_tuning(architecture)
     slots = BLOCKS_PER_MULTIPROCESSOR * multiprocessors  # thread-tiled blocks at once
     cfg = config
     if cfg is None:
         dtype, width = args.dtype.name, width_for(d_k, d_v)
-        if dtype == "float32" and width in THREAD_TILE_WIDTHS:
+        d, n_k = max(d_k, d_v), args.k.shape[1]
+        if not is_simulated() and uses_tensor_cores(dtype, d, n_q, n_k, architecture, tuning):
+            cfg = mma_config(width)
+        elif dtype == "float32" and width in THREAD_TILE_WIDTHS:
             rows = thread_tile_rows(batch, n_q, keys, slots, causal, flop, tuning)
+            cfg = kernel_config(dtype, width, rows)
         else:
             col_blocks = -(-d_v // tile_config(dtype, width).v_width)
             blocks_at_64_rows = batch * -(-n_q // 64) * col_blocks
             rows = block_rows(dtype, blocks_at_64_rows, multiprocessors, causal, tuning)
-        cfg = kernel_config(dtype, width, rows)
+            cfg = kernel_config(dtype, width, rows)
+    elif isinstance(cfg, MmaConfig) and is_simulated():
+        raise ValueError(f"the simulator cannot run the tensor-core kernel's inline PTX: {cfg}")
     cfg = replace(cfg, grouped=args.group > 1)
-    if not isinstance(cfg, ThreadTileConfig):
+    if not isinstance(cfg, (ThreadTileConfig, MmaConfig)):
         if splits not in (None, 1):
             raise ValueError(f"splits are for thread-tiled configs, got {splits} for {cfg}")
         return cfg, 1
     if max(d_k, d_v) > cfg.width:
         raise ValueError(f"d_k = {d_k} and d_v = {d_v} must fit the tile width {cfg.width}")
+    if args.dtype.name != cfg.dtype:
+        raise ValueError(f"{args.dtype.name} inputs need a {args.dtype.name} config, not {cfg}")
     if splits is None:
+        slots = cfg.min_blocks * multiprocessors  # blocks of this kernel at once
         splits = key_splits(batch * -(-n_q // cfg.rows), keys, slots, causal, flop, tuning)
     if splits < 1:
         raise ValueError(f"splits must be at least 1, got {splits}")
@@ -145,7 +172,7 @@ def prepare(args, config=None, splits: int | None = None):
     out = cuda.device_array((batch, n_q, d_v), args.dtype)
     row_blocks = batch * -(-n_q // cfg.rows)
     scale_log2 = args.scale * LOG2E
-    if isinstance(cfg, ThreadTileConfig):
+    if isinstance(cfg, (ThreadTileConfig, MmaConfig)):
         part_shape = (batch * splits, n_q, d_v) if splits > 1 else (1, 1, 1)
         o_part = cuda.device_array(part_shape, np.float32)
         ml_part = cuda.device_array((*part_shape[:2], 2), np.float32)
@@ -172,6 +199,20 @@ def prepare(args, config=None, splits: int | None = None):
             for compiled in launch.dispatcher.overloads.values():
                 compiled.bind()
     return state
+
+
+def variant(state) -> str:
+    """Which kernel ran, for the report's "Which code ran" table."""
+    cfg, splits = state["config"], state["splits"]
+    split_note = f", {splits} key splits" if splits > 1 else ""
+    grouped = ", grouped heads" if cfg.grouped else ""
+    if isinstance(cfg, MmaConfig):
+        tiles = f"{cfg.rows}x{cfg.keys} tiles"
+        return f"tensor cores, {cfg.precision}, {tiles}{split_note}{grouped}"
+    if isinstance(cfg, ThreadTileConfig):
+        tiles = f"{cfg.rows}x{cfg.keys} tiles"
+        return f"CUDA cores, thread-tiled, {tiles}{split_note}{grouped}"
+    return f"CUDA cores, row per {cfg.split} threads, {cfg.rows} rows x {cfg.keys} keys{grouped}"
 
 
 def _multiprocessors() -> int:

@@ -1,6 +1,6 @@
-"""The compilation of numba_cuda's kernels (row_kernel, thread_tile_kernel, merge), each a plain
-Python function of its tile config whose sizes are closure constants: once per variant and
-process, or to PTX for the tests."""
+"""The compilation of numba_cuda's kernels (row_kernel, thread_tile_kernel, mma_kernel, merge),
+each a plain Python function of its tile config whose sizes are closure constants: once per
+variant and process, or to PTX for the tests."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import importlib.util
 import os
 from dataclasses import replace
 
-from impls.numba_cuda import merge, row_kernel, thread_tile_kernel
+from impls.numba_cuda import merge, mma_kernel, row_kernel, thread_tile_kernel
 from impls.numba_cuda.plan import (
     DTYPES,
+    MMA_PASSES,
+    MMA_WIDTHS,
     ROW_CHOICES,
     WIDTHS,
+    MmaConfig,
     ThreadTileConfig,
     kernel_config,
+    mma_config,
 )
 
 
@@ -28,7 +32,11 @@ def is_simulated() -> bool:
 
 
 def _kernel_function(cfg, simulated: bool = False):
-    """The kernel of a TileConfig or ThreadTileConfig as a plain Python function."""
+    """The kernel of a TileConfig, ThreadTileConfig or MmaConfig as a plain Python function."""
+    if isinstance(cfg, MmaConfig):
+        if simulated:
+            raise ValueError(f"the simulator cannot run the tensor-core kernel's PTX: {cfg}")
+        return mma_kernel.kernel_function(cfg)
     if isinstance(cfg, ThreadTileConfig):
         return thread_tile_kernel.kernel_function(cfg, simulated)
     return row_kernel.kernel_function(cfg, simulated)
@@ -39,7 +47,7 @@ def _signature(cfg):
 
     f = getattr(types, cfg.dtype)
     arr = f[:, :, ::1]
-    if isinstance(cfg, ThreadTileConfig):
+    if isinstance(cfg, (ThreadTileConfig, MmaConfig)):  # with the key splits' partial outputs
         return types.void(arr, arr, arr, arr, arr, arr, f, types.boolean, types.int64)
     return types.void(arr, arr, arr, arr, f, types.boolean)
 
@@ -48,13 +56,15 @@ def _jit_options(cfg) -> dict:
     # fastmath (float32 only): exp2 becomes the hardware ex2.approx, ample for a softmax.
     # launch_bounds (threads, min_blocks): two 256-thread blocks per SM cap registers at 128;
     # the row kernel then spills (float32 d = 64: 60 bytes) and promises one block per SM, the
-    # thread-tiled kernel fits (120-128 registers, no spills) and promises two.
+    # thread-tiled kernel fits (120-128 registers, no spills) and promises two. The tensor-core
+    # kernel's 128-thread blocks may use all 255 registers and still fit twice.
     return {"fastmath": cfg.dtype == "float32", "launch_bounds": (cfg.threads, cfg.min_blocks)}
 
 
 def ptx_targets() -> list[tuple[object, object, object, dict]]:
     """Every kernel prepare() may launch: (config, python function, signature, jit options);
-    the key splits' merge is the config "merge"."""
+    the key splits' merge is the config "merge"; the tensor-core kernels in 3xTF32 and in plain
+    TF32 (launched only when asked for)."""
     targets = [("merge", merge.merge_splits_function(), merge.signature(), {"fastmath": True})]
     for dtype in DTYPES:
         for width in WIDTHS:
@@ -63,6 +73,11 @@ def ptx_targets() -> list[tuple[object, object, object, dict]]:
                     cfg = replace(kernel_config(dtype, width, rows), grouped=grouped)
                     options = _jit_options(cfg)
                     targets.append((cfg, _kernel_function(cfg), _signature(cfg), options))
+    for width in MMA_WIDTHS:
+        for passes in MMA_PASSES:
+            for grouped in (False, True):
+                cfg = replace(mma_config(width, passes), grouped=grouped)
+                targets.append((cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)))
     return targets
 
 

@@ -111,13 +111,25 @@ class LaunchTuning:
     # The merge is a second launch, which costs numba's host side tens of microseconds: splits
     # pay only for attention of at least this many FLOPs.
     min_split_flop: float
+    # float32 widths the tensor-core kernel (mma_kernel.py) takes, each from a least number of
+    # keys: (width, least n_k) pairs. Only on compute capability >= TENSOR_CORE_ARCHITECTURE.
+    tensor_cores: tuple[tuple[int, int], ...] = ()
 
 
 # By compute capability. sm_90 was measured on an H200 (docs/kernels/numba_cuda.md); an
-# architecture not in the table is planned as sm_90 until it is measured.
+# architecture not in the table is planned as sm_90 until it is measured. Its tensor-core
+# routing awaits measurement: no GPU has run the tensor-core kernel yet. The CUDA-core kernels
+# reach 0.18-0.48x torch (3xTF32 on tensor cores) at d = 128, so d = 128 goes to the tensor
+# cores at every n; at d = 64 the thread-tiled kernel leads torch up to n = 8192 (measured) and
+# only longer sequences go; d = 32 stays on the CUDA cores (it leads torch there, measured).
 LAUNCH_TUNING = {
     (9, 0): LaunchTuning(
-        grid_fill=0.9, causal_waves=2, max_splits=8, min_split_keys=512, min_split_flop=2e9
+        grid_fill=0.9,
+        causal_waves=2,
+        max_splits=8,
+        min_split_keys=512,
+        min_split_flop=2e9,
+        tensor_cores=((128, 0), (64, 16384)),
     ),
 }
 MEASURED_ARCHITECTURE = (9, 0)
@@ -284,3 +296,83 @@ def width_for(d_k: int, d_v: int) -> int:
     """Smallest compiled width holding both feature dimensions; the widest, in chunks, beyond."""
     d = max(d_k, d_v)
     return next((w for w in WIDTHS if w >= d), WIDTHS[-1])
+
+
+# The tensor-core kernel (mma_kernel.py): float32 through mma.sync m16n8k8 TF32, sm_80 and later.
+TENSOR_CORE_ARCHITECTURE = (8, 0)
+MMA_WIDTHS = (32, 64, 128)
+MMA_WARPS = 4  # warps per block, each owning WARP_ROWS query rows
+WARP_ROWS = 16  # the instruction's M
+# Keys per K/V tile: K and V tiles, each keys x (width + MMA_PAD) float32, share the 48 KiB of
+# static shared memory with room for two blocks per multiprocessor (d = 128: 33 KiB per block).
+MMA_KEYS = {32: 64, 64: 64, 128: 32}
+MMA_PAD = 4  # row stride width + 4: the 8 keys x 4 features of a fragment fall on 32 banks
+MMA_PASSES = {3: "3xTF32", 1: "TF32"}
+
+
+@dataclass(frozen=True)
+class MmaConfig:
+    """A float32 block of MMA_WARPS warps on the tensor cores, each owning 16 query rows.
+
+    `passes` = 3 is 3xTF32 (each product as hi*hi + hi*lo + lo*hi of TF32 halves: float32
+    accuracy), 1 plain TF32 (one product of inputs rounded to 10 mantissa bits: about 1e-3
+    relative error per score, for a looser tolerance only).
+    """
+
+    dtype: str
+    width: int  # features of Q, K and V in the tiles (d_k, d_v <= width)
+    keys: int  # keys per K/V tile
+    passes: int = 3
+    min_blocks: int = 2  # launch bound: 128 threads x 255 registers fit twice per SM
+    grouped: bool = False  # fewer key/value heads than query heads: K, V rows of b // group
+
+    def __post_init__(self):
+        if self.dtype != "float32" or self.width not in MMA_WIDTHS:
+            raise ValueError(f"the tensor-core kernel is float32 of widths {MMA_WIDTHS}: {self}")
+        if self.keys % 8 or (self.keys * self.width) % self.threads or self.passes not in (1, 3):
+            raise ValueError(f"keys must be whole 8-key fragments, passes 1 or 3: {self}")
+
+    @property
+    def rows(self) -> int:
+        return MMA_WARPS * WARP_ROWS
+
+    @property
+    def threads(self) -> int:
+        return MMA_WARPS * 32
+
+    @property
+    def stride(self) -> int:
+        """Floats per key in the shared K and V tiles."""
+        return self.width + MMA_PAD
+
+    @property
+    def shared_bytes(self) -> int:
+        return 2 * self.keys * self.stride * np.dtype(self.dtype).itemsize
+
+    @property
+    def precision(self) -> str:
+        return MMA_PASSES[self.passes]
+
+
+def mma_config(width: int, passes: int = 3) -> MmaConfig:
+    return MmaConfig("float32", width, MMA_KEYS[width], passes)
+
+
+def uses_tensor_cores(
+    dtype: str,
+    d: int,
+    n_q: int,
+    n_k: int,
+    compute_capability: tuple[int, int],
+    tuning: LaunchTuning = MEASURED_TUNING,
+) -> bool:
+    """Whether the tuning table sends these shapes to the tensor-core kernel: float32, d =
+    max(d_k, d_v) up to 128, compute capability 8.0 or later, n_k at least the table's least
+    for the width, and at least one warp's 16 query rows (decode stays on the CUDA cores,
+    where a 16-row fragment would compute 15 rows of nothing for each real one)."""
+    if dtype != "float32" or tuple(compute_capability) < TENSOR_CORE_ARCHITECTURE:
+        return False
+    if d > MMA_WIDTHS[-1] or n_q < WARP_ROWS:
+        return False
+    least = dict(tuning.tensor_cores).get(width_for(d, d))
+    return least is not None and n_k >= least
