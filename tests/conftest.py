@@ -54,30 +54,26 @@ def impl(request) -> impls.Implementation:
 
 
 WARM_NUMBA_PARALLEL = """
-import sys
 import numpy as np
 import impls
 
-impl, dtype = impls.get("numba_parallel"), sys.argv[1]
+impl = impls.get("numba_parallel")
 if impl.unavailable_reason() is None:
-    x = np.ones((1, 1, 8, 8), dtype)
-    impl.attention(x, x, x)  # the prefill kernel (causal or not: one compiled function)
-    impl.attention(x[:, :, :1], x, x)  # the decode kernel
+    for dtype in ("float32", "float64"):
+        x = np.ones((1, 1, 8, 8), dtype)
+        impl.attention(x, x, x)  # the prefill kernel (causal or not: one compiled function)
+        impl.attention(x[:, :, :1], x, x)  # the decode kernel
 """
 
 
 def pytest_configure(config):
-    """Compile numba_parallel's kernels into its disk cache once, a process per dtype, before
-    the test processes start: otherwise each of them (and each sweep's workers) compiles the
-    same kernels at once, about 40 s of CPU apiece on a cold checkout."""
+    """Compile numba_parallel's kernels into its disk cache once, before the test processes
+    start: otherwise each of them (and each sweep's workers) compiles the same kernels at once,
+    about 40 s of CPU apiece on a cold checkout. One process: numba's cache index is one file
+    per function, and processes that write it at once lose each other's entries."""
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: its controller did this
         return
     import subprocess
     import sys
 
-    warming = [
-        subprocess.Popen([sys.executable, "-c", WARM_NUMBA_PARALLEL, dtype])
-        for dtype in ("float32", "float64")
-    ]
-    for process in warming:
-        process.wait()
+    subprocess.run([sys.executable, "-c", WARM_NUMBA_PARALLEL], check=False)

@@ -123,7 +123,7 @@ def test_large_scores_are_finite_and_correct(impl, causal, dtype):
     ["transposed", "strided", "fortran"],
 )
 def test_non_contiguous_inputs(impl, layout):
-    q, k, v = make_qkv(40, 40, 12, 12, lead=(2,), dtype="float64", seed=3)
+    q, k, v = make_qkv(24, 24, 12, 12, lead=(2,), dtype="float64", seed=3)
     if layout == "transposed":
         q2, k2, v2 = (np.swapaxes(np.swapaxes(x, -1, -2).copy(), -1, -2) for x in (q, k, v))
     elif layout == "strided":
