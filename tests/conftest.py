@@ -61,7 +61,7 @@ impl = impls.get("numba_parallel")
 if impl.unavailable_reason() is None:
     for dtype in ("float32", "float64"):
         x = np.ones((1, 1, 8, 8), dtype)
-        impl.attention(x, x, x)  # the prefill kernel (causal or not: one compiled function)
+        impl.attention(x, x, x, causal=True)  # the tiled kernel (a few rows, unmasked: decode)
         impl.attention(x[:, :, :1], x, x)  # the decode kernel
 """
 
