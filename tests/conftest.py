@@ -54,26 +54,30 @@ def impl(request) -> impls.Implementation:
 
 
 WARM_NUMBA_PARALLEL = """
+import sys
 import numpy as np
 import impls
 
 impl = impls.get("numba_parallel")
 if impl.unavailable_reason() is None:
-    for dtype in ("float32", "float64"):
-        x = np.ones((1, 1, 8, 8), dtype)
-        impl.attention(x, x, x, causal=True)  # the tiled kernel (a few rows, unmasked: decode)
-        impl.attention(x[:, :, :1], x, x)  # the decode kernel
+    x = np.ones((1, 1, 8, 8), sys.argv[1])
+    impl.attention(x, x, x, causal=True)  # the tiled kernel (a few unmasked rows: decode)
+    impl.attention(x[:, :, :1], x, x)  # the decode kernel
 """
 
 
 def pytest_configure(config):
-    """Compile numba_parallel's kernels into its disk cache once, before the test processes
-    start: otherwise each of them (and each sweep's workers) compiles the same kernels at once,
-    about 40 s of CPU apiece on a cold checkout. One process: numba's cache index is one file
-    per function, and processes that write it at once lose each other's entries."""
+    """Compile numba_parallel's kernels into its disk cache, a process per dtype, before the
+    test processes start: otherwise each of them (and each sweep's workers) compiles the same
+    kernels at once, about 40 s of CPU apiece on a cold checkout."""
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: its controller did this
         return
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "-c", WARM_NUMBA_PARALLEL], check=False)
+    warming = [
+        subprocess.Popen([sys.executable, "-c", WARM_NUMBA_PARALLEL, dtype])
+        for dtype in ("float32", "float64")
+    ]
+    for process in warming:
+        process.wait()
