@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SMALL_PEAK_SIZE, SMALL_STREAM_BYTES
 
 import impls
 from harness.cli.main import main
@@ -25,7 +26,8 @@ CLI = [
     sys.executable,
     "-c",
     "import sys; from harness.sweep import probes; from harness.cli.main import main; "
-    "probes.PEAK_SIZE, probes.STREAM_BYTES = 128, 1 << 20; sys.exit(main())",
+    f"probes.PEAK_SIZE, probes.STREAM_BYTES = {SMALL_PEAK_SIZE}, {SMALL_STREAM_BYTES}; "
+    "sys.exit(main())",
 ]
 
 
