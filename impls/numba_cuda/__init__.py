@@ -206,12 +206,11 @@ def variant(state) -> str:
     cfg, splits = state["config"], state["splits"]
     split_note = f", {splits} key splits" if splits > 1 else ""
     grouped = ", grouped heads" if cfg.grouped else ""
+    tiles = f"{cfg.rows}x{cfg.keys} tiles{split_note}{grouped}"
     if isinstance(cfg, MmaConfig):
-        tiles = f"{cfg.rows}x{cfg.keys} tiles"
-        return f"tensor cores, {cfg.precision}, {tiles}{split_note}{grouped}"
+        return f"tensor cores, {cfg.precision}, {tiles}"
     if isinstance(cfg, ThreadTileConfig):
-        tiles = f"{cfg.rows}x{cfg.keys} tiles"
-        return f"CUDA cores, thread-tiled, {tiles}{split_note}{grouped}"
+        return f"CUDA cores, thread-tiled, {tiles}"
     return f"CUDA cores, row per {cfg.split} threads, {cfg.rows} rows x {cfg.keys} keys{grouped}"
 
 
