@@ -379,10 +379,51 @@ def test_generated_microkernels_compute_their_products(rows, columns, dtype):
     np.testing.assert_allclose(out, expected, rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize("rows, keys, columns", [(1, 1, 1), (4, 2, 16), (4, 4, 32)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_microkernels_compute_their_products_from_k_and_v_in_place(
+    rows, keys, columns, dtype
+):
+    """The decode path's tiles read the caller's row-major k and v: rows r..r + rows of the
+    scores against keys first_key.. (a multiple of `keys` of them), and of the rescaled
+    accumulation over whole strips of `columns` (the columns past the last strip are the
+    caller's). Asking for the keys ahead (up to past the last key) changes no number.
+    Tolerance as above: sums of up to 40 products of standard normal values."""
+    atol = 100 * np.finfo(dtype).eps
+    rng = np.random.default_rng(rows * keys * columns)
+    d, n_keys, first, r = 40, 4 * keys, 3, 1
+    q = rng.standard_normal((rows + 2, d)).astype(dtype)
+    k = rng.standard_normal((first + n_keys + 1, d)).astype(dtype)
+    v = rng.standard_normal((first + n_keys + 1, 2 * columns + 1)).astype(dtype)
+    scores = np.zeros((rows + 2, n_keys + 1), dtype)
+    with kernels.slp_vectorizer_on():
+        kernels.microkernel("decode_scores", rows, keys)(q, r, k, first, n_keys, scores, v, 3)
+    expected = q[r : r + rows].astype(float) @ k[first : first + n_keys].T.astype(float)
+    np.testing.assert_allclose(scores[r : r + rows, :n_keys], expected, rtol=0, atol=atol)
+    scores[r : r + rows, :n_keys] = 0
+    assert not scores.any()  # nothing outside the rows and keys asked for
+
+    p = rng.random((rows + 2, n_keys)).astype(dtype)
+    out = rng.standard_normal((rows + 2, 2 * columns + 1)).astype(dtype)
+    rescale = rng.random(rows + 2).astype(dtype)
+    expected = out.astype(float)
+    block, whole = slice(r, r + rows), slice(0, out.shape[1] - out.shape[1] % columns)
+    product = rescale[block, None] * out[block] + p[block] @ v[first : first + n_keys]
+    expected[block, whole] = product[:, whole]  # columns past the last whole strip: left alone
+    with kernels.slp_vectorizer_on():
+        kernels.microkernel("decode_accumulate", rows, columns)(
+            p, r, n_keys, v, first, out, rescale
+        )
+    np.testing.assert_allclose(out, expected, rtol=0, atol=atol)
+
+
 def test_the_template_writes_one_statement_per_row_and_column():
     source = template.microkernel_source("scores", 2, 3)
     assert "a1_2 += x * k[2]" in source and "a2_0" not in source and "k[3]" not in source
     assert source.count(" += x * k[") == 2 * 3
+    decode = template.microkernel_source("decode_scores", 2, 3)
+    assert "a1_2 += x * k2[c]" in decode and "k3" not in decode and "a2_0" not in decode
+    assert decode.count("_prefetch_row(keys, ") == 3
 
 
 @pytest.mark.parametrize(
@@ -410,20 +451,30 @@ from numba import types
 from impls.numba_parallel import kernels, vector_bits
 
 def reduction_loop(assembly):
-    \"\"\"The loop (a label and a jump back to it) with the most FMAs: the tile's reduction.\"\"\"
+    \"\"\"Of the innermost loops (a label and a jump back to it, holding no other loop), the
+    one with the most FMAs: the tile's reduction.\"\"\"
     lines = assembly.splitlines()
     labels = {m[1]: i for i, line in enumerate(lines) if (m := re.match(r"(\\.LBB\\w+):", line))}
-    loops = [lines[labels[m[1]] : j + 1] for j, line in enumerate(lines)
+    spans = [(labels[m[1]], j) for j, line in enumerate(lines)
              if (m := re.match(r"\\s+j\\w+\\s+(\\.LBB\\w+)", line)) and labels.get(m[1], j) < j]
+    innermost = [(a, b) for a, b in spans
+                 if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
+    loops = [lines[a : b + 1] for a, b in innermost]
     return max(loops, key=lambda body: sum("vfmadd" in line for line in body))
 
 report = {"bits": vector_bits()}
+i = types.int64
 with kernels.slp_vectorizer_on():
     for dtype, (rows, columns) in TILES.items():
         dt = getattr(types, dtype)
         a1, a2, a3 = (types.Array(dt, ndim, "C") for ndim in (1, 2, 3))
-        for kind, signature in (("scores", (a2, a3, types.int64, a2)),
-                                ("accumulate", (a2, types.int64, a3, a2, a1))):
+        decode_rows, decode_keys, decode_columns = DECODE_TILES[dtype]
+        for kind, rows, columns, signature in (
+            ("scores", rows, columns, (a2, a3, i, a2)),
+            ("accumulate", rows, columns, (a2, i, a3, a2, a1)),
+            ("decode_scores", decode_rows, decode_keys, (a2, i, a2, i, i, a2, a2, i)),
+            ("decode_accumulate", decode_rows, decode_columns, (a2, i, i, a2, i, a2, a1)),
+        ):
             function = kernels.microkernel(kind, rows, columns)
             function.compile(signature)
             loop = reduction_loop(function.inspect_asm(signature))
@@ -436,12 +487,13 @@ print(json.dumps(report))
 """
 
 
-def assembly_report(cpu: str, tiles: dict) -> dict:
-    """Compile the microkernels of these tiles ({dtype: (rows, columns)}) for a target named
-    like NUMBA_CPU_NAME (with that CPU's own features, so it runs on any x86 host) and describe
-    each one's reduction loop."""
+def assembly_report(cpu: str, tiles: dict, decode_tiles: dict) -> dict:
+    """Compile the microkernels of these tiles ({dtype: (rows, columns)}, and for decode
+    {dtype: (rows, keys, columns)}) for a target named like NUMBA_CPU_NAME (with that CPU's own
+    features, so it runs on any x86 host) and describe each one's reduction loop."""
+    script = f"TILES = {tiles!r}\nDECODE_TILES = {decode_tiles!r}\n" + ASSEMBLY_REPORT
     result = subprocess.run(
-        [sys.executable, "-c", f"TILES = {tiles!r}\n" + ASSEMBLY_REPORT],
+        [sys.executable, "-c", script],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -457,24 +509,25 @@ def assembly_report(cpu: str, tiles: dict) -> dict:
 def test_microkernels_use_the_full_vector_width_and_never_spill_in_their_loop(cpu, bits, register):
     """AVX2 (haswell) and AVX-512 (an Intel server core, where LLVM would prefer 256 bits but
     for the kernels' own attribute): every FMA of the loop on full-width registers, one per
-    accumulator vector, and no vector register stored to or loaded from the stack."""
+    accumulator vector, and no vector register stored to or loaded from the stack. Decode's
+    scores hold one vector per (row, key) dot product, reduced along d."""
     if not REPO_IS_X86:
         pytest.skip("x86 target names")
-    report = assembly_report(cpu, kernel.TILES[bits])
+    report = assembly_report(cpu, kernel.TILES[bits], kernel.DECODE_TILES[bits])
     assert report.pop("bits") == bits
     for name, loop in report.items():
-        dtype, _, shape = name.split()
+        dtype, kind, shape = name.split()
         rows, columns = map(int, shape.split("x"))
         lanes = bits // (8 * np.dtype(dtype).itemsize)
-        assert loop == {"fma": rows * columns // lanes, "registers": [register],
-                        "vector_spills": 0}, name  # fmt: skip
+        vectors = rows * columns if kind == "decode_scores" else rows * columns // lanes
+        assert loop == {"fma": vectors, "registers": [register], "vector_spills": 0}, name
 
 
 def test_the_spill_check_sees_a_tile_too_large_for_the_registers():
     """6 rows of two ymm vectors need 19 registers where AVX2 has 16: the check must say so."""
     if not REPO_IS_X86:
         pytest.skip("x86 target names")
-    report = assembly_report("haswell", {"float32": (6, 16)})
+    report = assembly_report("haswell", {"float32": (6, 16)}, {"float32": (4, 2, 16)})
     assert report["float32 scores 6x16"]["vector_spills"] > 0
 
 

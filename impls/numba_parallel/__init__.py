@@ -61,6 +61,16 @@ TILES = {
 BLOCK_QUERIES = {"float32": 64, "float64": 32}
 MAX_BLOCK_QUERIES = 256
 TASKS_PER_THREAD = 8
+# The decode path's register tiles, which read k and v in place: blocks of `rows` query rows;
+# for the scores, `keys` dot products per row at once, each a vector reduction along d; for
+# p @ v, strips of `columns` values. rows x keys accumulators for the scores and rows x
+# (columns / lanes) for p @ v, with the rows' loads, fit the register file (16 ymm: 4 x 2 and
+# 4 x 2 vectors; 32 zmm: 4 x 4 and 4 x 4 vectors).
+DECODE_TILES = {
+    512: {"float32": (4, 4, 64), "float64": (4, 4, 32)},
+    256: {"float32": (4, 2, 16), "float64": (4, 2, 8)},
+    128: {"float32": (4, 2, 8), "float64": (4, 2, 4)},
+}
 # The decode path runs up to this many query rows per key/value head (measured faster than the
 # tiled path up to 32), each key range of at least DECODE_MIN_SPLIT_KEYS keys, so that merging
 # the ranges costs little.
@@ -101,6 +111,11 @@ def vector_bits() -> int:
     machine = llvm.Target.from_default_triple().create_target_machine(cpu=cpu, features=features)
     assembly = machine.emit_assembly(llvm.parse_assembly(_PROBE_IR))
     return 512 if "zmm" in assembly else 256 if "ymm" in assembly else 128
+
+
+def decode_tile(dtype: str) -> tuple[int, int, int]:
+    """(rows, keys, columns) of the decode path's register tiles for the target's vectors."""
+    return DECODE_TILES[vector_bits()][dtype]
 
 
 def tile(dtype: str) -> tuple[int, int]:
@@ -177,6 +192,9 @@ def prepare(args):
         state.update(
             path="decode",
             splits=splits,
+            tile=kernels.tile_argument(
+                **dict(zip(("rows", "keys", "columns"), decode_tile(dtype.name), strict=True))
+            ),
             part_max=np.empty((kv_batch, splits, rows), dtype),
             part_sum=np.empty((kv_batch, splits, rows), dtype),
             part_out=np.empty((kv_batch, splits, rows, d_v), dtype),
@@ -186,7 +204,9 @@ def prepare(args):
         q_shape, k_shape, v_shape = packed_shapes(batch, n_q, n_k, d_k, d_v, dtype.name, kv_batch)
         state.update(
             path="tiled",
-            tile=kernels.tile_argument(*tile(dtype.name)),
+            tile=kernels.tile_argument(
+                **dict(zip(("rows", "columns"), tile(dtype.name), strict=True))
+            ),
             q=np.zeros(q_shape, dtype),
             k=np.zeros(k_shape, dtype),
             v=np.zeros(v_shape, dtype),
@@ -201,7 +221,9 @@ def variant(state) -> str:
     """Which code ran: the tiled path with its register tile and vector width, or the decode
     path (no tiles: LLVM vectorises its loops at the target's default width) and its ranges."""
     if state["path"] == "decode":
-        return f"decode, {state['splits']} key ranges"
+        rows, keys, columns = decode_tile(state["args"].dtype.name)
+        return (f"decode {rows}x{keys} scores, {rows}x{columns} values, {vector_bits()}-bit "
+                f"vectors, {state['splits']} key ranges")  # fmt: skip
     rows, columns = tile(state["args"].dtype.name)
     return f"tiled {rows}x{columns}, {vector_bits()}-bit vectors"
 
@@ -233,7 +255,7 @@ def _signature(arguments: tuple) -> tuple:
 def _decode_arguments(state) -> tuple:
     args = state["args"]
     return (args.q, args.k, args.v, state["q_factor"], state["splits"], state["part_max"],
-            state["part_sum"], state["part_out"], state["out"])  # fmt: skip
+            state["part_sum"], state["part_out"], state["out"], state["tile"])  # fmt: skip
 
 
 def _pack_arguments(state) -> tuple:

@@ -75,22 +75,37 @@ def _accumulate_block(p, n_cols, v_strips, out, rescale, tile):
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
-def tile_argument(rows: int, columns: int) -> np.ndarray:
-    """The register tile as an empty array whose Numba type carries its shape: the dtype has a
-    field `rows` of `rows` bytes, one `columns` of `columns` bytes, and one named after the
-    microkernel template's digest.
+def tile_argument(**sizes: int) -> np.ndarray:
+    """A register tile as an empty array whose Numba type carries its sizes: the dtype has a
+    field per size (`rows=8` is a field `rows` of 8 bytes) and one named after the microkernel
+    template's digest.
 
     A kernel compiled for one tile shape (or one version of the template) so never serves
-    another, in memory or from the disk cache, and the overloads below read the shape at
+    another, in memory or from the disk cache, and the overloads below read the sizes at
     compile time to pick the microkernels. (An array: a parallel loop takes no tuple.)
     """
-    fields = [("rows", "i1", (rows,)), ("columns", "i1", (columns,))]
+    fields = [(name, "i1", (size,)) for name, size in sizes.items()]
     return np.empty(0, np.dtype([*fields, (f"template_{template.DIGEST}", "i1")]))
 
 
-def _tile_shape(tile_type) -> tuple[int, int]:
-    fields = tile_type.dtype.fields
-    return fields["rows"][0].shape[0], fields["columns"][0].shape[0]
+def _tile_sizes(tile_type) -> dict[str, int]:
+    return {
+        name: field[0].shape[0]
+        for name, field in tile_type.dtype.fields.items()
+        if not name.startswith("template_")
+    }
+
+
+def _decode_scores(q, keys, values, first_key, n_keys, s, tile):
+    """s[:, :n_keys] = q @ keys[first_key:][:n_keys].T, k read in place, and the keys and values
+    a tile ahead asked for (_prefetch_row); by the overload below."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+def _decode_accumulate(p, n_keys, values, first_key, out, rescale, tile):
+    """out = rescale[:, None] * out + p[:, :n_keys] @ values[first_key:][:n_keys], v read in
+    place; by the overload below."""
+    raise NotImplementedError("only callable from Numba-compiled code")
 
 
 def _tile_rows(tile):
@@ -101,12 +116,14 @@ def _tile_rows(tile):
 @functools.cache
 def microkernel(kind: str, rows: int, columns: int):
     """The compiled (lazily, by Numba) microkernel of that kind and tile shape, one per process."""
-    namespace = {"_wide_vectors": _wide_vectors}
+    namespace = {"_wide_vectors": _wide_vectors, "_prefetch_row": _prefetch_row}
     source = template.microkernel_source(kind, rows, columns)
     exec(compile(source, f"<{kind} {rows}x{columns}>", "exec"), namespace)
     function = namespace[kind]
     function.__name__ = function.__qualname__ = f"{kind}_{rows}x{columns}"
-    return njit(fastmath=KERNEL_FLAGS)(function)
+    # Decode's scores are dot products along d: LLVM vectorises a reduction only when it may
+    # reassociate the sum.
+    return njit(fastmath=SOFTMAX_FLAGS if kind == "decode_scores" else KERNEL_FLAGS)(function)
 
 
 if numba is not None:
@@ -140,6 +157,35 @@ if numba is not None:
             return builder.call(fn, args)
 
         return a(a, b), codegen
+
+    @intrinsic
+    def _prefetch(typingctx, array, index):
+        """Ask for the cache line that holds array[index] to be brought into L2 (x86
+        prefetcht1; LLVM's prefetch is a hint: it never faults, whatever the address)."""
+        if not (isinstance(array, types.Array) and array.ndim == 1):
+            return None
+
+        def codegen(context, builder, signature, args):
+            array_type = signature.args[0]
+            view = context.make_array(array_type)(context, builder, args[0])
+            pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]])
+            i32 = llvmir.IntType(32)
+            function_type = llvmir.FunctionType(llvmir.VoidType(), [pointer.type, i32, i32, i32])
+            name = "llvm.prefetch.p0"
+            prefetch = cgutils.get_or_insert_function(builder.module, function_type, name)
+            # read, locality 2 (keep in L2), data cache
+            builder.call(prefetch, [pointer, i32(0), i32(2), i32(1)])
+            return context.get_dummy_value()
+
+        return types.none(array, index), codegen
+
+    @njit(inline="always")
+    def _prefetch_row(rows, index):
+        """Ask for every cache line of rows[index] (nothing past the last row)."""
+        if index < rows.shape[0]:
+            row = rows[index]
+            for c in range(0, row.shape[0], 64 // row.itemsize):
+                _prefetch(row, c)
 
     @intrinsic
     def _wide_vectors(typingctx):
@@ -208,20 +254,77 @@ if numba is not None:
 
     @overload(_tile_rows)
     def _tile_rows_overload(tile):
-        rows = _tile_shape(tile)[0]
+        rows = _tile_sizes(tile)["rows"]
         return lambda tile: rows
 
     @overload(_scores_block)
     def _scores_block_overload(q, k_strips, n_strips, s, tile):
-        kernel = microkernel("scores", *_tile_shape(tile))
+        kernel = microkernel("scores", **_tile_sizes(tile))
         return lambda q, k_strips, n_strips, s, tile: kernel(q, k_strips, n_strips, s)
 
     @overload(_accumulate_block)
     def _accumulate_block_overload(p, n_cols, v_strips, out, rescale, tile):
-        kernel = microkernel("accumulate", *_tile_shape(tile))
+        kernel = microkernel("accumulate", **_tile_sizes(tile))
         return lambda p, n_cols, v_strips, out, rescale, tile: kernel(
             p, n_cols, v_strips, out, rescale
         )
+
+    @overload(_decode_scores)
+    def _decode_scores_overload(q, keys, values, first_key, n_keys, s, tile):
+        """Blocks of the tile's rows, then single rows; tile["keys"] keys at a time, then the
+        last few keys one by one."""
+        sizes = _tile_sizes(tile)
+        rows, step = sizes["rows"], sizes["keys"]
+        block = microkernel("decode_scores", rows, step)
+        single = microkernel("decode_scores", 1, step)
+
+        def scores(q, keys, values, first_key, n_keys, s, tile):
+            whole = n_keys - n_keys % step
+            ahead = DECODE_TILE_KEYS  # the first row block asks for the next tile's keys
+            r = 0
+            while r + rows <= q.shape[0]:
+                block(q, r, keys, first_key, whole, s, values, ahead)
+                r += rows
+                ahead = 0
+            while r < q.shape[0]:
+                single(q, r, keys, first_key, whole, s, values, ahead)
+                r += 1
+                ahead = 0
+            for j in range(whole, n_keys):
+                key = keys[first_key + j]
+                for r in range(q.shape[0]):
+                    total = q.dtype.type(0)
+                    for c in range(q.shape[1]):
+                        total += q[r, c] * key[c]
+                    s[r, j] = total
+
+        return scores
+
+    @overload(_decode_accumulate)
+    def _decode_accumulate_overload(p, n_keys, values, first_key, out, rescale, tile):
+        """Blocks of the tile's rows, then single rows, over whole strips of tile["columns"]
+        columns; then the last few columns."""
+        sizes = _tile_sizes(tile)
+        rows, width = sizes["rows"], sizes["columns"]
+        block = microkernel("decode_accumulate", rows, width)
+        single = microkernel("decode_accumulate", 1, width)
+
+        def accumulate(p, n_keys, values, first_key, out, rescale, tile):
+            r = 0
+            while r + rows <= out.shape[0]:
+                block(p, r, n_keys, values, first_key, out, rescale)
+                r += rows
+            while r < out.shape[0]:
+                single(p, r, n_keys, values, first_key, out, rescale)
+                r += 1
+            for r in range(out.shape[0]):
+                for c in range(out.shape[1] - out.shape[1] % width, out.shape[1]):
+                    total = out[r, c] * rescale[r]
+                    for j in range(n_keys):
+                        total += p[r, j] * values[first_key + j, c]
+                    out[r, c] = total
+
+        return accumulate
 
     @njit(fastmath=SOFTMAX_FLAGS)
     def softmax_tile(scores, rows, cols, causal, diagonal, first, row_max, row_sum, rescale):
@@ -379,21 +482,22 @@ if numba is not None:
 if numba is not None:
 
     @njit(parallel=True, fastmath=SOFTMAX_FLAGS, cache=True)
-    def decode_kernel(q, k, v, q_factor, splits, part_max, part_sum, part_out, out):
+    def decode_kernel(q, k, v, q_factor, splits, part_max, part_sum, part_out, out, tile):
         """Few queries against many keys (decode), straight from the caller's k and v.
 
         A task is one key/value head and one of its `splits` key ranges (split-K, as
         flash-decoding does): it takes every query row of the query heads that share that head
         (group x n_q rows), so each key and value is read once, and keeps the online-softmax
         state of its range in part_max, part_sum, part_out. A second loop merges the ranges.
-        Nothing is packed: at a few rows per key the time is the reading of k and v.
+        Nothing is packed: at a few rows per key the time is the reading of k and v. The
+        products are register tiles that read k and v in place (decode_scores,
+        decode_accumulate); tile from tile_argument(rows=, keys=, columns=).
         """
         batch, n_q, d_k = q.shape
         kv_batch, n_k, d_v = v.shape
         group = batch // kv_batch
         rows = group * n_q
         per_split = (n_k + splits - 1) // splits
-        tile = DECODE_TILE_KEYS
         for task in prange(kv_batch * splits):
             kv, split = task // splits, task % splits
             k0, k1 = split * per_split, min(n_k, (split + 1) * per_split)
@@ -407,16 +511,11 @@ if numba is not None:
             row_max[:] = EMPTY_MAX  # an empty range (more splits than keys) weighs exp2(-huge) = 0
             row_sum[:] = 0
             acc[:, :] = 0
-            p = np.empty((rows, tile), q.dtype)
-            for t0 in range(k0, k1, tile):
-                cols = min(tile, k1 - t0)
-                for j in range(cols):
-                    key = k[kv, t0 + j]
-                    for r in range(rows):
-                        total = q.dtype.type(0)
-                        for c in range(d_k):
-                            total += q_rows[r, c] * key[c]
-                        p[r, j] = total
+            p = np.empty((rows, DECODE_TILE_KEYS), q.dtype)
+            rescale = np.empty(rows, q.dtype)
+            for t0 in range(k0, k1, DECODE_TILE_KEYS):
+                cols = min(DECODE_TILE_KEYS, k1 - t0)
+                _decode_scores(q_rows, k[kv], v[kv], t0, cols, p, tile)
                 for r in range(rows):
                     m = p[r, 0]
                     for j in range(cols):
@@ -430,14 +529,8 @@ if numba is not None:
                     alpha = _exp2(row_max[r] - m)  # 0 before the first tile (nothing to rescale)
                     row_sum[r] = row_sum[r] * alpha + total
                     row_max[r] = m
-                    for c in range(d_v):
-                        acc[r, c] *= alpha
-                for j in range(cols):
-                    value = v[kv, t0 + j]
-                    for r in range(rows):
-                        weight = p[r, j]
-                        for c in range(d_v):
-                            acc[r, c] += weight * value[c]
+                    rescale[r] = alpha
+                _decode_accumulate(p, cols, v[kv], t0, acc, rescale, tile)
         for row in prange(kv_batch * rows):
             kv, r = row // rows, row % rows
             m = part_max[kv, 0, r]

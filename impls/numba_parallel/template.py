@@ -49,14 +49,51 @@ def accumulate(p, n_cols, v_strips, out, rescale):
                 {each_row: x = p{i}[c]; <a{i}_{j} += x * v[{j}]>}
             {each_row: <o{i}[{j}] = a{i}_{j}>}
 """,
+    # Decode reads k and v in place (row-major, one key per row): a score is a dot product
+    # along d, vectorised by LLVM's loop vectoriser as {rows} x {columns} reductions, and the
+    # values' columns are read straight from each key's row.
+    "decode_scores": """
+def decode_scores(q, r, keys, first_key, n_keys, s, values, ahead):
+    \"\"\"s[r:r + {rows}, :n_keys] = q[r:r + {rows}] @ keys[first_key:][:n_keys].T, {columns}
+    keys at a time (n_keys a multiple of {columns}); with ahead > 0, the keys and values that
+    many rows further on are asked for as it goes (spread out, so that the memory works
+    while this computes).\"\"\"
+    _wide_vectors()
+    {each_row: q{i} = q[r + {i}]}
+    zero = q.dtype.type(0)
+    for key in range(0, n_keys, {columns}):
+        if ahead > 0:
+            {each_column: _prefetch_row(keys, first_key + key + ahead + {j})}
+            {each_column: _prefetch_row(values, first_key + key + ahead + {j})}
+        {each_column: k{j} = keys[first_key + key + {j}]}
+        {each_row: <a{i}_{j} = zero>}
+        for c in range(q.shape[1]):  # from 0: d a whole number of vectors, no scalar tail
+            {each_row: x = q{i}[c]; <a{i}_{j} += x * k{j}[c]>}
+        {each_row: <s[r + {i}, key + {j}] = a{i}_{j}>}
+""",
+    "decode_accumulate": """
+def decode_accumulate(p, r, n_keys, values, first_key, out, rescale):
+    \"\"\"out[r:r + {rows}, :] = rescale * out + p[r:r + {rows}, :n_keys] @ values[first_key:]
+    [:n_keys], over the columns in whole strips of {columns}; the rest is the caller's.\"\"\"
+    _wide_vectors()
+    {each_row: p{i} = p[r + {i}]}
+    for col in range(0, out.shape[1] - {columns} + 1, {columns}):
+        {each_row: o{i} = out[r + {i}, col:]}
+        {each_row: x = rescale[r + {i}]; <a{i}_{j} = o{i}[{j}] * x>}
+        for c in range(n_keys):
+            v = values[first_key + c, col:]
+            {each_row: x = p{i}[c]; <a{i}_{j} += x * v[{j}]>}
+        {each_row: <o{i}[{j}] = a{i}_{j}>}
+""",
 }
 
 
 def microkernel_source(kind: str, rows: int, columns: int) -> str:
-    """The Python source of one microkernel ("scores" or "accumulate") for one tile shape.
+    """The Python source of one microkernel (a key of _TEMPLATES) for one tile shape.
 
     In the template, `{each_row: A; <B>}` becomes, for every row i, the statement A and then
-    B for every column j, each on its own line at the placeholder's indentation.
+    B for every column j, each on its own line at the placeholder's indentation;
+    `{each_column: A}` becomes A for every column j.
     """
 
     def expand(match: re.Match) -> str:
@@ -70,5 +107,11 @@ def microkernel_source(kind: str, rows: int, columns: int) -> str:
                     lines.append(part.format(i=i))
         return "\n".join(indent + line for line in lines)
 
+    def expand_columns(match: re.Match) -> str:
+        indent, body = match.group(1), match.group(2)
+        return "\n".join(indent + body.format(j=j) for j in range(columns))
+
     text = _TEMPLATES[kind].replace("{rows}", str(rows)).replace("{columns}", str(columns))
-    return re.sub(r"^( *)\{each_row: (.*)\}$", expand, text, flags=re.MULTILINE).strip() + "\n"
+    text = re.sub(r"^( *)\{each_row: (.*)\}$", expand, text, flags=re.MULTILINE)
+    text = re.sub(r"^( *)\{each_column: (.*)\}$", expand_columns, text, flags=re.MULTILINE)
+    return text.strip() + "\n"
