@@ -91,7 +91,7 @@ def new_run(config: SweepConfig, names: list[str], out: str | None) -> tuple[Run
         "threads": config.threads,
         "git": machine.git_state(project),
         "method": method(config, resolve_baseline(config, names)),
-        "command": shlex.join(sys.argv),
+        "command": shlex.join(["attnbench", *sys.argv[1:]]),  # as `python -m harness` too
         "started": datetime.now(timezone.utc).isoformat(),
         "ended": None,
     }
