@@ -163,4 +163,8 @@ def test_a_prepared_call_says_which_code_it_runs():
     tiled = kernel.prepare(*make_qkv(40, 40, 8, dtype="float32"))
     assert tiled.variant() == f"tiled {rows}x{columns}, {kernel.module.vector_bits()}-bit vectors"
     decode = kernel.prepare(*make_qkv(1, 600, 8, dtype="float32"))
-    assert decode.variant().startswith("decode, 2 key ranges")
+    rows, keys, columns = kernel.module.decode_tile("float32")
+    assert decode.variant() == (
+        f"decode {rows}x{keys} scores, {rows}x{columns} values, "
+        f"{kernel.module.vector_bits()}-bit vectors, 2 key ranges"
+    )
