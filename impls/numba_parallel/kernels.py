@@ -280,16 +280,15 @@ if numba is not None:
 
         def scores(q, keys, values, first_key, n_keys, s, tile):
             whole = n_keys - n_keys % step
-            ahead = DECODE_TILE_KEYS  # the first row block asks for the next tile's keys
-            r = 0
-            while r + rows <= q.shape[0]:
+            blocks = q.shape[0] - q.shape[0] % rows
+            # (Loop indices, not a counter from 0: a literal 0 would compile each microkernel
+            # twice, once for that constant.) The first row block asks for the next tile.
+            for r in range(0, blocks, rows):
+                ahead = DECODE_TILE_KEYS if r == 0 else 0
                 block(q, r, keys, first_key, whole, s, values, ahead)
-                r += rows
-                ahead = 0
-            while r < q.shape[0]:
+            for r in range(blocks, q.shape[0]):
+                ahead = DECODE_TILE_KEYS if r == 0 else 0
                 single(q, r, keys, first_key, whole, s, values, ahead)
-                r += 1
-                ahead = 0
             for j in range(whole, n_keys):
                 key = keys[first_key + j]
                 for r in range(q.shape[0]):
@@ -310,13 +309,11 @@ if numba is not None:
         single = microkernel("decode_accumulate", 1, width)
 
         def accumulate(p, n_keys, values, first_key, out, rescale, tile):
-            r = 0
-            while r + rows <= out.shape[0]:
+            blocks = out.shape[0] - out.shape[0] % rows
+            for r in range(0, blocks, rows):
                 block(p, r, n_keys, values, first_key, out, rescale)
-                r += rows
-            while r < out.shape[0]:
+            for r in range(blocks, out.shape[0]):
                 single(p, r, n_keys, values, first_key, out, rescale)
-                r += 1
             for r in range(out.shape[0]):
                 for c in range(out.shape[1] - out.shape[1] % width, out.shape[1]):
                     total = out[r, c] * rescale[r]
