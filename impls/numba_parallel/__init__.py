@@ -219,7 +219,7 @@ def prepare(args):
 
 def variant(state) -> str:
     """Which code ran: the tiled path with its register tile and vector width, or the decode
-    path (no tiles: LLVM vectorises its loops at the target's default width) and its ranges."""
+    path with its two tiles and its key ranges."""
     if state["path"] == "decode":
         rows, keys, columns = decode_tile(state["args"].dtype.name)
         return (f"decode {rows}x{keys} scores, {rows}x{columns} values, {vector_bits()}-bit "

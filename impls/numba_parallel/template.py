@@ -50,8 +50,9 @@ def accumulate(p, n_cols, v_strips, out, rescale):
             {each_row: <o{i}[{j}] = a{i}_{j}>}
 """,
     # Decode reads k and v in place (row-major, one key per row): a score is a dot product
-    # along d, vectorised by LLVM's loop vectoriser as {rows} x {columns} reductions, and the
-    # values' columns are read straight from each key's row.
+    # along d, and LLVM's loop vectoriser keeps each of the rows x keys sums as a vector of
+    # partial sums, reduced once after the loop; p @ v reads the values' columns straight
+    # from each key's row.
     "decode_scores": """
 def decode_scores(q, r, keys, first_key, n_keys, s, values, ahead):
     \"\"\"s[r:r + {rows}, :n_keys] = q[r:r + {rows}] @ keys[first_key:][:n_keys].T, {columns}
@@ -67,7 +68,7 @@ def decode_scores(q, r, keys, first_key, n_keys, s, values, ahead):
             {each_column: _prefetch_row(values, first_key + key + ahead + {j})}
         {each_column: k{j} = keys[first_key + key + {j}]}
         {each_row: <a{i}_{j} = zero>}
-        for c in range(q.shape[1]):  # from 0: d a whole number of vectors, no scalar tail
+        for c in range(q.shape[1]):  # from 0, not 1: d = 128 is whole vectors, no scalar tail
             {each_row: x = q{i}[c]; <a{i}_{j} += x * k{j}[c]>}
         {each_row: <s[r + {i}, key + {j}] = a{i}_{j}>}
 """,
