@@ -335,7 +335,8 @@ def test_decode_key_ranges_merge_to_the_reference(dtype, n_q, n_k, group, splits
 
 @pytest.mark.parametrize("layout", ["strided", "fortran"])
 def test_decode_reads_strided_caller_arrays_in_place(layout):
-    """The decode path reads the caller's k and v as they are (no packing): any layout."""
+    """The decode path reads the caller's k and v as they are (no packing): any layout, with
+    single-row tiles where rows are not contiguous (the register tiles' vectors need them)."""
     rng = np.random.default_rng(5)
     q, k, v = random_inputs(rng, (4,), 2, 300, 16, 16, "float32")
     if layout == "strided":
@@ -344,6 +345,7 @@ def test_decode_reads_strided_caller_arrays_in_place(layout):
         q2, k2, v2 = (np.asfortranarray(x) for x in (q, k, v))
     call = impls.get("numba_parallel").prepare(q2, k2, v2)
     assert call.state["path"] == "decode" and not k2.flags.c_contiguous
+    assert call.state["decode_tile"] == kernel.STRIDED_DECODE_TILE
     call.run()
     assert checking.compare(call.fetch(), call.args).ok
 

@@ -71,6 +71,10 @@ DECODE_TILES = {
     256: {"float32": (4, 2, 16), "float64": (4, 2, 8)},
     128: {"float32": (4, 2, 8), "float64": (4, 2, 4)},
 }
+# The tiles vectorise along each key's row, which needs k and v C-contiguous; a caller's other
+# views (transposed, strided) take single rows, keys and columns: the same loops, compiled in
+# a few seconds instead of tens.
+STRIDED_DECODE_TILE = (1, 1, 1)
 # The decode path runs up to this many query rows per key/value head (measured faster than the
 # tiled path up to 32), each key range of at least DECODE_MIN_SPLIT_KEYS keys, so that merging
 # the ranges costs little.
@@ -113,9 +117,10 @@ def vector_bits() -> int:
     return 512 if "zmm" in assembly else 256 if "ymm" in assembly else 128
 
 
-def decode_tile(dtype: str) -> tuple[int, int, int]:
-    """(rows, keys, columns) of the decode path's register tiles for the target's vectors."""
-    return DECODE_TILES[vector_bits()][dtype]
+def decode_tile(dtype: str, contiguous: bool = True) -> tuple[int, int, int]:
+    """(rows, keys, columns) of the decode path's register tiles for the target's vectors, for
+    C-contiguous k and v (STRIDED_DECODE_TILE otherwise)."""
+    return DECODE_TILES[vector_bits()][dtype] if contiguous else STRIDED_DECODE_TILE
 
 
 def tile(dtype: str) -> tuple[int, int]:
@@ -189,11 +194,14 @@ def prepare(args):
     if uses_decode(n_q, args.group, args.causal):
         splits = decode_splits(kv_batch, n_k, threads)
         rows = args.group * n_q
+        contiguous = args.k.flags.c_contiguous and args.v.flags.c_contiguous
+        sizes = decode_tile(dtype.name, contiguous)
         state.update(
             path="decode",
             splits=splits,
+            decode_tile=sizes,
             tile=kernels.tile_argument(
-                **dict(zip(("rows", "keys", "columns"), decode_tile(dtype.name), strict=True))
+                **dict(zip(("rows", "keys", "columns"), sizes, strict=True))
             ),
             part_max=np.empty((kv_batch, splits, rows), dtype),
             part_sum=np.empty((kv_batch, splits, rows), dtype),
@@ -221,7 +229,7 @@ def variant(state) -> str:
     """Which code ran: the tiled path with its register tile and vector width, or the decode
     path with its two tiles and its key ranges."""
     if state["path"] == "decode":
-        rows, keys, columns = decode_tile(state["args"].dtype.name)
+        rows, keys, columns = state["decode_tile"]
         return (f"decode {rows}x{keys} scores, {rows}x{columns} values, {vector_bits()}-bit "
                 f"vectors, {state['splits']} key ranges")  # fmt: skip
     rows, columns = tile(state["args"].dtype.name)
