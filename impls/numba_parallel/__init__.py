@@ -195,14 +195,12 @@ def prepare(args):
         splits = decode_splits(kv_batch, n_k, threads)
         rows = args.group * n_q
         contiguous = args.k.flags.c_contiguous and args.v.flags.c_contiguous
-        sizes = decode_tile(dtype.name, contiguous)
+        tile_rows, tile_keys, tile_columns = decode_tile(dtype.name, contiguous)
         state.update(
             path="decode",
             splits=splits,
-            decode_tile=sizes,
-            tile=kernels.tile_argument(
-                **dict(zip(("rows", "keys", "columns"), sizes, strict=True))
-            ),
+            decode_tile=(tile_rows, tile_keys, tile_columns),
+            tile=kernels.tile_argument(rows=tile_rows, keys=tile_keys, columns=tile_columns),
             part_max=np.empty((kv_batch, splits, rows), dtype),
             part_sum=np.empty((kv_batch, splits, rows), dtype),
             part_out=np.empty((kv_batch, splits, rows, d_v), dtype),
@@ -210,11 +208,10 @@ def prepare(args):
         )
     else:
         q_shape, k_shape, v_shape = packed_shapes(batch, n_q, n_k, d_k, d_v, dtype.name, kv_batch)
+        tile_rows, tile_columns = tile(dtype.name)
         state.update(
             path="tiled",
-            tile=kernels.tile_argument(
-                **dict(zip(("rows", "columns"), tile(dtype.name), strict=True))
-            ),
+            tile=kernels.tile_argument(rows=tile_rows, columns=tile_columns),
             q=np.zeros(q_shape, dtype),
             k=np.zeros(k_shape, dtype),
             v=np.zeros(v_shape, dtype),

@@ -284,11 +284,9 @@ if numba is not None:
             # (Loop indices, not a counter from 0: a literal 0 would compile each microkernel
             # twice, once for that constant.) The first row block asks for the next tile.
             for r in range(0, blocks, rows):
-                ahead = DECODE_TILE_KEYS if r == 0 else 0
-                block(q, r, keys, first_key, whole, s, values, ahead)
+                block(q, r, keys, first_key, whole, s, values, DECODE_TILE_KEYS if r == 0 else 0)
             for r in range(blocks, q.shape[0]):
-                ahead = DECODE_TILE_KEYS if r == 0 else 0
-                single(q, r, keys, first_key, whole, s, values, ahead)
+                single(q, r, keys, first_key, whole, s, values, DECODE_TILE_KEYS if r == 0 else 0)
             for j in range(whole, n_keys):
                 key = keys[first_key + j]
                 for r in range(q.shape[0]):
@@ -508,11 +506,12 @@ if numba is not None:
             row_max[:] = EMPTY_MAX  # an empty range (more splits than keys) weighs exp2(-huge) = 0
             row_sum[:] = 0
             acc[:, :] = 0
+            keys, values = k[kv], v[kv]
             p = np.empty((rows, DECODE_TILE_KEYS), q.dtype)
             rescale = np.empty(rows, q.dtype)
             for t0 in range(k0, k1, DECODE_TILE_KEYS):
                 cols = min(DECODE_TILE_KEYS, k1 - t0)
-                _decode_scores(q_rows, k[kv], v[kv], t0, cols, p, tile)
+                _decode_scores(q_rows, keys, values, t0, cols, p, tile)
                 for r in range(rows):
                     m = p[r, 0]
                     for j in range(cols):
@@ -527,7 +526,7 @@ if numba is not None:
                     row_sum[r] = row_sum[r] * alpha + total
                     row_max[r] = m
                     rescale[r] = alpha
-                _decode_accumulate(p, cols, v[kv], t0, acc, rescale, tile)
+                _decode_accumulate(p, cols, values, t0, acc, rescale, tile)
         for row in prange(kv_batch * rows):
             kv, r = row // rows, row % rows
             m = part_max[kv, 0, r]
