@@ -15,6 +15,7 @@ from test_sweep import scripted_sweep
 from harness.analysis.compare import (
     FASTER,
     OTHER_MACHINE,
+    RAW_VALUE_ROUNDS,
     SLOWER,
     compare_rounds,
     compare_tables,
@@ -55,6 +56,24 @@ def test_a_change_is_marked_only_when_its_whole_interval_is_beyond_the_threshold
     # A 7% change whose interval reaches down to 2%: not marked at 5%.
     wide = [1.05, 1.07, 1.09]
     assert compare_rounds([1.0, 1.02, 1.03], wide, [1.0, 1.02, 1.03], wide, 0.05).change == ""
+
+
+def test_from_enough_rounds_the_raw_change_must_point_the_same_way_its_interval_may_hold_drift():
+    rounds = RAW_VALUE_ROUNDS
+    a = [1.0 + 0.01 * (i % 3) for i in range(rounds)]
+    slower = [1.2 + 0.01 * (i % 3) for i in range(rounds)]
+    # The machine drifted during B: its raw times go from 0.9 to 1.5, their median 1.2x A's.
+    drifting = list(np.linspace(0.9, 1.5, rounds))
+    change = compare_rounds(a, drifting, a, slower, threshold=0.05)
+    assert change.raw.low < 1.05 < change.raw.value
+    assert change.change == SLOWER
+    # With three rounds a side the raw interval itself must clear the threshold.
+    drifting = [0.9, 1.2, 1.5]
+    assert compare_rounds(a[:3], drifting, a[:3], slower[:3], threshold=0.05).change == ""
+    # B's reference workload was disturbed, not the code: the raw times did not move.
+    assert compare_rounds(a, a, a, slower, threshold=0.05).change == ""
+    # The raw times moved the other way: nothing is marked.
+    assert compare_rounds(a, [0.8] * rounds, a, slower, threshold=0.05).change == ""
 
 
 def noisy_rows(rng, factor=1.0, rounds=3, impls=("numpy", "fused")):

@@ -5,7 +5,8 @@ round's reference workload, measured just before it), so that a machine running 
 during one run than during the other does not read as a change of the code. The change is
 median(B) / median(A) with a 95% interval from resampling whole rounds of each run
 (harness/analysis/stats.py); a case is marked only when the whole interval lies beyond the
-threshold, and the raw change's interval too (see `compare_rounds`).
+threshold and the raw change (the median of the seconds as measured) beyond it on the same side
+(see `compare_rounds`).
 Samples within a round are not independent (one process, one moment), so no test treats them
 as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
 """
@@ -22,6 +23,12 @@ from harness.results.rundir import RunDirError
 from harness.results.schema import CASE_COLUMNS
 
 SLOWER, FASTER = "slower", "faster"
+# From this many rounds a side, the raw change's value (not its interval, which also holds the
+# machine's drift) must lie beyond the threshold with the normalised interval. Measured on
+# pairs of runs of identical code and a planted 12% slowdown (docs/PERFORMANCE.md): at 12
+# rounds the raw interval hid half the slowdown and the value marked no unchanged case; at 3
+# rounds the value let through twice as many unchanged cases as the interval.
+RAW_VALUE_ROUNDS = 8
 BROKEN = ("failed", "disagrees")
 OTHER_MACHINE = "not judged: other machine"
 
@@ -36,14 +43,18 @@ class Change:
 def compare_rounds(
     a_rounds_s: list, b_rounds_s: list, a_normalised: list, b_normalised: list, threshold: float
 ) -> Change:
-    """One case: raw and normalised B/A with their intervals. Marked when the normalised
-    interval lies beyond the threshold, and the raw one too, on the same side: a drift of the
-    machine moves the raw figure alone, a passing disturbance of a reference workload the
-    normalised one alone; a change of the code moves both. Each list holds a run's rounds: a
-    round's samples, or one number per round."""
+    """One case: raw and normalised B/A with their intervals. Marked when the whole normalised
+    interval lies beyond the threshold and the raw change beyond it on the same side: a drift
+    of the machine moves the raw figure alone, a passing disturbance of a reference workload
+    the normalised one alone; a change of the code moves both. With fewer than
+    RAW_VALUE_ROUNDS rounds a side the raw change's whole interval must clear the threshold
+    too. Each list holds a run's rounds: a round's samples, or one number per round."""
     raw, normalised = stats.change(a_rounds_s, b_rounds_s), stats.change(a_normalised, b_normalised)
     judged = stats.verdict(normalised, threshold)
-    return Change(raw, normalised, judged if stats.verdict(raw, threshold) == judged else "")
+    judged_raw = raw
+    if min(len(a_rounds_s), len(b_rounds_s)) >= RAW_VALUE_ROUNDS:
+        judged_raw = stats.Interval(raw.value, raw.value, raw.value)
+    return Change(raw, normalised, judged if stats.verdict(judged_raw, threshold) == judged else "")
 
 
 def _rounds(row: pd.Series, column: str, side: str) -> list:

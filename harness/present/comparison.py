@@ -8,6 +8,7 @@ import pandas as pd
 
 from harness.analysis.compare import (
     FASTER,
+    RAW_VALUE_ROUNDS,
     SLOWER,
     compare_tables,
     differences,
@@ -35,8 +36,9 @@ def summary(table: pd.DataFrame, threshold: float, only_a: int, only_b: int) -> 
     ]
     text = "; ".join(p for p in parts if p)
     return (
-        f"{text} (marked only when the whole 95% interval of B/A, drift-normalised and raw, lies "
-        f"beyond ±{threshold:.1%}); {only_a} cases only in A, {only_b} only in B"
+        f"{text} (marked only when the whole 95% interval of the drift-normalised B/A lies beyond "
+        f"±{threshold:.1%}, and the raw B/A too: its interval below {RAW_VALUE_ROUNDS} rounds a "
+        f"side, else its value); {only_a} cases only in A, {only_b} only in B"
     )
 
 
