@@ -120,12 +120,23 @@ def test_bytes_beside_flops_and_which_limit_a_case_is_near():
     below the balance of a 100 GFLOP/s, 20 GB/s machine (5 FLOPs per byte): memory-bound."""
     case = Case("numpy", n=4000, d=125, n_q=1)
     assert case.bytes == 4_001_000 and case.flops == 2_000_000
-    out = derived(case, {"median_s": 1e-3}, peak_rates=[100.0] * 3, read_rates=[20.0] * 3)
+    out = derived(case, {"median_s": 1e-3}, peak_rates=[100.0] * 3, read_rates=[[20.0] * 3] * 3)
     assert out["gbps"] == pytest.approx(4.001)
     assert out["bandwidth_gbps"] == 20.0 and out["bandwidth_fraction"] == pytest.approx(0.20005)
     assert out["bound"] == "memory"
     square = Case("numpy", n=4096, d=128)  # self-attention: 1024 FLOPs per byte moved
-    assert derived(square, {"median_s": 1.0}, [100.0], [20.0])["bound"] == "compute"
+    assert derived(square, {"median_s": 1.0}, [100.0], [[20.0]])["bound"] == "compute"
+
+
+def test_the_bandwidth_is_a_typical_read_as_the_time_is_a_typical_call():
+    """Each round's median read, then the median over rounds (as the case's time is a median);
+    the median of each round's fastest read is kept beside it."""
+    case = Case("numpy", n=4000, d=125, n_q=1)
+    reads = [[10.0, 20.0, 30.0], [20.0, 22.0, 40.0], [5.0, 25.0, 26.0]]
+    out = derived(case, {"median_s": 1e-3}, [100.0], reads)
+    assert out["bandwidth_gbps"] == 22.0 and out["bandwidth_best_gbps"] == 30.0
+    assert out["bandwidth_fraction"] == pytest.approx(4.001 / 22.0)
+    assert out["bandwidth_rates"] == reads
 
 
 def test_cold_cache_samples_time_each_call_after_an_untimed_eviction():
@@ -194,7 +205,7 @@ def test_the_report_of_a_decode_run_draws_and_tabulates_bytes_per_second(tmp_pat
             row = case_row(impl, n, 64, time_s=case.bytes / gbps / 1e9)
             row.update(
                 case.to_dict(),
-                **derived(case, {"median_s": row["median_s"]}, [100.0] * 3, [30.0] * 3),
+                **derived(case, {"median_s": row["median_s"]}, [100.0] * 3, [[30.0] * 3] * 3),
             )
             rows.append(row)
     run = write_run(tmp_path / "decode", rows)

@@ -42,7 +42,8 @@ COLUMNS = [
     "gflops",
     "bytes",  # q, K and V (once per key/value head) read, the output written
     "gbps",  # bytes / median_s
-    "bandwidth_gbps",  # streaming reads of as many bytes, alongside, same cache state
+    "bandwidth_gbps",  # streaming reads of as many bytes, alongside, same cache state: median
+    "bandwidth_best_gbps",  # the median over rounds of each round's fastest of those reads
     "bandwidth_fraction",  # gbps / bandwidth_gbps
     "bound",  # memory or compute: arithmetic intensity against gemm_gflops / bandwidth_gbps
     "peak_fraction",  # gflops / gemm_gflops; CPU rows only

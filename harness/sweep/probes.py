@@ -49,5 +49,6 @@ def described() -> dict:
             "round, the fastest",
         },
         "bandwidth": f"{PEAK_REPEATS} reads of each shape's bytes by every thread before each "
-        "of its rounds, in the same cache state; the median over rounds of each round's fastest",
+        "of its rounds, in the same cache state; the median over rounds of each round's median "
+        "(bandwidth_best_gbps: of each round's fastest)",
     }

@@ -222,8 +222,7 @@ class Sweep:
         ratios = ratio_fields(rows, self.baseline)
         peaks = [r for p in shape.probes if p for r in p["gemm_rates"]]
         start = self.meta["probe_start"][shape.cases[0].dtype]["gemm_rates"]
-        # each round's fastest read: a passing disturbance slows some reads, not the ceiling
-        reads = [max(p["bandwidth_gbps"]) for p in shape.probes if p and p.get("bandwidth_gbps")]
+        reads = [p["bandwidth_gbps"] for p in shape.probes if p and p.get("bandwidth_gbps")]
         for case, row in rows.items():
             row.update(ratios.get(case, {}))
             steps = int(n_round < self.config.rounds)

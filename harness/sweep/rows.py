@@ -18,15 +18,20 @@ UNSTABLE_WIDTH = 0.2  # a median whose interval spans more than 20% of it is fla
 
 
 def derived(
-    case: Case, row: dict, peak_rates: Sequence[float] = (), read_rates: Sequence[float] = ()
+    case: Case,
+    row: dict,
+    peak_rates: Sequence[float] = (),
+    read_rates: Sequence[Sequence[float]] = (),
 ) -> dict:
     """FLOP and byte rates, and the fractions of the measured limits (a CPU's: CPU rows only).
 
     `peak_rates` are the matrix products measured before the case's rounds (or, for a row
     without rounds, at the start of the run): the peak is their median (`gemm_gflops`), their
-    best is kept beside it. `read_rates` are the fastest streaming reads of the case's bytes
-    in each of its rounds: the bandwidth is their median. A case is memory-bound when its
-    arithmetic intensity (FLOPs per byte) is below the machine's balance (peak / bandwidth).
+    best is kept beside it. `read_rates` are the streaming reads of the case's bytes before
+    each of its rounds: the bandwidth is the median over rounds of each round's median read,
+    typical against the case's typical time as the peak is; the median of each round's
+    fastest read is kept beside it. A case is memory-bound when its arithmetic intensity
+    (FLOPs per byte) is below the machine's balance (peak / bandwidth).
     """
     out = {"flops": case.flops, "bytes": case.bytes, "score_matrix_bytes": case.score_matrix_bytes}
     if not row.get("median_s"):
@@ -41,8 +46,9 @@ def derived(
         out["gemm_rates"] = list(peak_rates)  # each product, kept in results.jsonl
         out["peak_fraction"] = out["gflops"] / out["gemm_gflops"]
     if read_rates:
-        out["bandwidth_gbps"] = statistics.median(read_rates)
-        out["bandwidth_rates"] = list(read_rates)
+        out["bandwidth_gbps"] = statistics.median(statistics.median(r) for r in read_rates)
+        out["bandwidth_best_gbps"] = statistics.median(max(r) for r in read_rates)
+        out["bandwidth_rates"] = [list(r) for r in read_rates]  # each read, by round
         out["bandwidth_fraction"] = out["gbps"] / out["bandwidth_gbps"]
     if peak_rates and read_rates:
         balance = out["gemm_gflops"] / out["bandwidth_gbps"]  # FLOPs per byte
