@@ -101,9 +101,13 @@ def _check_grouped_heads(q_shape: tuple, k_shape: tuple) -> None:
         )
 
 
-def check_attention_args(q, k, v, causal=False, scale=None) -> AttentionArgs:
+def check_attention_args(q, k, v, causal=False, scale=None, check_finite=True) -> AttentionArgs:
     """Check q (..., H, n_q, d_k), k (..., H_kv, n_k, d_k), v (..., H_kv, n_k, d_v), H_kv = H or
-    a divisor of it (grouped-query attention); flatten the leading dims."""
+    a divisor of it (grouped-query attention); flatten the leading dims.
+
+    check_finite (as in scipy.linalg): refuse NaN and inf in q, k and v. It reads every value,
+    which for decode costs about as much as the attention itself; False skips it (NaN in,
+    NaN out)."""
     arrays = {"q": q, "k": k, "v": v}
     arrays = {name: _as_float_array(name, x) for name, x in arrays.items()}
     for name, arr in arrays.items():
@@ -141,8 +145,11 @@ def check_attention_args(q, k, v, causal=False, scale=None) -> AttentionArgs:
             raise ValueError(
                 f"{name}: expected non-empty leading dimensions, got shape {arr.shape}"
             )
-    for name, arr in (("q", q), ("k", k), ("v", v)):
-        _check_finite(name, arr)
+    if not isinstance(check_finite, (bool, np.bool_)):
+        raise TypeError(f"check_finite: expected True or False, got {check_finite!r}")
+    if check_finite:
+        for name, arr in (("q", q), ("k", k), ("v", v)):
+            _check_finite(name, arr)
     lead = q.shape[:-2]
     return AttentionArgs(
         q=q.reshape(-1, *q.shape[-2:]),

@@ -174,9 +174,9 @@ class Implementation:
                 f"causal: implementation {self.name!r} does not support the causal mask"
             )
 
-    def prepare(self, q, k, v, causal=False, scale=None) -> PreparedCall:
+    def prepare(self, q, k, v, causal=False, scale=None, check_finite=True) -> PreparedCall:
         """Check the inputs, then do the untimed set-up (allocation, compilation, plans)."""
-        args = check_attention_args(q, k, v, causal=causal, scale=scale)
+        args = check_attention_args(q, k, v, causal=causal, scale=scale, check_finite=check_finite)
         return self.prepare_checked(args)
 
     def prepare_checked(self, args: AttentionArgs) -> PreparedCall:
@@ -201,9 +201,10 @@ class Implementation:
         """Whether it runs on a simulated device: correct, but its times mean nothing."""
         return self.has_hook("is_simulated") and bool(self.module.is_simulated())
 
-    def attention(self, q, k, v, causal=False, scale=None) -> np.ndarray:
-        """softmax(q k^T * scale) v over the last two dims; NumPy in, NumPy out."""
-        call = self.prepare(q, k, v, causal=causal, scale=scale)
+    def attention(self, q, k, v, causal=False, scale=None, check_finite=True) -> np.ndarray:
+        """softmax(q k^T * scale) v over the last two dims; NumPy in, NumPy out.
+        check_finite=False skips reading every input for NaN and inf first."""
+        call = self.prepare(q, k, v, causal=causal, scale=scale, check_finite=check_finite)
         call.run()
         return call.fetch()
 

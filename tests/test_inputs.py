@@ -57,6 +57,7 @@ BAD_INPUTS = {
     "scale str": (dict(scale="0.5"), TypeError, "scale: expected a positive finite number"),
     "scale bool": (dict(scale=True), TypeError, "scale: expected a positive finite number"),
     "causal str": (dict(causal="yes"), TypeError, "causal: expected True or False"),
+    "check_finite None": (dict(check_finite=None), TypeError, "check_finite: expected True or"),
     "not an array": (dict(q=object()), TypeError, "q: expected a floating array"),
 }
 
@@ -69,6 +70,13 @@ def test_bad_input_is_refused_naming_the_argument(name, case):
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         impls.get(name).attention(**call)
     assert "got" in str(info.value)  # says what was given
+
+
+def test_check_finite_false_skips_the_read_of_every_value():
+    """As in scipy.linalg: the caller vouches for its inputs, and NaN in gives NaN out."""
+    with_nan = with_value(q, (1, 2), np.nan)
+    out = impls.get("numpy").attention(with_nan, k, v, check_finite=False)
+    assert np.isnan(out[1]).all() and np.isfinite(np.delete(out, 1, axis=0)).all()
 
 
 def test_error_says_what_was_given():
