@@ -106,7 +106,7 @@ def check_attention_args(q, k, v, causal=False, scale=None, check_finite=True) -
     a divisor of it (grouped-query attention); flatten the leading dims.
 
     check_finite (as in scipy.linalg): refuse NaN and inf in q, k and v. It reads every value,
-    which for decode costs about as much as the attention itself; False skips it (NaN in,
+    which for decode takes twice as long as the attention itself; False skips it (NaN in,
     NaN out)."""
     arrays = {"q": q, "k": k, "v": v}
     arrays = {name: _as_float_array(name, x) for name, x in arrays.items()}
