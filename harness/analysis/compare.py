@@ -5,8 +5,8 @@ round's reference workload, measured just before it), so that a machine running 
 during one run than during the other does not read as a change of the code. The change is
 median(B) / median(A) with a 95% interval from resampling whole rounds of each run
 (harness/analysis/stats.py); a case is marked only when the whole interval lies beyond the
-threshold and the raw change (the median of the seconds as measured) beyond it on the same side
-(see `compare_rounds`).
+threshold and the raw change (of the seconds as measured) beyond it on the same side: its
+value from RAW_VALUE_ROUNDS rounds a side, else its whole interval (see `compare_rounds`).
 Samples within a round are not independent (one process, one moment), so no test treats them
 as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
 """
