@@ -213,7 +213,7 @@ def test_the_report_of_a_decode_run_draws_and_tabulates_bytes_per_second(tmp_pat
     assert (run / "bandwidth_float32.png").is_file()
     md = (run / "report.md").read_text()
     assert "| float32, d=64, heads 8, kv heads 2, n_q 1 | 4096 | 30 | 15 (50%) | 5 (17%) |" in md
-    assert "numba_parallel 15 GB/s (50%), numpy 5 GB/s (17%) of a streaming read" in md
+    assert "numba_parallel 15 GB/s (50%), numpy 5 GB/s (17%) of a typical streaming read" in md
     assert "Best fraction of the CPU matrix-product peak" not in md
     assert "memory-bound: numba_parallel 15 GB/s" in capsys.readouterr().out  # findings printed
 

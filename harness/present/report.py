@@ -150,7 +150,9 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
                 "per key/value head, the output written) is below the machine's balance (its "
                 "matrix-product peak over the bandwidth of a streaming read of the same bytes, "
                 "both measured alongside): their ceiling is the bandwidth. Each cell: GB/s "
-                "and, in brackets, its fraction of that read's rate.",
+                "and, in brackets, its fraction of that read's typical rate (each round's "
+                "median read, the median over rounds; the fastest reads are in "
+                "bandwidth_best_gbps).",
             ),
             ("table", panel_as_setting(bandwidth_table(bound), several)),
         ]
