@@ -79,10 +79,11 @@ def check_scale(scale, d_k: int) -> float:
     return value
 
 
-def check_causal(causal) -> bool:
-    if not isinstance(causal, (bool, np.bool_)):
-        raise TypeError(f"causal: expected True or False, got {causal!r}")
-    return bool(causal)
+def check_flag(name: str, value) -> bool:
+    """A True/False argument (causal, check_finite): a bool or NumPy bool, nothing else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def _check_grouped_heads(q_shape: tuple, k_shape: tuple) -> None:
@@ -145,9 +146,7 @@ def check_attention_args(q, k, v, causal=False, scale=None, check_finite=True) -
             raise ValueError(
                 f"{name}: expected non-empty leading dimensions, got shape {arr.shape}"
             )
-    if not isinstance(check_finite, (bool, np.bool_)):
-        raise TypeError(f"check_finite: expected True or False, got {check_finite!r}")
-    if check_finite:
+    if check_flag("check_finite", check_finite):
         for name, arr in (("q", q), ("k", k), ("v", v)):
             _check_finite(name, arr)
     lead = q.shape[:-2]
@@ -155,7 +154,7 @@ def check_attention_args(q, k, v, causal=False, scale=None, check_finite=True) -
         q=q.reshape(-1, *q.shape[-2:]),
         k=k.reshape(-1, *k.shape[-2:]),
         v=v.reshape(-1, *v.shape[-2:]),
-        causal=check_causal(causal),
+        causal=check_flag("causal", causal),
         scale=check_scale(scale, q.shape[-1]),
         lead=tuple(int(s) for s in lead),
     )

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from impls._inputs import _as_float_array, _check_finite, check_causal
+from impls._inputs import _as_float_array, _check_finite, check_flag
 
 
 def _check_weight(name: str, w, x: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ def self_attention(
             f"w_k: expected {kv_heads * d_head} columns (kv_heads={kv_heads} heads of the "
             f"query heads' width {d_head}), got {w_k.shape[1]}"
         )
-    causal = check_causal(causal)
+    causal = check_flag("causal", causal)
 
     def split_heads(t: np.ndarray, count: int) -> np.ndarray:
         # (..., n, count * d_head) -> (..., count, n, d_head)
