@@ -452,26 +452,38 @@ if numba is not None:
         q_packed[b, i] = q[b, i] * q_factor; k_packed[b, block, strip, :, j] is key
         block * BLOCK_KEYS + strip * width + j (k^T in strips); v_packed[b, block, strip, key]
         the key's values in that strip of columns. The padding (rows past n, columns past d_v)
-        is never written here: prepare zeroed it, and it holds no input value.
+        is never written here: prepare zeroed it, and it holds no input value. One parallel
+        loop (each costs a launch) over tasks of `width` rows of q or `width` keys of k and v,
+        so that short sequences, a key block or two, still keep every thread busy.
         """
         batch, n_q, d_k = q.shape
         n_k, d_v = v.shape[1], v.shape[2]
-        width = k_packed.shape[4]
-        block_keys = k_packed.shape[2] * width
-        for row in prange(batch * n_q):
-            b, i = row // n_q, row % n_q
-            for c in range(d_k):
-                q_packed[b, i, c] = q[b, i, c] * q_factor
-        n_blocks = k_packed.shape[1]
-        for task in prange(k.shape[0] * n_blocks):  # each key/value head once
-            b, block = task // n_blocks, task % n_blocks
-            k0 = block * block_keys
-            for key in range(k0, min(n_k, k0 + block_keys)):
-                strip, j = (key - k0) // width, (key - k0) % width
+        n_blocks, strips, width = k_packed.shape[1], k_packed.shape[2], k_packed.shape[4]
+        block_keys = strips * width
+        q_tasks_per_entry = (n_q + width - 1) // width
+        q_tasks = batch * q_tasks_per_entry
+        for task in prange(q_tasks + k.shape[0] * n_blocks * strips):  # k, v: each head once
+            if task < q_tasks:
+                b, first = task // q_tasks_per_entry, task % q_tasks_per_entry * width
+                for i in range(first, min(n_q, first + width)):
+                    for c in range(d_k):
+                        q_packed[b, i, c] = q[b, i, c] * q_factor
+            else:
+                kv_task = task - q_tasks
+                b, block, strip = (
+                    kv_task // strips // n_blocks,
+                    kv_task // strips % n_blocks,
+                    kv_task % strips,
+                )
+                k0 = block * block_keys
+                first, last = k0 + strip * width, min(n_k, k0 + (strip + 1) * width)
                 for c in range(d_k):
-                    k_packed[b, block, strip, c, j] = k[b, key, c]
-                for c in range(d_v):
-                    v_packed[b, block, c // width, key - k0, c % width] = v[b, key, c]
+                    for key in range(first, last):
+                        k_packed[b, block, strip, c, key - first] = k[b, key, c]
+                for key in range(first, last):
+                    for c0 in range(0, d_v, width):
+                        for c in range(c0, min(d_v, c0 + width)):
+                            v_packed[b, block, c0 // width, key - k0, c - c0] = v[b, key, c]
 
 
 if numba is not None:
