@@ -7,11 +7,11 @@ tuple, `acc`, unpacked at the top of each step and rebuilt at its end: Numba reb
 form for every variable assigned more than once, at a cost of the variables times the
 statements, so rows x columns loop-carried scalars made the compile quadratic in the tile
 (an 8 x 32 tile took twice as long); LLVM splits the tuple back into the same registers.
-Rows x vectors per row accumulators,
-plus the rows' broadcasts and a load, must fit the register file: see the tile table in the
-package's __init__. kernels.microkernel compiles what this writes; `DIGEST` (of this file)
-is part of every kernel's signature, so Numba's disk cache never serves a kernel built from
-an older template.
+
+Rows x vectors per row accumulators, plus the rows' broadcasts and a load, must fit the
+register file: see the tile table in the package's __init__. kernels.microkernel compiles
+what this writes; `DIGEST` (of this file) is part of every kernel's signature, so Numba's
+disk cache never serves a kernel built from an older template.
 """
 
 from __future__ import annotations
