@@ -488,6 +488,42 @@ if numba is not None:
 
 if numba is not None:
 
+    @njit(fastmath=SOFTMAX_FLAGS, cache=True)
+    def _decode_range(q, keys, values, head, k0, k1, q_factor, row_max, row_sum, acc, tile):
+        """One decode task: query heads head, head + 1, ... (as many as row_max has rows, n_q
+        each) against keys[k0:k1] and values[k0:k1], leaving the range's online-softmax state
+        in row_max, row_sum and acc (its own function: Numba's parallel loop compiles its
+        body once more, and a small body compiles faster)."""
+        n_q, d_k = q.shape[1], q.shape[2]
+        rows = row_max.shape[0]
+        q_rows = np.empty((rows, d_k), q.dtype)
+        for r in range(rows):
+            for c in range(d_k):
+                q_rows[r, c] = q[head + r // n_q, r % n_q, c] * q_factor
+        row_max[:] = EMPTY_MAX  # an empty range (more splits than keys) weighs exp2(-huge) = 0
+        row_sum[:] = 0
+        acc[:, :] = 0
+        p = np.empty((rows, DECODE_TILE_KEYS), q.dtype)
+        rescale = np.empty(rows, q.dtype)
+        for t0 in range(k0, k1, DECODE_TILE_KEYS):
+            cols = min(DECODE_TILE_KEYS, k1 - t0)
+            _decode_scores(q_rows, keys, values, t0, cols, p, tile)
+            for r in range(rows):
+                m = p[r, 0]
+                for j in range(cols):
+                    m = _maxnum(m, p[r, j])
+                m = _maxnum(m, row_max[r])  # EMPTY_MAX before the first tile
+                total = q.dtype.type(0)
+                for j in range(cols):
+                    e = _exp2(p[r, j] - m)
+                    p[r, j] = e
+                    total += e
+                alpha = _exp2(row_max[r] - m)  # 0 before the first tile (nothing to rescale)
+                row_sum[r] = row_sum[r] * alpha + total
+                row_max[r] = m
+                rescale[r] = alpha
+            _decode_accumulate(p, cols, values, t0, acc, rescale, tile)
+
     @njit(parallel=True, fastmath=SOFTMAX_FLAGS, cache=True)
     def decode_kernel(q, k, v, q_factor, splits, part_max, part_sum, part_out, out, tile):
         """Few queries against many keys (decode), straight from the caller's k and v.
@@ -500,7 +536,7 @@ if numba is not None:
         products are register tiles that read k and v in place (decode_scores,
         decode_accumulate); tile from tile_argument(rows=, keys=, columns=).
         """
-        batch, n_q, d_k = q.shape
+        batch, n_q = q.shape[0], q.shape[1]
         kv_batch, n_k, d_v = v.shape
         group = batch // kv_batch
         rows = group * n_q
@@ -508,37 +544,10 @@ if numba is not None:
         for task in prange(kv_batch * splits):
             kv, split = task // splits, task % splits
             k0, k1 = split * per_split, min(n_k, (split + 1) * per_split)
-            q_rows = np.empty((rows, d_k), q.dtype)
-            for r in range(rows):
-                for c in range(d_k):
-                    q_rows[r, c] = q[kv * group + r // n_q, r % n_q, c] * q_factor
-            row_max = part_max[kv, split]
-            row_sum = part_sum[kv, split]
-            acc = part_out[kv, split]
-            row_max[:] = EMPTY_MAX  # an empty range (more splits than keys) weighs exp2(-huge) = 0
-            row_sum[:] = 0
-            acc[:, :] = 0
-            keys, values = k[kv], v[kv]
-            p = np.empty((rows, DECODE_TILE_KEYS), q.dtype)
-            rescale = np.empty(rows, q.dtype)
-            for t0 in range(k0, k1, DECODE_TILE_KEYS):
-                cols = min(DECODE_TILE_KEYS, k1 - t0)
-                _decode_scores(q_rows, keys, values, t0, cols, p, tile)
-                for r in range(rows):
-                    m = p[r, 0]
-                    for j in range(cols):
-                        m = _maxnum(m, p[r, j])
-                    m = _maxnum(m, row_max[r])  # EMPTY_MAX before the first tile
-                    total = q.dtype.type(0)
-                    for j in range(cols):
-                        e = _exp2(p[r, j] - m)
-                        p[r, j] = e
-                        total += e
-                    alpha = _exp2(row_max[r] - m)  # 0 before the first tile (nothing to rescale)
-                    row_sum[r] = row_sum[r] * alpha + total
-                    row_max[r] = m
-                    rescale[r] = alpha
-                _decode_accumulate(p, cols, values, t0, acc, rescale, tile)
+            row_max, row_sum, acc = part_max[kv, split], part_sum[kv, split], part_out[kv, split]
+            _decode_range(
+                q, k[kv], v[kv], kv * group, k0, k1, q_factor, row_max, row_sum, acc, tile
+            )
         for row in prange(kv_batch * rows):
             kv, r = row // rows, row % rows
             m = part_max[kv, 0, r]
