@@ -453,27 +453,28 @@ if numba is not None:
         block * BLOCK_KEYS + strip * width + j (k^T in strips); v_packed[b, block, strip, key]
         the key's values in that strip of columns. The padding (rows past n, columns past d_v)
         is never written here: prepare zeroed it, and it holds no input value. One parallel
-        loop (each costs a launch) over tasks of `width` rows of q or `width` keys of k and v,
-        so that short sequences, a key block or two, still keep every thread busy.
+        loop (each costs a launch) over strips of `width` rows of q and keys of k and v, so
+        that short sequences, a key block or two, still keep every thread busy.
         """
         batch, n_q, d_k = q.shape
         n_k, d_v = v.shape[1], v.shape[2]
         n_blocks, strips, width = k_packed.shape[1], k_packed.shape[2], k_packed.shape[4]
         block_keys = strips * width
-        q_tasks_per_entry = (n_q + width - 1) // width
-        q_tasks = batch * q_tasks_per_entry
-        for task in prange(q_tasks + k.shape[0] * n_blocks * strips):  # k, v: each head once
+        q_strips = (n_q + width - 1) // width
+        q_tasks, kv_tasks = batch * q_strips, k.shape[0] * n_blocks * strips
+        # Task t packs q's strip t and k's and v's strip t (where they exist): a thread's
+        # contiguous share of the tasks holds some of each.
+        for task in prange(max(q_tasks, kv_tasks)):
             if task < q_tasks:
-                b, first = task // q_tasks_per_entry, task % q_tasks_per_entry * width
+                b, first = task // q_strips, task % q_strips * width
                 for i in range(first, min(n_q, first + width)):
                     for c in range(d_k):
                         q_packed[b, i, c] = q[b, i, c] * q_factor
-            else:
-                kv_task = task - q_tasks
+            if task < kv_tasks:
                 b, block, strip = (
-                    kv_task // strips // n_blocks,
-                    kv_task // strips % n_blocks,
-                    kv_task % strips,
+                    task // strips // n_blocks,
+                    task // strips % n_blocks,
+                    task % strips,
                 )
                 k0 = block * block_keys
                 first, last = k0 + strip * width, min(n_k, k0 + (strip + 1) * width)
