@@ -25,7 +25,7 @@ from harness.results.schema import CASE_COLUMNS
 SLOWER, FASTER = "slower", "faster"
 # From this many rounds a side, the raw change's value (not its interval, which also holds the
 # machine's drift) must lie beyond the threshold with the normalised interval. Measured on
-# pairs of runs of identical code and a planted 12% slowdown (docs/PERFORMANCE.md): at 12
+# pairs of runs of identical code and a planted 12% slowdown (docs/MEASUREMENT.md): at 12
 # rounds the raw interval hid half the slowdown and the value marked no unchanged case; at 3
 # rounds the value let through twice as many unchanged cases as the interval.
 RAW_VALUE_ROUNDS = 8
