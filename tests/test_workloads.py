@@ -17,6 +17,7 @@ from harness.results.cases import Case
 from harness.results.rundir import RunDir
 from harness.sweep import plan
 from harness.sweep.rows import derived
+from harness.worker import references
 from harness.worker.inputs import case_inputs
 from harness.worker.references import read_rates
 from harness.worker.timing import SamplingPlan, cpu_sampler, take_samples
@@ -158,11 +159,30 @@ def test_cold_cache_samples_time_each_call_after_an_untimed_eviction():
     assert inner == 1 and len(samples) == 3
 
 
-def test_reads_of_a_cases_bytes_give_a_bandwidth():
-    warm = read_rates(1 << 20, 2)
-    cold = read_rates(1 << 20, 2, cold_cache=True)
-    assert len(warm) == len(cold) == 2
-    assert all(math.isfinite(r) and r > 0 for r in warm + cold)
+def counted_reads(monkeypatch, events: list) -> None:
+    read = references._parallel_read
+    counted = lambda x, chunks: events.append("read") or read(x, chunks)  # noqa: E731
+    monkeypatch.setattr(references, "_parallel_read", counted)
+
+
+def test_a_warm_reads_sample_is_64_mib_in_at_most_256_reads(monkeypatch):
+    events = []
+    counted_reads(monkeypatch, events)
+    rates = read_rates(1 << 20, 2)
+    assert len(events) == 1 + 2 * 64  # one to warm up, then 64 reads of 1 MiB a sample
+    events.clear()
+    rates += read_rates(4096, 2)
+    assert len(events) == 1 + 2 * 256  # not 16384: each read of 4 KiB costs its launch
+    assert all(math.isfinite(r) and r > 0 for r in rates)
+
+
+def test_a_cold_read_finds_the_caches_evicted(monkeypatch):
+    events = []
+    counted_reads(monkeypatch, events)
+    monkeypatch.setattr(references, "evict_caches", lambda: events.append("evict"))
+    rates = read_rates(1 << 20, 2, cold_cache=True)
+    assert events == ["read", "evict", "read", "evict", "read"]
+    assert len(rates) == 2 and all(math.isfinite(r) and r > 0 for r in rates)
 
 
 def test_a_sweep_records_bytes_bandwidth_and_the_bound(tmp_path, monkeypatch):

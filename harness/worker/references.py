@@ -56,13 +56,20 @@ def stream_rates(size_bytes: int, repeats: int) -> list[float]:
     return rates
 
 
+# A warm read's sample: SAMPLE_BYTES, in at most MAX_READS reads. Below 256 KiB a read costs
+# what launching it costs whatever the count (16384 reads of 4 KiB took 0.4 s a sample), so
+# the cap changes the time a probe takes, not its rate.
+SAMPLE_BYTES = 64 << 20
+MAX_READS = 256
+
+
 def read_rates(size_bytes: int, repeats: int, cold_cache: bool = False) -> list[float]:
     """GB/s of `repeats` streaming reads of size_bytes by every thread of this worker (numba's
     pool, the one the sweep sized): the bandwidth a case moving that many bytes could reach, in
     the same cache state (warm: read again and again; cold_cache: evicted before each read)."""
     data = np.ones(max(size_bytes, 4096) // 4, np.float32)
     _parallel_read(data, 16)  # compiled (or loaded), pages touched
-    reads = 1 if cold_cache else max(1, (1 << 20) * 64 // data.nbytes)  # a sample >= 64 MiB
+    reads = 1 if cold_cache else max(1, min(MAX_READS, SAMPLE_BYTES // data.nbytes))
     rates = []
     for _ in range(repeats):
         if cold_cache:
