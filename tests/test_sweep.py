@@ -15,7 +15,7 @@ from harness.results.rundir import RunDir
 from harness.results.schema import COLUMNS, CUDA_TIMER
 from harness.sweep import plan, pool, probes
 from harness.sweep.plan import predict_seconds
-from harness.sweep.pool import WorkerLost
+from harness.sweep.pool import Worker, WorkerLost
 from harness.sweep.progress import Progress
 from harness.sweep.rounds import calibrate, run_sweep
 from harness.sweep.rows import derived
@@ -437,3 +437,18 @@ def test_a_series_that_starts_large_is_predicted_from_a_quick_calibration(tmp_pa
     assert row["status"] == "skipped" and row["n"] == 100_000
     assert row["predicted_s"] == pytest.approx(1e-3 * (100_000 / 128) ** 2)
     assert "per call > budget 2 s" in row["note"]
+
+
+def test_a_worker_ends_quietly_when_the_main_process_left_its_answer_unread():
+    """A main process that ends (SIGTERM, a crash) with an answer unread resets the pipe: the
+    worker's next read fails with a reset, not an end of file, and it ends all the same, with
+    status 0 (no traceback on the user's terminal)."""
+    worker = Worker(1)
+    worker._send(
+        {"probe_dtype": "float64", "size": 8, "repeats": 1, "stream_bytes": 4096}
+        | {"case_bytes": 0, "cold_cache": False}
+    )
+    assert worker.conn.poll(60)  # the answer is there, and stays unread
+    worker.conn.close()
+    worker.process.join(30)
+    assert worker.process.exitcode == 0

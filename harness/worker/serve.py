@@ -40,8 +40,8 @@ def serve(conn, threads: int, environ: dict[str, str]) -> None:
     while True:
         try:
             message = conn.recv()
-        except EOFError:  # the main process is gone: nothing left to measure for
-            return
+        except (EOFError, ConnectionResetError):  # the main process is gone (its end of
+            return  # the pipe closed, or reset as it exited): nothing left to measure for
         if message is None:
             return
         if "probe_dtype" in message:
