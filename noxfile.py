@@ -6,6 +6,8 @@ suite), `benchmark_peers` (the same with torch, for the torch_sdpa yardstick) an
 Options after `--` go to `attnbench run`, e.g. `nox -s benchmark -- --quick`.
 """
 
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint"]
@@ -19,13 +21,16 @@ TORCH = "torch==2.13.0"
 def tests(session: nox.Session) -> None:
     """pytest over every implementation; numba_cuda in the simulator when there is no GPU.
 
-    One pytest process per core (pytest-xdist: 4.7 instead of 8.7 minutes on 2 cores), and the
-    line coverage of harness/ and impls/ (code that runs only in worker processes or compiled by
-    numba counts as missed: the figure is a floor).
+    One pytest process (pytest-xdist) per core and one more: the simulator's threads and the
+    sweeps' worker processes leave the cores idle part of the time (2 cores: 1.45 of them busy
+    with 2 processes, 1.69 with 3; 258 -> 204 s). With the line coverage of harness/ and impls/
+    (code that runs only in worker processes or compiled by numba counts as missed: the figure
+    is a floor).
     """
     session.install("-e", ".[dev,cuda]")
     coverage = ["--cov=harness", "--cov=impls", "--cov-report=term:skip-covered"]
-    session.run("pytest", "-n", "auto", *coverage, *session.posargs)
+    processes = len(os.sched_getaffinity(0)) + 1
+    session.run("pytest", "-n", str(processes), *coverage, *session.posargs)
 
 
 @nox.session
