@@ -17,7 +17,7 @@ from harness.results.cases import Case
 from harness.results.rundir import RunDir
 from harness.sweep import plan
 from harness.sweep.rows import derived
-from harness.worker import references
+from harness.worker import caches, references
 from harness.worker.inputs import case_inputs
 from harness.worker.references import read_rates
 from harness.worker.timing import SamplingPlan, cpu_sampler, take_samples
@@ -254,3 +254,17 @@ def test_findings_say_which_sizes_are_memory_bound_and_which_compute_bound():
         "float32, d=64: memory-bound at n = 1024, 4096, compute-bound at n = 256"
     )
     assert bound_findings(frame[frame["n"] > 256], several=False) == []  # one kind: said elsewhere
+
+
+def test_an_eviction_writes_four_times_the_last_level_cache(monkeypatch):
+    """As triton's do_bench does for a GPU's L2; 128 MiB where the size is unknown or small."""
+    assert (caches.last_level_cache_bytes() or 0) >= 0  # what Linux reports, or None
+    monkeypatch.setattr(caches, "_eviction_buffer", caches._eviction_buffer.__wrapped__)
+    monkeypatch.setattr(caches, "last_level_cache_bytes", lambda: 48 << 20)
+    assert caches._eviction_buffer().nbytes == 4 * (48 << 20)
+    monkeypatch.setattr(caches, "last_level_cache_bytes", lambda: None)
+    assert caches._eviction_buffer().nbytes == caches.EVICT_MIN_BYTES
+    written = np.full(1 << 20, -1, np.float32)
+    monkeypatch.setattr(caches, "_eviction_buffer", lambda: written)
+    caches.evict_caches()
+    assert set(np.unique(written)) == set(range(16))  # every chunk written, by every thread
