@@ -8,6 +8,7 @@ that compilation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ import impls
 from harness.worker import checking
 from harness.worker.inputs import make_qkv
 from impls import numba_parallel as kernel
-from impls.numba_parallel import kernels, template
+from impls.numba_parallel import decode, kernels, template
 
 pytestmark = pytest.mark.skipif(
     kernel.unavailable_reason() is not None, reason=str(kernel.unavailable_reason())
@@ -227,11 +228,15 @@ class CountingCalls:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_q, function", [(300, "attention_kernel"), (1, "decode_kernel")])
-def test_attention_runs_the_kernel_once_and_prepare_never(dtype, n_q, function, monkeypatch):
+@pytest.mark.parametrize(
+    "n_q, module, function", [(300, kernels, "attention_kernel"), (1, decode, "decode_kernel")]
+)
+def test_attention_runs_the_kernel_once_and_prepare_never(
+    dtype, n_q, module, function, monkeypatch
+):
     """A public call computes once: prepare compiles by signature, it does not run the case."""
-    counting = CountingCalls(getattr(kernels, function))
-    monkeypatch.setattr(kernels, function, counting)
+    counting = CountingCalls(getattr(module, function))
+    monkeypatch.setattr(module, function, counting)
     monkeypatch.setattr(kernel, "_COMPILED", set())  # compile (or load) again, by signature
     q, k, v = make_qkv(n_q, 300, 16, dtype=dtype, seed=4)
     call = impls.get("numba_parallel").prepare(q, k, v)
@@ -254,19 +259,21 @@ def run_python(code: str) -> dict:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_q, function", [(40, "attention_kernel"), (1, "decode_kernel")])
+@pytest.mark.parametrize(
+    "n_q, function", [(40, "kernels.attention_kernel"), (1, "decode.decode_kernel")]
+)
 def test_second_process_loads_the_kernel_from_the_disk_cache(dtype, n_q, function):
     q = np.ones((1, n_q, 4), dtype)
     attention(q, q, q)  # compiled (or loaded) here, so the cache holds it now
     report = run_python(
         f"""
         import json, numpy as np, impls
-        from impls.numba_parallel import kernels
+        from impls.numba_parallel import decode, kernels
         q = np.ones((1, {n_q}, 4), "{dtype}")
         impls.get("numba_parallel").attention(q, q, q)
         print(json.dumps({{
-            "hits": sum(kernels.{function}._cache_hits.values()),
-            "misses": sum(kernels.{function}._cache_misses.values()),
+            "hits": sum({function}._cache_hits.values()),
+            "misses": sum({function}._cache_misses.values()),
         }}))
         """
     )
@@ -428,9 +435,10 @@ def test_the_template_writes_one_product_per_row_and_column_carried_in_one_tuple
     # acc is assigned before the loop and by each step; no accumulator by itself, which would
     # make Numba's compile time grow with the square of the tile
     assert source.count("acc = ") == 2 and "a0_0 = " not in source and "+=" not in source
-    decode = template.microkernel_source("decode_scores", 2, 3)
-    assert "a1_2 += x * k2[c]" in decode and "k3" not in decode and "a2_0" not in decode
-    assert decode.count("_prefetch_row(keys, ") == 3
+    dot_products = template.microkernel_source("decode_scores", 2, 3)
+    assert "a1_2 += x * k2[c]" in dot_products
+    assert "k3" not in dot_products and "a2_0" not in dot_products
+    assert dot_products.count("_prefetch_row(keys, ") == 3
 
 
 @pytest.mark.parametrize(
@@ -568,3 +576,14 @@ def test_an_avx2_target_runs_its_own_tile_correctly_on_any_x86_host():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     rows, columns = kernel.TILES[256]["float64"]
     assert report == {"variant": f"tiled {rows}x{columns}, 256-bit vectors", "ok": True}
+
+
+def test_the_tile_type_names_the_source_the_kernels_compile_from():
+    """Numba's disk cache checks a kernel's own file only; decode.py's kernels compile
+    kernels.py's helpers and both compile template.py's microkernels: a digest of the two is
+    part of every kernel's signature, through the tile argument's type."""
+    source = Path(kernels.__file__).read_bytes() + Path(template.__file__).read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:12]
+    tile = kernels.tile_argument(rows=4, columns=16)
+    assert tile.dtype.names == ("rows", "columns", f"source_{digest}")
+    assert kernels._tile_sizes(kernels.numba.typeof(tile)) == {"rows": 4, "columns": 16}

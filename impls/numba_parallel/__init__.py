@@ -17,12 +17,12 @@ microkernel: a register tile of rows x columns held in registers over the reduct
 online-softmax step over it in place, and adds p @ v to its rows (the accumulate microkernel).
 With the causal mask, key blocks wholly above the diagonal are skipped and masked columns left
 out by loop bounds. Grouped-query heads read the key/value entry b // group. A few query rows
-per key/value head (decode) take `kernels.decode_kernel`: key ranges split across tasks
+per key/value head (decode) take `decode.decode_kernel`: key ranges split across tasks
 (split-K), k and v read once in place, the ranges' states merged at the end.
 
 This module plans a call (the register tile for the target's vectors, block sizes, the path)
-and runs it; kernels.py holds the compiled code. docs/kernels/numba_parallel.md has the design
-in full, docs/PERFORMANCE.md the figures.
+and runs it; kernels.py holds the tiled path's compiled code, decode.py the decode path's.
+docs/kernels/numba_parallel.md has the design in full, docs/PERFORMANCE.md the figures.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from impls.numba_parallel import kernels
+from impls.numba_parallel import decode, kernels
 from impls.numba_parallel.kernels import BLOCK_KEYS, numba
 
 NAME = "numba_parallel"
@@ -246,7 +246,7 @@ def _compile(state) -> None:
         return
     with kernels.slp_vectorizer_on():
         if state["path"] == "decode":
-            kernels.decode_kernel.compile(_signature(_decode_arguments(state)))
+            decode.decode_kernel.compile(_signature(_decode_arguments(state)))
         else:
             kernels.pack_inputs.compile(_signature(_pack_arguments(state)))
             kernels.attention_kernel.compile(_signature(_kernel_arguments(state)))
@@ -275,7 +275,7 @@ def _kernel_arguments(state) -> tuple:
 
 def run(state):
     if state["path"] == "decode":
-        kernels.decode_kernel(*_decode_arguments(state))
+        decode.decode_kernel(*_decode_arguments(state))
         return
     kernels.pack_inputs(*_pack_arguments(state))
     kernels.attention_kernel(*_kernel_arguments(state))

@@ -1,17 +1,21 @@
-"""The compiled code of numba_parallel: the fused kernel, its microkernels, packing, decode.
+"""The compiled code of numba_parallel's tiled path (the fused kernel, its microkernels, the
+packing) and what decode.py's path shares with it (exp2, the intrinsics, the microkernels).
 
-Everything the kernels use at compile time lives in this file, so that Numba's disk cache,
-which checks this file's timestamp, never serves a kernel built from an older version of any of
-it (template.py, which writes the microkernels, is covered by its digest instead). The
-register tile (rows x columns of each product microkernel) is not a constant: it reaches the
-kernel as the *type* of its `tile` argument (see `tile_argument`), so each tile shape is its
-own compiled, cached specialisation, with microkernels written for it by template.py.
+Numba's disk cache checks the timestamp of the file a cached kernel is in, not of the files it
+compiles code from: `DIGEST`, of this file and template.py (which writes the microkernels), is
+part of every kernel's signature instead, so the cache never serves a kernel, here or in
+decode.py, built from older helpers. The register tile (rows x columns of each product
+microkernel) is not a constant either: it reaches the kernel as the *type* of its `tile`
+argument (see `tile_argument`), so each tile shape is its own compiled, cached
+specialisation, with microkernels written for it by template.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -31,8 +35,9 @@ else:
 
 
 BLOCK_KEYS = 256  # keys per key block (a multiple of every tile's columns)
-DECODE_TILE_KEYS = 64  # keys per tile of the decode path: their scores stay in registers/L1
-EMPTY_MAX = -1e30  # the running maximum of a key range with no keys: far below any score
+DIGEST = hashlib.sha256(
+    Path(__file__).read_bytes() + Path(template.__file__).read_bytes()
+).hexdigest()[:12]
 
 # Fast-math flags of the microkernels: everything but `reassoc`, with which LLVM vectorises the
 # reduction loop instead of the tile and spills. The softmax step, whose max and sum must
@@ -77,35 +82,22 @@ def _accumulate_block(p, n_cols, v_strips, out, rescale, tile):
 
 def tile_argument(**sizes: int) -> np.ndarray:
     """A register tile as an empty array whose Numba type carries its sizes: the dtype has a
-    field per size (`rows=8` is a field `rows` of 8 bytes) and one named after the microkernel
-    template's digest.
+    field per size (`rows=8` is a field `rows` of 8 bytes) and one named after `DIGEST`.
 
-    A kernel compiled for one tile shape (or one version of the template) so never serves
-    another, in memory or from the disk cache, and the overloads below read the sizes at
-    compile time to pick the microkernels. (An array: a parallel loop takes no tuple.)
+    A kernel compiled for one tile shape (or one version of the helpers and the template) so
+    never serves another, in memory or from the disk cache, and the overloads read the sizes
+    at compile time to pick the microkernels. (An array: a parallel loop takes no tuple.)
     """
     fields = [(name, "i1", (size,)) for name, size in sizes.items()]
-    return np.empty(0, np.dtype([*fields, (f"template_{template.DIGEST}", "i1")]))
+    return np.empty(0, np.dtype([*fields, (f"source_{DIGEST}", "i1")]))
 
 
 def _tile_sizes(tile_type) -> dict[str, int]:
     return {
         name: field[0].shape[0]
         for name, field in tile_type.dtype.fields.items()
-        if not name.startswith("template_")
+        if not name.startswith("source_")
     }
-
-
-def _decode_scores(q, keys, values, first_key, n_keys, s, tile):
-    """s[:, :n_keys] = q @ keys[first_key:][:n_keys].T, k read in place, and the keys and values
-    a tile ahead asked for (_prefetch_row); by the overload below."""
-    raise NotImplementedError("only callable from Numba-compiled code")
-
-
-def _decode_accumulate(p, n_keys, values, first_key, out, rescale, tile):
-    """out = rescale[:, None] * out + p[:, :n_keys] @ values[first_key:][:n_keys], v read in
-    place; by the overload below."""
-    raise NotImplementedError("only callable from Numba-compiled code")
 
 
 def _tile_rows(tile):
@@ -268,58 +260,6 @@ if numba is not None:
         return lambda p, n_cols, v_strips, out, rescale, tile: kernel(
             p, n_cols, v_strips, out, rescale
         )
-
-    @overload(_decode_scores)
-    def _decode_scores_overload(q, keys, values, first_key, n_keys, s, tile):
-        """Blocks of the tile's rows, then single rows; tile["keys"] keys at a time, then the
-        last few keys one by one."""
-        sizes = _tile_sizes(tile)
-        rows, step = sizes["rows"], sizes["keys"]
-        block = microkernel("decode_scores", rows, step)
-        single = microkernel("decode_scores", 1, step)
-
-        def scores(q, keys, values, first_key, n_keys, s, tile):
-            whole = n_keys - n_keys % step
-            blocks = q.shape[0] - q.shape[0] % rows
-            # (Loop indices, not a counter from 0: a literal 0 would compile each microkernel
-            # twice, once for that constant.) The first row block asks for the next tile.
-            for r in range(0, blocks, rows):
-                block(q, r, keys, first_key, whole, s, values, DECODE_TILE_KEYS if r == 0 else 0)
-            for r in range(blocks, q.shape[0]):
-                single(q, r, keys, first_key, whole, s, values, DECODE_TILE_KEYS if r == 0 else 0)
-            for j in range(whole, n_keys):
-                key = keys[first_key + j]
-                for r in range(q.shape[0]):
-                    total = q.dtype.type(0)
-                    for c in range(q.shape[1]):
-                        total += q[r, c] * key[c]
-                    s[r, j] = total
-
-        return scores
-
-    @overload(_decode_accumulate)
-    def _decode_accumulate_overload(p, n_keys, values, first_key, out, rescale, tile):
-        """Blocks of the tile's rows, then single rows, over whole strips of tile["columns"]
-        columns; then the last few columns."""
-        sizes = _tile_sizes(tile)
-        rows, width = sizes["rows"], sizes["columns"]
-        block = microkernel("decode_accumulate", rows, width)
-        single = microkernel("decode_accumulate", 1, width)
-
-        def accumulate(p, n_keys, values, first_key, out, rescale, tile):
-            blocks = out.shape[0] - out.shape[0] % rows
-            for r in range(0, blocks, rows):
-                block(p, r, n_keys, values, first_key, out, rescale)
-            for r in range(blocks, out.shape[0]):
-                single(p, r, n_keys, values, first_key, out, rescale)
-            for r in range(out.shape[0]):
-                for c in range(out.shape[1] - out.shape[1] % width, out.shape[1]):
-                    total = out[r, c] * rescale[r]
-                    for j in range(n_keys):
-                        total += p[r, j] * values[first_key + j, c]
-                    out[r, c] = total
-
-        return accumulate
 
     @njit(fastmath=SOFTMAX_FLAGS)
     def softmax_tile(scores, rows, cols, causal, diagonal, first, row_max, row_sum, rescale):
@@ -485,82 +425,3 @@ if numba is not None:
                     for c0 in range(0, d_v, width):
                         for c in range(c0, min(d_v, c0 + width)):
                             v_packed[b, block, c0 // width, key - k0, c - c0] = v[b, key, c]
-
-
-if numba is not None:
-
-    @njit(fastmath=SOFTMAX_FLAGS, cache=True)
-    def _decode_range(q, keys, values, head, k0, k1, q_factor, row_max, row_sum, acc, tile):
-        """One decode task: query heads head, head + 1, ... (as many as row_max has rows, n_q
-        each) against keys[k0:k1] and values[k0:k1], leaving the range's online-softmax state
-        in row_max, row_sum and acc (its own function: Numba's parallel loop compiles its
-        body once more, and a small body compiles faster)."""
-        n_q, d_k = q.shape[1], q.shape[2]
-        rows = row_max.shape[0]
-        q_rows = np.empty((rows, d_k), q.dtype)
-        for r in range(rows):
-            for c in range(d_k):
-                q_rows[r, c] = q[head + r // n_q, r % n_q, c] * q_factor
-        row_max[:] = EMPTY_MAX  # an empty range (more splits than keys) weighs exp2(-huge) = 0
-        row_sum[:] = 0
-        acc[:, :] = 0
-        p = np.empty((rows, DECODE_TILE_KEYS), q.dtype)
-        rescale = np.empty(rows, q.dtype)
-        for t0 in range(k0, k1, DECODE_TILE_KEYS):
-            cols = min(DECODE_TILE_KEYS, k1 - t0)
-            _decode_scores(q_rows, keys, values, t0, cols, p, tile)
-            for r in range(rows):
-                m = p[r, 0]
-                for j in range(cols):
-                    m = _maxnum(m, p[r, j])
-                m = _maxnum(m, row_max[r])  # EMPTY_MAX before the first tile
-                total = q.dtype.type(0)
-                for j in range(cols):
-                    e = _exp2(p[r, j] - m)
-                    p[r, j] = e
-                    total += e
-                alpha = _exp2(row_max[r] - m)  # 0 before the first tile (nothing to rescale)
-                row_sum[r] = row_sum[r] * alpha + total
-                row_max[r] = m
-                rescale[r] = alpha
-            _decode_accumulate(p, cols, values, t0, acc, rescale, tile)
-
-    @njit(parallel=True, fastmath=SOFTMAX_FLAGS, cache=True)
-    def decode_kernel(q, k, v, q_factor, splits, part_max, part_sum, part_out, out, tile):
-        """Few queries against many keys (decode), straight from the caller's k and v.
-
-        A task is one key/value head and one of its `splits` key ranges (split-K, as
-        flash-decoding does): it takes every query row of the query heads that share that head
-        (group x n_q rows), so each key and value is read once, and keeps the online-softmax
-        state of its range in part_max, part_sum, part_out. A second loop merges the ranges.
-        Nothing is packed: at a few rows per key the time is the reading of k and v. The
-        products are register tiles that read k and v in place (decode_scores,
-        decode_accumulate); tile from tile_argument(rows=, keys=, columns=).
-        """
-        batch, n_q = q.shape[0], q.shape[1]
-        kv_batch, n_k, d_v = v.shape
-        group = batch // kv_batch
-        rows = group * n_q
-        per_split = (n_k + splits - 1) // splits
-        for task in prange(kv_batch * splits):
-            kv, split = task // splits, task % splits
-            k0, k1 = split * per_split, min(n_k, (split + 1) * per_split)
-            row_max, row_sum, acc = part_max[kv, split], part_sum[kv, split], part_out[kv, split]
-            _decode_range(
-                q, k[kv], v[kv], kv * group, k0, k1, q_factor, row_max, row_sum, acc, tile
-            )
-        for row in prange(kv_batch * rows):
-            kv, r = row // rows, row % rows
-            m = part_max[kv, 0, r]
-            for split in range(1, splits):
-                m = _maxnum(m, part_max[kv, split, r])
-            o = out[kv * group + r // n_q, r % n_q]
-            o[:] = 0
-            total = q.dtype.type(0)
-            for split in range(splits):
-                weight = _exp2(part_max[kv, split, r] - m)
-                total += part_sum[kv, split, r] * weight
-                for c in range(d_v):
-                    o[c] += part_out[kv, split, r, c] * weight
-            for c in range(d_v):
-                o[c] /= total

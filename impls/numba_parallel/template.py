@@ -10,17 +10,13 @@ statements, so rows x columns loop-carried scalars made the compile quadratic in
 
 Rows x vectors per row accumulators, plus the rows' broadcasts and a load, must fit the
 register file: see the tile table in the package's __init__. kernels.microkernel compiles
-what this writes; `DIGEST` (of this file) is part of every kernel's signature, so Numba's
-disk cache never serves a kernel built from an older template.
+what this writes; kernels.DIGEST (of this file too) is part of every kernel's signature, so
+Numba's disk cache never serves a kernel built from an older template.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from pathlib import Path
-
-DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 _TEMPLATES = {
     "scores": """
