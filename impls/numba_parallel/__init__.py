@@ -55,9 +55,10 @@ TILES = {
     128: {"float32": (4, 8), "float64": (4, 4)},
 }
 # Query rows per parallel task, nominally: the largest of MAX_BLOCK_QUERIES, its halves, down
-# to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks (BLOCK_QUERIES itself
-# with the causal mask, whose diagonal band a block computes in full). 256 rows instead of 64
-# read k and v a quarter as often, measured faster on long sequences.
+# to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks. 256 rows instead of
+# 64 read k and v a quarter as often, measured faster on long sequences; with the causal mask
+# too, although a block computes its diagonal band in full (measured against the smallest
+# blocks, which the causal mask used to take: docs/kernels/numba_parallel.md).
 BLOCK_QUERIES = {"float32": 64, "float64": 32}
 MAX_BLOCK_QUERIES = 256
 TASKS_PER_THREAD = 8
@@ -148,7 +149,7 @@ def packed_shapes(
     )
 
 
-def query_blocks(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -> int:
+def query_blocks(dtype: str, batch: int, n_q: int, threads: int) -> int:
     """Query blocks per batch entry (parallel tasks: batch times this), of equal size.
 
     Large blocks read k and v fewer times; smaller blocks keep enough tasks to balance the
@@ -156,7 +157,7 @@ def query_blocks(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -
     multiple of the threads, so that no thread gets one block more than another (unless there
     are fewer than a tile's rows per block to go round, where blocks stop at a tile).
     """
-    rows = BLOCK_QUERIES[dtype] if causal else MAX_BLOCK_QUERIES
+    rows = MAX_BLOCK_QUERIES
     while rows > BLOCK_QUERIES[dtype] and batch * -(-n_q // rows) < TASKS_PER_THREAD * threads:
         rows //= 2
     blocks = _round_up(-(-n_q // rows), threads // math.gcd(batch, threads))
@@ -216,7 +217,7 @@ def prepare(args):
             k=np.zeros(k_shape, dtype),
             v=np.zeros(v_shape, dtype),
             out=np.empty((batch, q_shape[1], v_shape[2] * v_shape[4]), dtype),
-            query_blocks=query_blocks(dtype.name, batch, n_q, threads, bool(args.causal)),
+            query_blocks=query_blocks(dtype.name, batch, n_q, threads),
         )
     _compile(state)
     return state
