@@ -122,7 +122,8 @@ def test_explicit_scale_and_non_contiguous_inputs(dtype):
 
 
 def test_query_blocks_are_large_for_long_sequences_and_keep_every_thread_busy():
-    blocks = kernel.query_blocks
+    def blocks(dtype, batch, n, threads, causal=False):
+        return kernel.query_blocks(dtype, batch, n, threads, causal)
 
     assert kernel.MAX_BLOCK_QUERIES == 256
     assert kernel.BLOCK_QUERIES == {"float32": 64, "float64": 32}
@@ -132,24 +133,28 @@ def test_query_blocks_are_large_for_long_sequences_and_keep_every_thread_busy():
     assert blocks("float64", 1, 256, 2) == 8  # float64: 32
     assert blocks("float32", 32, 1024, 2) == 4  # batch x heads count too: 256 rows
     assert blocks("float32", 1, 8192, 16) == 128  # 64 rows: 8 tasks for each of 16 threads
+    # the causal mask: a block's diagonal band (rows / n of the work) computed in full
+    assert blocks("float32", 1, 8192, 2, causal=True) == 32  # 256 rows: 1/32 more
+    assert blocks("float32", 32, 512, 2, causal=True) == 8  # 64 rows, not 256 (1/2 more)
+    assert blocks("float64", 32, 512, 2, causal=True) == 16  # 32 rows
 
 
 def test_every_thread_gets_as_many_query_blocks():
     """17 blocks for 2 threads would leave one thread a block more (6% of the time at n = 4096
     with 240-row blocks): the count is rounded up to a multiple of the threads instead."""
-    assert kernel.query_blocks("float32", 1, 4097, 2) == 18  # 17 blocks of 256, even
-    assert kernel.query_blocks("float32", 3, 1100, 2) == 10  # 30 tasks, not 27
-    assert kernel.query_blocks("float32", 2, 1100, 2) == 9  # 18 tasks already
-    assert kernel.query_blocks("float32", 1, 300, 4) == 8  # 5 blocks of 64, then 8
+    assert kernel.query_blocks("float32", 1, 4097, 2, False) == 18  # 17 blocks of 256, even
+    assert kernel.query_blocks("float32", 3, 1100, 2, False) == 10  # 30 tasks, not 27
+    assert kernel.query_blocks("float32", 2, 1100, 2, False) == 9  # 18 tasks already
+    assert kernel.query_blocks("float32", 1, 300, 4, True) == 8  # 5 blocks of 64, then 8
     rows = kernel.tile("float32")[0]
-    assert kernel.query_blocks("float32", 1, rows + 1, 2) == 2  # a tile of rows at least
-    assert kernel.query_blocks("float32", 1, rows - 1, 2) == 1
+    assert kernel.query_blocks("float32", 1, rows + 1, 2, False) == 2  # a tile of rows at least
+    assert kernel.query_blocks("float32", 1, rows - 1, 2, False) == 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 def test_tails_with_the_largest_query_blocks(dtype, causal, monkeypatch):
-    def fewest_blocks(dtype, batch, n_q, threads):
+    def fewest_blocks(dtype, batch, n_q, threads, causal):
         return -(-n_q // kernel.MAX_BLOCK_QUERIES)  # blocks of up to the largest size
 
     monkeypatch.setattr(kernel, "query_blocks", fewest_blocks)

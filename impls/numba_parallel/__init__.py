@@ -56,12 +56,14 @@ TILES = {
 }
 # Query rows per parallel task, nominally: the largest of MAX_BLOCK_QUERIES, its halves, down
 # to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks. 256 rows instead of
-# 64 read k and v a quarter as often, measured faster on long sequences; with the causal mask
-# too, although a block computes its diagonal band in full (measured against the smallest
-# blocks, which the causal mask used to take: docs/kernels/numba_parallel.md).
+# 64 read k and v a quarter as often, measured faster on long sequences. With the causal mask a
+# block computes its diagonal band in full, rows / n_q more work in all: blocks of at most
+# n_q / CAUSAL_ROWS_DIVISOR rows keep that within 6% (measured against the smallest blocks
+# and against 256 rows whatever n_q: docs/kernels/numba_parallel.md).
 BLOCK_QUERIES = {"float32": 64, "float64": 32}
 MAX_BLOCK_QUERIES = 256
 TASKS_PER_THREAD = 8
+CAUSAL_ROWS_DIVISOR = 16
 # The decode path's register tiles, which read k and v in place: blocks of `rows` query rows;
 # for the scores, `keys` dot products per row at once, each a vector reduction along d; for
 # p @ v, strips of `columns` values. rows x keys accumulators for the scores and rows x
@@ -149,7 +151,7 @@ def packed_shapes(
     )
 
 
-def query_blocks(dtype: str, batch: int, n_q: int, threads: int) -> int:
+def query_blocks(dtype: str, batch: int, n_q: int, threads: int, causal: bool) -> int:
     """Query blocks per batch entry (parallel tasks: batch times this), of equal size.
 
     Large blocks read k and v fewer times; smaller blocks keep enough tasks to balance the
@@ -158,7 +160,10 @@ def query_blocks(dtype: str, batch: int, n_q: int, threads: int) -> int:
     are fewer than a tile's rows per block to go round, where blocks stop at a tile).
     """
     rows = MAX_BLOCK_QUERIES
-    while rows > BLOCK_QUERIES[dtype] and batch * -(-n_q // rows) < TASKS_PER_THREAD * threads:
+    while rows > BLOCK_QUERIES[dtype] and (
+        batch * -(-n_q // rows) < TASKS_PER_THREAD * threads
+        or (causal and rows * CAUSAL_ROWS_DIVISOR > n_q)
+    ):
         rows //= 2
     blocks = _round_up(-(-n_q // rows), threads // math.gcd(batch, threads))
     return min(blocks, -(-n_q // tile(dtype)[0]))
@@ -217,7 +222,7 @@ def prepare(args):
             k=np.zeros(k_shape, dtype),
             v=np.zeros(v_shape, dtype),
             out=np.empty((batch, q_shape[1], v_shape[2] * v_shape[4]), dtype),
-            query_blocks=query_blocks(dtype.name, batch, n_q, threads),
+            query_blocks=query_blocks(dtype.name, batch, n_q, threads, bool(args.causal)),
         )
     _compile(state)
     return state
