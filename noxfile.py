@@ -29,7 +29,8 @@ def tests(session: nox.Session) -> None:
     """
     session.install("-e", ".[dev,cuda]")
     coverage = ["--cov=harness", "--cov=impls", "--cov-report=term:skip-covered"]
-    processes = len(os.sched_getaffinity(0)) + 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    processes = (cores or 1) + 1
     session.run("pytest", "-n", str(processes), *coverage, *session.posargs)
 
 
