@@ -5,6 +5,7 @@ old runs refused, the figure and the command."""
 import itertools
 import json
 import math
+import platform
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from harness.analysis.compare import (
     compare_rounds,
     compare_tables,
     differences,
+    same_machine,
 )
 from harness.cli.config import SweepConfig
 from harness.cli.main import main
@@ -145,6 +147,26 @@ def test_runs_from_two_machines_are_never_judged(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "different machines" in out and "no case is judged" in out
     assert OTHER_MACHINE in out
+
+
+def test_one_host_name_on_two_cpus_is_two_machines():
+    zen4 = {"machine": {"id": "vm", "cpu": "AMD EPYC", "cpu_signature": "AuthenticAMD, family 25"}}
+    zen5 = {"machine": {"id": "vm", "cpu": "AMD EPYC", "cpu_signature": "AuthenticAMD, family 26"}}
+    assert not same_machine(zen4, zen5)
+    assert "vm: AMD EPYC (AuthenticAMD, family 26)" in differences(zen4, zen5)[0]
+    assert same_machine(zen5, zen5)
+    older = {"machine": {"id": "vm", "cpu": "AMD EPYC"}}  # recorded before the signature
+    assert same_machine(older, zen5)
+    assert not same_machine(older, {"machine": {"id": "vm", "cpu": "Intel Xeon"}})
+
+
+def test_this_machine_is_described_by_its_cpu_signature():
+    from harness.results.machine import cpu_signature, describe_machine
+
+    signature = describe_machine()["cpu_signature"]
+    assert signature == cpu_signature() and signature.split(",")[0].strip()
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "family" in signature and signature.endswith(("AVX-512", "AVX2", "AVX", "SSE2"))
 
 
 def test_differences_in_conditions_are_warned_about():

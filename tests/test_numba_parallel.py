@@ -589,4 +589,4 @@ def test_the_tile_type_names_the_source_the_kernels_compile_from():
     digest = hashlib.sha256(source).hexdigest()[:12]
     tile = kernels.tile_argument(rows=4, columns=16)
     assert tile.dtype.names == ("rows", "columns", f"source_{digest}")
-    assert kernels._tile_sizes(kernels.numba.typeof(tile)) == {"rows": 4, "columns": 16}
+    assert kernels.tile_sizes(kernels.numba.typeof(tile)) == {"rows": 4, "columns": 16}

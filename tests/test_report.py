@@ -262,6 +262,11 @@ def test_report_of_a_tiny_real_run(tmp_path):
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "numpy" in md and "naive" in md and "Scaling exponents" in md
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["machine"]["cpu_signature"] in md  # the CPU named past its brand string
+    for pool in meta["blas"]:
+        if pool.get("architecture"):  # which kernels the GEMM reference ran
+            assert f"{pool['architecture']} kernels" in md
 
 
 def test_a_run_tracked_by_git_is_reported_elsewhere_unless_asked(tmp_path, monkeypatch):

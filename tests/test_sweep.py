@@ -49,7 +49,8 @@ def test_flop_count_is_explicit():
     assert Case("x", 1024, 64, causal=True).flops == 2 * 1024 * 1024 * 64
 
 
-def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
+def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # a VM may hold the BLAS to AVX2
     out = tmp_path / "run"
     assert run_cli("--impl", "numpy,naive", *TINY, "--out", str(out)) == 0
     lines = (out / "results.jsonl").read_text().splitlines()
@@ -87,7 +88,11 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys):
     assert meta["threading"]["numpy"]["numba_threads"] == 1
     assert (table.gemm_gflops > 0).all()  # the products measured before each round
     assert meta["method"]["round_process"] == "fresh worker per round of each case"
-    assert "run directory" in capsys.readouterr().out
+    assert meta["environment"]["OPENBLAS_CORETYPE"] == "Haswell"
+    out = capsys.readouterr().out
+    assert "run directory" in out
+    assert "set in the environment (the figures hold for these): " in out
+    assert "OPENBLAS_CORETYPE=Haswell" in out
 
 
 def test_implementations_of_one_shape_are_measured_one_after_another(tmp_path):

@@ -162,11 +162,10 @@ def compared_case(row: pd.Series, threshold: float, judge: bool) -> dict:
 def differences(meta_a: dict, meta_b: dict) -> list[str]:
     """What differs between the runs' conditions, each a warning line."""
     lines = []
-    machine_a, machine_b = meta_a.get("machine", {}), meta_b.get("machine", {})
-    if machine_a.get("id") != machine_b.get("id"):
+    if not same_machine(meta_a, meta_b):
         lines.append(
-            f"warning: different machines ({machine_a.get('id')}: {machine_a.get('cpu')}; "
-            f"{machine_b.get('id')}: {machine_b.get('cpu')}): no case is judged"
+            f"warning: different machines ({_machine_text(meta_a)}; {_machine_text(meta_b)}): "
+            "no case is judged"
         )
     if meta_a.get("threads") != meta_b.get("threads"):
         lines.append(f"warning: threads differ ({meta_a.get('threads')}, {meta_b.get('threads')})")
@@ -189,8 +188,25 @@ def differences(meta_a: dict, meta_b: dict) -> list[str]:
     return lines
 
 
+# What names a machine: its host name, and the CPU behind it (one host name can be given to
+# VMs on different CPUs). A run from before cpu_signature was recorded lacks it on both sides
+# or on one; then the other fields decide.
+MACHINE_KEYS = ("id", "cpu", "cpu_signature")
+
+
 def same_machine(meta_a: dict, meta_b: dict) -> bool:
-    return meta_a.get("machine", {}).get("id") == meta_b.get("machine", {}).get("id")
+    machine_a, machine_b = meta_a.get("machine", {}), meta_b.get("machine", {})
+    return all(
+        machine_a.get(key) == machine_b.get(key)
+        for key in MACHINE_KEYS
+        if key in machine_a and key in machine_b
+    )
+
+
+def _machine_text(meta: dict) -> str:
+    machine = meta.get("machine", {})
+    signature = machine.get("cpu_signature")
+    return f"{machine.get('id')}: {machine.get('cpu')}" + (f" ({signature})" if signature else "")
 
 
 def require_rounds(meta: dict, path) -> None:

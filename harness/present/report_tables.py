@@ -80,7 +80,8 @@ def bandwidth_table(bound: pd.DataFrame) -> pd.DataFrame:
 def machine_table(meta: dict) -> pd.DataFrame:
     machine, settings = meta.get("machine", {}), meta.get("settings", {})
     blas = "; ".join(
-        f"{pool.get('internal_api')} {pool.get('version')} ({pool.get('num_threads')} threads)"
+        f"{pool.get('internal_api')} {pool.get('version')} ({pool.get('num_threads')} threads"
+        + (f", {pool['architecture']} kernels)" if pool.get("architecture") else ")")
         for pool in meta.get("blas", [])
     )
     versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v)
@@ -92,7 +93,9 @@ def machine_table(meta: dict) -> pd.DataFrame:
     )
     git = meta.get("git", {})
     items = {
-        "machine": f"{machine.get('id')} — {machine.get('cpu')} ({machine.get('arch')})",
+        "machine": f"{machine.get('id')} — {machine.get('cpu')} ("
+        + "; ".join(str(v) for v in (machine.get("arch"), machine.get("cpu_signature")) if v)
+        + ")",
         "cores": f"{machine.get('physical_cores')} physical, "
         f"{machine.get('logical_cores')} logical, {machine.get('usable_cores')} usable",
         "memory": _bytes(machine.get("memory_bytes")),

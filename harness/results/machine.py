@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -31,11 +32,36 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def cpu_model() -> str:
+@functools.cache
+def _cpu_info() -> dict:
     import cpuinfo
 
-    info = cpuinfo.get_cpu_info()
+    return cpuinfo.get_cpu_info()
+
+
+def cpu_model() -> str:
+    info = _cpu_info()
     return str(info.get("brand_raw") or info.get("arch") or platform.processor() or "unknown")
+
+
+# The widest vector instructions, widest first, by the flag that shows them (py-cpuinfo's names).
+VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse2", "SSE2"))
+
+
+def cpu_signature() -> str:
+    """Vendor, family, model and stepping, and the widest vector ISA.
+
+    The brand string alone does not tell machines apart: cloud VMs report "AMD EPYC" for Zen 4
+    and Zen 5 alike, under the same host name, and their figures differ by 2x.
+    """
+    info = _cpu_info()
+    flags = set(info.get("flags", ()))
+    isa = next((name for flag, name in VECTOR_ISAS if flag in flags), None)
+    parts = [
+        str(info.get("vendor_id_raw") or info.get("arch_string_raw") or platform.machine()),
+        *(f"{key} {info[key]}" for key in ("family", "model", "stepping") if key in info),
+    ]
+    return ", ".join(parts) + (f"; {isa}" if isa else "")
 
 
 def blas_info() -> list[dict]:
@@ -121,6 +147,7 @@ def describe_machine() -> dict:
         "id": machine_id(),
         "hostname": socket.gethostname(),
         "cpu": cpu_model(),
+        "cpu_signature": cpu_signature(),
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),

@@ -117,6 +117,9 @@ def measure_run(config: SweepConfig, run: RunDir, meta: dict) -> Path:
     print(f"run directory: {run.path}", flush=True)
     for name, reason in meta.get("not_measured", {}).items():
         print(f"not measured: {name}: {reason}", flush=True)
+    if meta.get("environment"):
+        settings = ", ".join(f"{k}={v}" for k, v in meta["environment"].items())
+        print(f"set in the environment (the figures hold for these): {settings}", flush=True)
     try:
         run_sweep(config, run, meta["impls"], meta)
         meta["ended"] = datetime.now(timezone.utc).isoformat()

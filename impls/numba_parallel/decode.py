@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from impls.numba_parallel.kernels import SOFTMAX_FLAGS, _exp2, _tile_sizes, microkernel, numba
+from impls.numba_parallel.kernels import SOFTMAX_FLAGS, exp2, microkernel, numba, tile_sizes
 
 if numba is not None:
     from numba import njit, prange
     from numba.extending import overload
 
-    from impls.numba_parallel.kernels import _maxnum
+    from impls.numba_parallel.kernels import maxnum
 
 DECODE_TILE_KEYS = 64  # keys per tile of the decode path: their scores stay in registers/L1
 EMPTY_MAX = -1e30  # the running maximum of a key range with no keys: far below any score
@@ -42,7 +42,7 @@ if numba is not None:
     def _decode_scores_overload(q, keys, values, first_key, n_keys, s, tile):
         """Blocks of the tile's rows, then single rows; tile["keys"] keys at a time, then the
         last few keys one by one."""
-        sizes = _tile_sizes(tile)
+        sizes = tile_sizes(tile)
         rows, step = sizes["rows"], sizes["keys"]
         block = microkernel("decode_scores", rows, step)
         single = microkernel("decode_scores", 1, step)
@@ -70,7 +70,7 @@ if numba is not None:
     def _decode_accumulate_overload(p, n_keys, values, first_key, out, rescale, tile):
         """Blocks of the tile's rows, then single rows, over whole strips of tile["columns"]
         columns; then the last few columns."""
-        sizes = _tile_sizes(tile)
+        sizes = tile_sizes(tile)
         rows, width = sizes["rows"], sizes["columns"]
         block = microkernel("decode_accumulate", rows, width)
         single = microkernel("decode_accumulate", 1, width)
@@ -113,14 +113,14 @@ if numba is not None:
             for r in range(rows):
                 m = p[r, 0]
                 for j in range(cols):
-                    m = _maxnum(m, p[r, j])
-                m = _maxnum(m, row_max[r])  # EMPTY_MAX before the first tile
+                    m = maxnum(m, p[r, j])
+                m = maxnum(m, row_max[r])  # EMPTY_MAX before the first tile
                 total = q.dtype.type(0)
                 for j in range(cols):
-                    e = _exp2(p[r, j] - m)
+                    e = exp2(p[r, j] - m)
                     p[r, j] = e
                     total += e
-                alpha = _exp2(row_max[r] - m)  # 0 before the first tile (nothing to rescale)
+                alpha = exp2(row_max[r] - m)  # 0 before the first tile (nothing to rescale)
                 row_sum[r] = row_sum[r] * alpha + total
                 row_max[r] = m
                 rescale[r] = alpha
@@ -154,12 +154,12 @@ if numba is not None:
             kv, r = row // rows, row % rows
             m = part_max[kv, 0, r]
             for split in range(1, splits):
-                m = _maxnum(m, part_max[kv, split, r])
+                m = maxnum(m, part_max[kv, split, r])
             o = out[kv * group + r // n_q, r % n_q]
             o[:] = 0
             total = q.dtype.type(0)
             for split in range(splits):
-                weight = _exp2(part_max[kv, split, r] - m)
+                weight = exp2(part_max[kv, split, r] - m)
                 total += part_sum[kv, split, r] * weight
                 for c in range(d_v):
                     o[c] += part_out[kv, split, r, c] * weight

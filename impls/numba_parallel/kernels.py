@@ -65,7 +65,7 @@ def slp_vectorizer_on():
         numba.config.SLP_VECTORIZE = previous
 
 
-def _exp2(x):
+def exp2(x):
     """2 ** x for x <= 0, vectorisable; implemented per dtype by the overload below."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
@@ -92,7 +92,8 @@ def tile_argument(**sizes: int) -> np.ndarray:
     return np.empty(0, np.dtype([*fields, (f"source_{DIGEST}", "i1")]))
 
 
-def _tile_sizes(tile_type) -> dict[str, int]:
+def tile_sizes(tile_type) -> dict[str, int]:
+    """The sizes a tile argument's Numba type carries (`tile_argument`), at compile time."""
     return {
         name: field[0].shape[0]
         for name, field in tile_type.dtype.fields.items()
@@ -135,7 +136,7 @@ if numba is not None:
         return other[value](value), codegen
 
     @intrinsic
-    def _maxnum(typingctx, a, b):
+    def maxnum(typingctx, a, b):
         """max(a, b) as LLVM's maxnum: LLVM vectorises it as a reduction (Numba's max it does not,
         as that lowers to a compare and a select without fast-math flags)."""
         if not (isinstance(a, types.Float) and a == b):
@@ -236,7 +237,7 @@ if numba is not None:
         # exponent of 2^n. (AVX2 has no vector float64 -> int64 conversion to do it with.)
         return p * _reinterpret(_reinterpret(n + (1023.0 + 2.0**52)) << 52)
 
-    @overload(_exp2, inline="always")
+    @overload(exp2, inline="always")
     def _exp2_overload(x):
         if x == types.float32:
             return _exp2_f32
@@ -246,17 +247,17 @@ if numba is not None:
 
     @overload(_tile_rows)
     def _tile_rows_overload(tile):
-        rows = _tile_sizes(tile)["rows"]
+        rows = tile_sizes(tile)["rows"]
         return lambda tile: rows
 
     @overload(_scores_block)
     def _scores_block_overload(q, k_strips, n_strips, s, tile):
-        kernel = microkernel("scores", **_tile_sizes(tile))
+        kernel = microkernel("scores", **tile_sizes(tile))
         return lambda q, k_strips, n_strips, s, tile: kernel(q, k_strips, n_strips, s)
 
     @overload(_accumulate_block)
     def _accumulate_block_overload(p, n_cols, v_strips, out, rescale, tile):
-        kernel = microkernel("accumulate", **_tile_sizes(tile))
+        kernel = microkernel("accumulate", **tile_sizes(tile))
         return lambda p, n_cols, v_strips, out, rescale, tile: kernel(
             p, n_cols, v_strips, out, rescale
         )
@@ -282,12 +283,12 @@ if numba is not None:
             visible = s_row[:n_valid]
             m = visible[0]
             for c in range(n_valid):
-                m = _maxnum(m, visible[c])
+                m = maxnum(m, visible[c])
             if not first:
-                m = _maxnum(m, row_max[r])
+                m = maxnum(m, row_max[r])
             total = zero
             for c in range(n_valid):
-                e = _exp2(visible[c] - m)
+                e = exp2(visible[c] - m)
                 visible[c] = e
                 total += e
             s_row[n_valid:cols] = zero
@@ -295,7 +296,7 @@ if numba is not None:
                 rescale[r] = zero
                 row_sum[r] = total
             else:
-                alpha = _exp2(row_max[r] - m)
+                alpha = exp2(row_max[r] - m)
                 rescale[r] = alpha
                 row_sum[r] = row_sum[r] * alpha + total
             row_max[r] = m
@@ -313,19 +314,19 @@ if numba is not None:
             s_row = scores[r]
             m = s_row[0]
             for c in range(BLOCK_KEYS):
-                m = _maxnum(m, s_row[c])
+                m = maxnum(m, s_row[c])
             if not first:
-                m = _maxnum(m, row_max[r])
+                m = maxnum(m, row_max[r])
             total = zero
             for c in range(BLOCK_KEYS):
-                e = _exp2(s_row[c] - m)
+                e = exp2(s_row[c] - m)
                 s_row[c] = e
                 total += e
             if first:
                 rescale[r] = zero
                 row_sum[r] = total
             else:
-                alpha = _exp2(row_max[r] - m)
+                alpha = exp2(row_max[r] - m)
                 rescale[r] = alpha
                 row_sum[r] = row_sum[r] * alpha + total
             row_max[r] = m

@@ -6,9 +6,14 @@
 # features (docs/kernels/numba_parallel.md).
 set -euo pipefail
 out=$1
+# Native takes each library's own choice whatever the environment holds: some VMs set
+# OPENBLAS_CORETYPE=Haswell, which holds the GEMM reference to AVX2 on an AVX-512 machine.
 if [ "${2:-}" = avx2 ]; then
     export NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES="" ATEN_CPU_CAPABILITY=avx2 \
         MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell
+else
+    unset NUMBA_CPU_NAME NUMBA_CPU_FEATURES ATEN_CPU_CAPABILITY MKL_ENABLE_INSTRUCTIONS \
+        OPENBLAS_CORETYPE
 fi
 run() { python -m harness run --sweep-budget 1800 "$@"; }
 run --impl numba_parallel,torch_sdpa --n 256,1024,2048,4096,8192 --d 64,128 \
