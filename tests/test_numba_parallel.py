@@ -135,6 +135,7 @@ def test_query_blocks_are_large_for_long_sequences_and_keep_every_thread_busy():
     assert blocks("float32", 1, 8192, 16) == 128  # 64 rows: 8 tasks for each of 16 threads
     # the causal mask: a block's diagonal band (rows / n of the work) computed in full
     assert blocks("float32", 1, 8192, 2, causal=True) == 32  # 256 rows: 1/32 more
+    assert blocks("float32", 1, 4096, 2, causal=True) == 32  # 128 rows, not 256 (1/16 more)
     assert blocks("float32", 32, 512, 2, causal=True) == 8  # 64 rows, not 256 (1/2 more)
     assert blocks("float64", 32, 512, 2, causal=True) == 16  # 32 rows
 

@@ -58,12 +58,12 @@ TILES = {
 # to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks. 256 rows instead of
 # 64 read k and v a quarter as often, measured faster on long sequences. With the causal mask a
 # block computes its diagonal band in full, rows / n_q more work in all: blocks of at most
-# n_q / CAUSAL_ROWS_DIVISOR rows keep that within 6% (measured against the smallest blocks
-# and against 256 rows whatever n_q: docs/kernels/numba_parallel.md).
+# n_q / CAUSAL_ROWS_DIVISOR rows keep that within 3% (measured against 16, against the
+# smallest blocks and against 256 rows whatever n_q: docs/kernels/numba_parallel.md).
 BLOCK_QUERIES = {"float32": 64, "float64": 32}
 MAX_BLOCK_QUERIES = 256
 TASKS_PER_THREAD = 8
-CAUSAL_ROWS_DIVISOR = 16
+CAUSAL_ROWS_DIVISOR = 32
 # The decode path's register tiles, which read k and v in place: blocks of `rows` query rows;
 # for the scores, `keys` dot products per row at once, each a vector reduction along d; for
 # p @ v, strips of `columns` values. rows x keys accumulators for the scores and rows x
