@@ -223,7 +223,8 @@ def test_a_run_with_both_masks_reports_the_causal_speedup_and_plots_each_mask(tm
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text()
     assert "### Causal mask: speed-up over the full mask" in md
-    assert f"Causal mask, float32, d=64, n = {NS[-1]}: fused 2.00× faster than the full mask" in md
+    finding = f"Causal mask, float32, d=64, n = {NS[-1]}: fused 2.00× [2.00, 2.00] faster"
+    assert finding in md  # every round 2x: the interval too
     assert "### Median time per call: float32, d = 64\n" in md
     assert "### Median time per call: float32, d = 64, causal\n" in md  # not overwritten
     for stem in ("time_vs_n_float32", "throughput_float32", "memory_float32", "agreement"):
@@ -232,6 +233,24 @@ def test_a_run_with_both_masks_reports_the_causal_speedup_and_plots_each_mask(tm
     labels = {stem: built[stem].axes[0].get_ylabel() for stem in built if "throughput" in stem}
     assert "4·n²·d FLOPs" in labels["throughput_float32"]
     assert "2·n²·d (causal) FLOPs" in labels["throughput_float32_causal"]  # half the products
+
+
+def test_the_causal_speedup_resamples_the_rounds_both_masks_took_turns_in(tmp_path):
+    """One disturbed round (the full call 1.5x slow in it) moves the pooled figure a little
+    and the interval a lot; a run of one round states no interval."""
+    full = case_row("fused", 4096, 64, rounds_s=[[2.0e-2] * 4, [2.0e-2] * 4, [3.0e-2] * 4])
+    causal = {**case_row("fused", 4096, 64, rounds_s=[[1.0e-2] * 4] * 3), "causal": True}
+    single = case_row("fused", 2048, 64, rounds_s=[[5e-3] * 4])
+    single_causal = {**case_row("fused", 2048, 64, rounds_s=[[2.5e-3] * 4]), "causal": True}
+    run = write_run(tmp_path / "run", [full, causal, single, single_causal])
+    table = causal_speedups(load_runs([run]).frame).set_index("n")
+    assert table.loc[4096, "speedup"] == pytest.approx(2.0)  # pooled: 8 of 12 samples at 2x
+    assert table.loc[4096, "speedup_low"] == pytest.approx(2.0)
+    assert table.loc[4096, "speedup_high"] == pytest.approx(3.0)  # rounds of the slow one
+    assert table.loc[2048, "speedup"] == pytest.approx(2.0)
+    assert math.isnan(table.loc[2048, "speedup_low"]) and math.isnan(
+        table.loc[2048, "speedup_high"]
+    )
 
 
 def test_report_of_a_bad_directory_is_one_line(tmp_path, capsys):

@@ -157,7 +157,15 @@ def limit_findings(frame: pd.DataFrame, several: bool) -> list[str]:
         where = f" @ {key[0]}" if several else ""
         lines.append(
             f"Causal mask{where}, {key[1]}, d={key[2]}, n = {largest['n'].iloc[0]}: "
-            + ", ".join(f"{r.impl} {r.speedup:.2f}×" for r in largest.itertuples())
+            + ", ".join(
+                f"{r.impl} {r.speedup:.2f}×"
+                + (
+                    ""
+                    if pd.isna(r.speedup_low)
+                    else f" [{r.speedup_low:.2f}, {r.speedup_high:.2f}]"
+                )
+                for r in largest.itertuples()
+            )
             + " faster than the full mask (about 2× is the aim: half the work)."
         )
     return lines

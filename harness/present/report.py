@@ -156,19 +156,26 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
             ),
             ("table", panel_as_setting(bandwidth_table(bound), several)),
         ]
-    masks = causal_speedups(frame).assign(
-        full_s=lambda t: t["full_s"].map(format_seconds),
-        causal_s=lambda t: t["causal_s"].map(format_seconds),
-        speedup=lambda t: t["speedup"].map(lambda v: number_text(v, ".3g", "×")),
+    masks = (
+        causal_speedups(frame)
+        .assign(
+            full_s=lambda t: t["full_s"].map(format_seconds),
+            causal_s=lambda t: t["causal_s"].map(format_seconds),
+            speedup=lambda t: [
+                format_ratio(*values)
+                for values in t[["speedup", "speedup_low", "speedup_high"]].values
+            ],
+        )
+        .drop(columns=["speedup_low", "speedup_high"])
     )
     if not masks.empty:
         blocks += [
             ("h", 3, "Causal mask: speed-up over the full mask"),
             (
                 "p",
-                "The same shape with and without the causal mask, measured one after the "
-                "other: the full call's median time over the causal one's (it skips about "
-                "half the work).",
+                "The same shape with and without the causal mask, taking turns in each "
+                "round: the full call's median time over the causal one's (it skips about "
+                "half the work), with its 95% interval from resampling whole rounds.",
             ),
             ("table", panel_as_setting(masks, several)),
         ]
