@@ -284,6 +284,29 @@ def test_second_process_loads_the_kernel_from_the_disk_cache(dtype, n_q, functio
     assert report == {"hits": 1, "misses": 0}
 
 
+def test_calls_of_one_shape_share_their_packed_buffers_until_released():
+    """The packed q, k and v are kept for the next call of the same shapes (fresh ones cost
+    every call their page faults); two calls prepared before either runs still each get their
+    own result, since a run packs its own inputs first; release_workspace lets them go."""
+    impl = impls.get("numba_parallel")
+    rng = np.random.default_rng(7)
+    first = random_inputs(rng, (2,), 70, 90, 24, 20, "float32")
+    second = random_inputs(rng, (2,), 70, 90, 24, 20, "float32")
+    call_a, call_b = impl.prepare(*first), impl.prepare(*second, causal=True)
+    assert call_a.state["k"] is call_b.state["k"]
+    call_b.run()
+    call_a.run()  # after b packed into the same buffers
+    out_a, out_b = call_a.fetch(), call_b.fetch()
+    for inputs, out, causal in ((first, out_a, False), (second, out_b, True)):
+        error = np.abs(out - reference(*inputs, causal)).max() / np.abs(inputs[2]).max()
+        assert error < TOLERANCE["float32"], error
+    other_shape = impl.prepare(*random_inputs(rng, (2,), 70, 90, 40, 20, "float32"))
+    assert other_shape.state["k"] is not call_a.state["k"]
+    kept = impl.prepare(*first).state["k"]
+    impl.release_workspace()
+    assert impl.prepare(*first).state["k"] is not kept
+
+
 def test_no_score_matrix_is_allocated():
     """Peak RSS while running n = 8192 grows by far less than one n x n float32 matrix (256 MiB)."""
     report = run_python(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import numpy as np
 
@@ -182,6 +183,24 @@ def decode_splits(kv_batch: int, n_k: int, threads: int) -> int:
     return max(1, min(wanted, n_k // DECODE_MIN_SPLIT_KEYS))
 
 
+@functools.lru_cache(maxsize=1)
+def _packed_buffers(caller: int, q_shape, k_shape, v_shape, dtype: str) -> dict:
+    """The packed q, k and v, kept for the next call of the same shapes from the same thread.
+
+    Fresh buffers cost every call their page faults (n = 2048, d = 64: a 3.9 ms call where the
+    kernel takes 3.0), which a library that keeps its workspace never pays; `release_workspace`
+    frees them. Calls prepared in one thread share them, safely: each run packs before it
+    computes. The padding is zeroed here once and never written.
+    """
+    shapes = {"q": q_shape, "k": k_shape, "v": v_shape}
+    return {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
+
+
+def release_workspace() -> None:
+    """Free the kept packed buffers (the harness does, so that a call's memory counts them)."""
+    _packed_buffers.cache_clear()
+
+
 def prepare(args):
     """Allocate the buffers and the output, and compile for these argument types (or load from
     the disk cache). Reads no value of q, k or v: packing them is part of `run`."""
@@ -218,9 +237,7 @@ def prepare(args):
         state.update(
             path="tiled",
             tile=kernels.tile_argument(rows=tile_rows, columns=tile_columns),
-            q=np.zeros(q_shape, dtype),
-            k=np.zeros(k_shape, dtype),
-            v=np.zeros(v_shape, dtype),
+            **_packed_buffers(threading.get_ident(), q_shape, k_shape, v_shape, dtype.str),
             out=np.empty((batch, q_shape[1], v_shape[2] * v_shape[4]), dtype),
             query_blocks=query_blocks(dtype.name, batch, n_q, threads, bool(args.causal)),
         )
