@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -284,27 +285,35 @@ def test_second_process_loads_the_kernel_from_the_disk_cache(dtype, n_q, functio
     assert report == {"hits": 1, "misses": 0}
 
 
-def test_calls_of_one_shape_share_their_packed_buffers_until_released():
-    """The packed q, k and v are kept for the next call of the same shapes (fresh ones cost
-    every call their page faults); two calls prepared before either runs still each get their
-    own result, since a run packs its own inputs first; release_workspace lets them go."""
+def test_calls_of_one_shape_share_their_packed_buffers_in_the_thread_that_runs_them():
+    """The packed q, k and v are kept for the running thread's next call of the same shapes
+    (fresh ones cost every call their page faults). Two calls prepared before either runs still
+    each get their own result, since a run packs its own inputs first; another thread runs on
+    other buffers; release_workspace lets them go."""
     impl = impls.get("numba_parallel")
     rng = np.random.default_rng(7)
     first = random_inputs(rng, (2,), 70, 90, 24, 20, "float32")
     second = random_inputs(rng, (2,), 70, 90, 24, 20, "float32")
     call_a, call_b = impl.prepare(*first), impl.prepare(*second, causal=True)
-    assert call_a.state["k"] is call_b.state["k"]
+    kept = kernel._running_buffers(call_a.state)
+    assert all(x is y for x, y in zip(kept, kernel._running_buffers(call_b.state), strict=True))
     call_b.run()
-    call_a.run()  # after b packed into the same buffers
+    call_a.run()  # packs into the buffers b computed from
     out_a, out_b = call_a.fetch(), call_b.fetch()
     for inputs, out, causal in ((first, out_a, False), (second, out_b, True)):
         error = np.abs(out - reference(*inputs, causal)).max() / np.abs(inputs[2]).max()
         assert error < TOLERANCE["float32"], error
-    other_shape = impl.prepare(*random_inputs(rng, (2,), 70, 90, 40, 20, "float32"))
-    assert other_shape.state["k"] is not call_a.state["k"]
-    kept = impl.prepare(*first).state["k"]
+    elsewhere = []
+    thread = threading.Thread(
+        target=lambda: elsewhere.extend(kernel._running_buffers(call_a.state))
+    )
+    thread.start()
+    thread.join()
+    assert not any(x is y for x, y in zip(kept, elsewhere, strict=True))
+    kept = kernel._running_buffers(call_a.state)
+    assert kernel._running_buffers(call_b.state)[0] is kept[0]  # kept for the next call
     impl.release_workspace()
-    assert impl.prepare(*first).state["k"] is not kept
+    assert not any(x is y for x, y in zip(kept, kernel._running_buffers(call_a.state), strict=True))
 
 
 def test_no_score_matrix_is_allocated():

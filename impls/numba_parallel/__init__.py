@@ -184,16 +184,20 @@ def decode_splits(kv_batch: int, n_k: int, threads: int) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _packed_buffers(caller: int, q_shape, k_shape, v_shape, dtype: str) -> dict:
-    """The packed q, k and v, kept for the next call of the same shapes from the same thread.
+def _packed_buffers(runner: int, q_shape, k_shape, v_shape, dtype: str) -> tuple:
+    """The packed q, k and v of the running thread, kept for its next call of the same shapes.
 
     Fresh buffers cost every call their page faults (n = 2048, d = 64: a 3.9 ms call where the
     kernel takes 3.0), which a library that keeps its workspace never pays; `release_workspace`
-    frees them. Calls prepared in one thread share them, safely: each run packs before it
-    computes. The padding is zeroed here once and never written.
+    frees them. Keyed by the thread that runs, not the one that prepared: calls run one after
+    another in a thread, each packing its own inputs first, so sharing is safe; calls run at
+    once are in different threads. The padding is zeroed here once and never written.
     """
-    shapes = {"q": q_shape, "k": k_shape, "v": v_shape}
-    return {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
+    return tuple(np.zeros(shape, dtype) for shape in (q_shape, k_shape, v_shape))
+
+
+def _running_buffers(state) -> tuple:
+    return _packed_buffers(threading.get_ident(), *state["packed_shapes"])
 
 
 def release_workspace() -> None:
@@ -202,8 +206,9 @@ def release_workspace() -> None:
 
 
 def prepare(args):
-    """Allocate the buffers and the output, and compile for these argument types (or load from
-    the disk cache). Reads no value of q, k or v: packing them is part of `run`."""
+    """Plan the packed buffers (the running thread's, kept between calls), allocate the output,
+    and compile for these argument types (or load from the disk cache). Reads no value of q, k
+    or v: packing them is part of `run`."""
     batch, n_q, d_k = args.q.shape
     kv_batch, n_k, d_v = args.v.shape
     dtype = args.dtype
@@ -237,7 +242,7 @@ def prepare(args):
         state.update(
             path="tiled",
             tile=kernels.tile_argument(rows=tile_rows, columns=tile_columns),
-            **_packed_buffers(threading.get_ident(), q_shape, k_shape, v_shape, dtype.str),
+            packed_shapes=(q_shape, k_shape, v_shape, dtype.str),
             out=np.empty((batch, q_shape[1], v_shape[2] * v_shape[4]), dtype),
             query_blocks=query_blocks(dtype.name, batch, n_q, threads, bool(args.causal)),
         )
@@ -271,8 +276,9 @@ def _compile(state) -> None:
         if state["path"] == "decode":
             decode.decode_kernel.compile(_signature(_decode_arguments(state)))
         else:
-            kernels.pack_inputs.compile(_signature(_pack_arguments(state)))
-            kernels.attention_kernel.compile(_signature(_kernel_arguments(state)))
+            buffers = _running_buffers(state)
+            kernels.pack_inputs.compile(_signature(_pack_arguments(state, buffers)))
+            kernels.attention_kernel.compile(_signature(_kernel_arguments(state, buffers)))
     _COMPILED.add(kind)
 
 
@@ -286,13 +292,13 @@ def _decode_arguments(state) -> tuple:
             state["part_sum"], state["part_out"], state["out"], state["tile"])  # fmt: skip
 
 
-def _pack_arguments(state) -> tuple:
+def _pack_arguments(state, buffers: tuple) -> tuple:
     args = state["args"]
-    return (args.q, args.k, args.v, state["q_factor"], state["q"], state["k"], state["v"])
+    return (args.q, args.k, args.v, state["q_factor"], *buffers)
 
 
-def _kernel_arguments(state) -> tuple:
-    return (state["q"], state["k"], state["v"], state["out"], state["n_k"], state["causal"],
+def _kernel_arguments(state, buffers: tuple) -> tuple:
+    return (*buffers, state["out"], state["n_k"], state["causal"],
             state["query_blocks"], state["tile"])  # fmt: skip
 
 
@@ -300,8 +306,9 @@ def run(state):
     if state["path"] == "decode":
         decode.decode_kernel(*_decode_arguments(state))
         return
-    kernels.pack_inputs(*_pack_arguments(state))
-    kernels.attention_kernel(*_kernel_arguments(state))
+    buffers = _running_buffers(state)  # once: another thread's call may evict them meanwhile
+    kernels.pack_inputs(*_pack_arguments(state, buffers))
+    kernels.attention_kernel(*_kernel_arguments(state, buffers))
 
 
 def fetch(state):
