@@ -5,6 +5,7 @@ cases without a valid timing), checked through matplotlib's objects on synthetic
 test_compare use them too.
 """
 
+import json
 import subprocess
 import sys
 
@@ -368,6 +369,19 @@ def test_several_runs_are_told_apart_by_machine(tmp_path):
     c = write_run(tmp_path / "c", standard_rows())
     d = write_run(tmp_path / "d", standard_rows())
     assert set(load_runs([c, d]).metas) == {"box (c)", "box (d)"}
+
+
+def test_figure_titles_name_the_cpu_past_its_brand(tmp_path):
+    """Zen 4 and Zen 5 VMs both call themselves "AMD EPYC": the title adds family, model and
+    the widest vectors from the run's cpu_signature (runs without one keep the brand)."""
+    run = write_run(tmp_path / "zen5", standard_rows())
+    meta = json.loads((run / "meta.json").read_text())
+    meta["machine"].update(
+        cpu="AMD EPYC", cpu_signature="AuthenticAMD, family 26, model 2, stepping 1; AVX-512"
+    )
+    (run / "meta.json").write_text(json.dumps(meta))
+    title = time_vs_n_figure(load_runs([run]), "float32").axes[0].figure._suptitle.get_text()
+    assert "AMD EPYC (family 26 model 2, AVX-512), 4 threads" in title
 
 
 def test_figures_and_files(runs, tmp_path):

@@ -76,7 +76,7 @@ class Runs:
         """Machine, CPU and threads of every run (and the GPU, where rows ran on one): titles."""
         parts = []
         for label, meta in self.metas.items():
-            cpu = meta.get("machine", {}).get("cpu", "unknown CPU")
+            cpu = cpu_label(meta.get("machine", {}))
             threads = meta.get("threads", "?")
             host = f"{cpu}, {threads} thread{'' if threads == 1 else 's'}"
             gpus = [gpu.get("name", "GPU") for gpu in meta.get("machine", {}).get("gpus") or []]
@@ -85,6 +85,16 @@ class Runs:
                 host = f"{', '.join(gpus)} (host: {host})"
             parts.append(f"{label}: {host}")
         return "; ".join(parts)
+
+
+def cpu_label(machine: dict) -> str:
+    """The CPU's brand with its family, model and widest vectors where recorded: "AMD EPYC
+    (family 26 model 2, AVX-512)". Brands alone are shared by CPU generations ("AMD EPYC")."""
+    cpu = machine.get("cpu", "unknown CPU")
+    ids, _, isa = str(machine.get("cpu_signature", "")).partition(";")
+    kept = [part.strip() for part in ids.split(",") if part.strip().startswith(("family", "model"))]
+    detail = ", ".join(filter(None, [" ".join(kept), isa.strip()]))
+    return f"{cpu} ({detail})" if detail else cpu
 
 
 def make_runs(tables: list[tuple[dict, pd.DataFrame]], names: list[str]) -> Runs:
