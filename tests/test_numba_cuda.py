@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -308,12 +309,24 @@ def _ptxas() -> str | None:
     return shutil.which("ptxas")
 
 
+# The PTX compiles are NVVM's, one kernel at a time: 60-150 s for all of them on one core.
+PTX_PROCESSES = 2
+
+
 @pytest.fixture(scope="module")
 def compiled_ptx(tmp_path_factory):
-    """Every kernel prepare() may launch, compiled once to sm_90 PTX: a row per kernel."""
+    """Every kernel prepare() may launch, compiled once to sm_90 PTX: a row per kernel, the
+    kernels shared out among PTX_PROCESSES processes."""
     if not HAVE_NUMBA_CUDA:
         pytest.skip("numba-cuda is not installed (pip install 'attnbench[cuda]')")
     folder = tmp_path_factory.mktemp("ptx")
+    with ThreadPoolExecutor(PTX_PROCESSES) as pool:
+        parts = pool.map(lambda part: _compile_ptx(folder, part), range(PTX_PROCESSES))
+        return [row for rows in parts for row in rows]
+
+
+def _compile_ptx(folder: Path, part: int) -> list[dict]:
+    """Kernels part, part + PTX_PROCESSES, ... of ptx_targets(), in a process of their own."""
     out = _run_python(
         f"""
         import json, re
@@ -322,6 +335,8 @@ def compiled_ptx(tmp_path_factory):
         assert not mod.is_simulated()
         rows = []
         for index, (cfg, fn, sig, options) in enumerate(mod.ptx_targets()):
+            if index % {PTX_PROCESSES} != {part}:
+                continue
             ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0), **options)
             path = {str(folder)!r} + f"/kernel{{index}}.ptx"
             open(path, "w").write(ptx)
