@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from typing import ClassVar
 
 import numpy as np
@@ -15,10 +16,11 @@ from harness.results.rundir import RunDir
 from harness.results.schema import COLUMNS, CUDA_TIMER
 from harness.sweep import plan, pool, probes
 from harness.sweep.plan import predict_seconds
-from harness.sweep.pool import Worker, WorkerLost
+from harness.sweep.pool import Worker, WorkerLost, _context
 from harness.sweep.progress import Progress
 from harness.sweep.rounds import calibrate, run_sweep
 from harness.sweep.rows import derived
+from harness.worker.serve import serve
 
 TINY = ["--n", "8,16,32", "--d", "4,8", "--target", "0.02", "--threads", "1"]
 
@@ -442,6 +444,19 @@ def test_a_series_that_starts_large_is_predicted_from_a_quick_calibration(tmp_pa
     assert row["status"] == "skipped" and row["n"] == 100_000
     assert row["predicted_s"] == pytest.approx(1e-3 * (100_000 / 128) ** 2)
     assert "per call > budget 2 s" in row["note"]
+
+
+def test_a_worker_ends_quietly_when_the_main_process_left_before_its_first_word():
+    """SIGTERM while a worker starts: its hello meets a closed pipe (a broken pipe, not an
+    end of file), and it ends with status 0, no traceback."""
+    context = _context()
+    conn, child_conn = context.Pipe()
+    conn.close()  # the main process's end, gone before the worker speaks
+    process = context.Process(target=serve, args=(child_conn, 1, dict(os.environ)), daemon=True)
+    process.start()
+    child_conn.close()
+    process.join(60)
+    assert process.exitcode == 0
 
 
 def test_a_worker_ends_quietly_when_the_main_process_left_its_answer_unread():

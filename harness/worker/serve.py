@@ -36,7 +36,8 @@ def serve(conn, threads: int, environ: dict[str, str]) -> None:
     multiprocessing.set_start_method("spawn", force=True)
     os.environ.update(thread_environment(threads))  # for pools created from here on (torch's)
     set_threads(threads)  # and the ones that exist already, at run time
-    conn.send({"pid": os.getpid()})
+    if not _answer(conn, {"pid": os.getpid()}):
+        return
     while True:
         try:
             message = conn.recv()
@@ -63,4 +64,15 @@ def serve(conn, threads: int, environ: dict[str, str]) -> None:
                 reply["threading"] = threading_report()
             else:
                 reply = measure_round(case, plan, message["seed"], message["inner"])
-        conn.send(reply)  # a case's worker is killed after its round: no pool spins on
+        if not _answer(conn, reply):  # a case's worker is killed after its round: no pool
+            return  # spins on
+
+
+def _answer(conn, reply: dict) -> bool:
+    """Send, or say that the main process is gone (a SIGTERM between its request and this
+    answer): the worker then ends quietly, with no traceback on the user's terminal."""
+    try:
+        conn.send(reply)
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    return True
