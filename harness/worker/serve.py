@@ -64,8 +64,9 @@ def serve(conn, threads: int, environ: dict[str, str]) -> None:
                 reply["threading"] = threading_report()
             else:
                 reply = measure_round(case, plan, message["seed"], message["inner"])
-        if not _answer(conn, reply):  # a case's worker is killed after its round: no pool
-            return  # spins on
+        # (A case's worker is killed after its round: no pool spins on.)
+        if not _answer(conn, reply):
+            return
 
 
 def _answer(conn, reply: dict) -> bool:
