@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.results.machine import cpu_label
 from harness.results.rundir import RunDirError, load_run
 from harness.results.schema import CUDA_TIMER
 
@@ -85,16 +86,6 @@ class Runs:
                 host = f"{', '.join(gpus)} (host: {host})"
             parts.append(f"{label}: {host}")
         return "; ".join(parts)
-
-
-def cpu_label(machine: dict) -> str:
-    """The CPU's brand with its family, model and widest vectors where recorded: "AMD EPYC
-    (family 26 model 2, AVX-512)". Brands alone are shared by CPU generations ("AMD EPYC")."""
-    cpu = machine.get("cpu", "unknown CPU")
-    ids, _, isa = str(machine.get("cpu_signature", "")).partition(";")
-    kept = [part.strip() for part in ids.split(",") if part.strip().startswith(("family", "model"))]
-    detail = ", ".join(filter(None, [" ".join(kept), isa.strip()]))
-    return f"{cpu} ({detail})" if detail else cpu
 
 
 def make_runs(tables: list[tuple[dict, pd.DataFrame]], names: list[str]) -> Runs:

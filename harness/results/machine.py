@@ -64,6 +64,16 @@ def cpu_signature() -> str:
     return ", ".join(parts) + (f"; {isa}" if isa else "")
 
 
+def cpu_label(machine: dict) -> str:
+    """A run's CPU for titles: its brand with the family, model and widest vectors of its
+    cpu_signature where recorded ("AMD EPYC (family 26 model 2, AVX-512)")."""
+    cpu = machine.get("cpu", "unknown CPU")
+    ids, _, isa = str(machine.get("cpu_signature", "")).partition(";")
+    kept = [part.strip() for part in ids.split(",") if part.strip().startswith(("family", "model"))]
+    detail = ", ".join(filter(None, [" ".join(kept), isa.strip()]))
+    return f"{cpu} ({detail})" if detail else cpu
+
+
 def blas_info() -> list[dict]:
     """The BLAS libraries NumPy loaded, with vendor, version and thread count (threadpoolctl)."""
     import numpy  # noqa: F401 - loads its BLAS so that threadpoolctl can see it
