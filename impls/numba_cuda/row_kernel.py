@@ -11,6 +11,15 @@ import numpy as np
 from impls.numba_cuda.plan import Q_PAD, TileConfig
 
 
+def device_functions(simulated: bool):
+    """The decorator of a kernel's helpers: inlined into the kernel by numba-cuda, or, in the
+    simulator, the functions as written (its wrapper only swaps in the fake cuda module, which
+    the running kernel already has, at some microseconds a call)."""
+    from numba import cuda
+
+    return (lambda fn: fn) if simulated else cuda.jit(device=True, inline="always")
+
+
 def kernel_function(cfg: TileConfig, simulated: bool = False):
     """The row-per-thread kernel as a plain Python function; tile sizes are closure constants.
 
@@ -23,6 +32,10 @@ def kernel_function(cfg: TileConfig, simulated: bool = False):
     """
     global cuda
     from numba import cuda, float32, float64, int64, uint64
+
+    if simulated:  # what numba's scalar types return, without their 20 us a call in Python
+        float32, float64, int64, uint64 = np.float32, np.float64, np.int64, np.uint64
+    device = device_functions(simulated)
 
     ftype = float32 if cfg.dtype == "float32" else float64
     GROUPED = cfg.grouped
@@ -45,7 +58,7 @@ def kernel_function(cfg: TileConfig, simulated: bool = False):
     K_PREFETCHED = KEYS * WIDTH // THREADS if PREFETCH else 1
     V_PREFETCHED = KEYS * V_WIDTH // THREADS if PREFETCH else 1
 
-    @cuda.jit(device=True, inline="always")
+    @device
     def load_tile(k, v, kr, vr, b, k0, c0, tid):
         """Global -> registers: element tid + it * THREADS of the K and V tiles from key k0."""
         n_k = k.shape[1]

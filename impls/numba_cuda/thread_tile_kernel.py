@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from impls.numba_cuda.plan import GRID_SIDE, ThreadTileConfig
+from impls.numba_cuda.row_kernel import device_functions
 
 
 def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
@@ -23,6 +24,10 @@ def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
     """
     global cuda
     from numba import cuda, float32, uint64
+
+    if simulated:  # what numba's scalar types return, without their 20 us a call in Python
+        float32, uint64 = np.float32, np.uint64
+    device = device_functions(simulated)
 
     GROUPED = cfg.grouped
     ROWS_PER_THREAD = cfg.rows_per_thread
@@ -51,7 +56,7 @@ def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
         ty + 16 i at `offset` in a row-major shared tile of `stride`, b = (columns, 4) in
         registers. Both products are this step: Q K^T (b = keys) and P V (b = columns of V)."""
 
-        @cuda.jit(device=True, inline="always")
+        @device
         def step(tile, stride, offset, b, acc, ty):
             for i in range(ROWS_PER_THREAD):
                 base = (ty + uint64(i * SIDE)) * stride + offset
@@ -72,7 +77,7 @@ def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
     scores_step = outer_step(KEYS_PER_THREAD)
     output_step = outer_step(COLUMNS_PER_THREAD)
 
-    @cuda.jit(device=True, inline="always")
+    @device
     def qk_step(qs, ks, s, kf, cu, ty, tx, swz_row, swz_key):
         """Scores += the 4 features at chunk cu of this thread's rows and keys."""
         kc = (cu ^ swz_key) << U2
@@ -82,7 +87,7 @@ def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
                 kf[j, e] = ks[kb + uint64(e)]
         scores_step(qs, U_WIDTH, (cu ^ swz_row) << U2, kf, s, ty)
 
-    @cuda.jit(device=True, inline="always")
+    @device
     def pv_step(ps, vs, o, vf, ju, ty, tx, swz_row):
         """Output += the weights of keys 4 ju .. 4 ju + 3 times their values."""
         for e in range(4):
@@ -91,7 +96,7 @@ def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
                 vf[cc, e] = vs[vb + uint64(cc)]
         output_step(ps, U_KEYS, (ju ^ swz_row) << U2, vf, o, ty)
 
-    @cuda.jit(device=True, inline="always")
+    @device
     def load_kv(k, v, kr, vr, b, k0, tid):
         """Global -> registers: this thread's chunks of the K and V tiles starting at key k0."""
         n_k = uint64(k.shape[1])
