@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and shutil.which("nvidia-smi") is None:
     # No GPU here: numba_cuda's kernels run in numba-cuda's simulator (small shapes only).
@@ -48,6 +49,22 @@ def small_reference_workloads(monkeypatch):
 
     monkeypatch.setattr(probes, "PEAK_SIZE", SMALL_PEAK_SIZE)
     monkeypatch.setattr(probes, "STREAM_BYTES", SMALL_STREAM_BYTES)
+
+
+@pytest.fixture
+def figures_not_drawn(monkeypatch):
+    """For tests of a report's text and where it goes: each figure is built but saved as an
+    empty file, not drawn (drawing is four fifths of a report's time). The tests of the
+    figures and of the HTML page draw them."""
+    from harness.present import report
+
+    def empty_files(fig, out_dir, stem):
+        paths = [Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}.svg"]
+        for path in paths:
+            path.touch()
+        return paths
+
+    monkeypatch.setattr(report, "save_figure", empty_files)
 
 
 @pytest.fixture(params=impls.names())

@@ -189,7 +189,9 @@ def test_differences_in_conditions_are_warned_about():
     assert differences(meta, meta) == []
 
 
-def test_a_run_of_the_old_schema_is_refused_with_how_to_measure_it_again(tmp_path, capsys):
+def test_a_run_of_the_old_schema_is_refused_with_how_to_measure_it_again(
+    tmp_path, capsys, figures_not_drawn
+):
     a = write_run(tmp_path / "a", [case_row("numpy", 64, 8, 1e-3)])
     meta = json.loads((a / "meta.json").read_text())
     meta.update(schema_version=1, command="attnbench run --impl numpy --n 64 --d 8")

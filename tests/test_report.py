@@ -109,7 +109,7 @@ def test_gpu_rows_have_no_fraction_of_the_cpu_peak(tmp_path):
     assert "gpu" not in set(best["impl"])
 
 
-def test_a_gpu_only_report_has_no_peak_section(tmp_path):
+def test_a_gpu_only_report_has_no_peak_section(tmp_path, figures_not_drawn):
     rows = [case_row("gpu", n, 32, 1e-12 * n * n, timer=CUDA_TIMER) for n in NS]
     run = write_run(tmp_path / "gpu", rows)
     assert main(["report", str(run), "--baseline", "gpu"]) == 0
@@ -127,7 +127,7 @@ def test_problem_cases_keep_their_notes(frame):
     assert (disagree["impl"], disagree["cases"]) == ("fused", "n=1024 d=32")
 
 
-def test_unstable_cases_are_judged_on_the_intervals_the_report_states(tmp_path):
+def test_unstable_cases_are_judged_on_the_intervals_the_report_states(tmp_path, figures_not_drawn):
     """naive's rounds at n = 256, d = 64 disagree by half: its median's interval (and its
     ratio's to numpy) spans 50%; every other case's rounds agree within 4%."""
     rows = [r for r in standard_rows() if (r["impl"], r["n"], r["d"]) != ("naive", 256, 64)]
@@ -199,7 +199,7 @@ def test_report_writes_markdown_and_self_contained_html(tmp_path, capsys):
     assert "report.md" in capsys.readouterr().out
 
 
-def test_the_peak_section_says_which_statistic_the_run_took(tmp_path):
+def test_the_peak_section_says_which_statistic_the_run_took(tmp_path, figures_not_drawn):
     """Runs since the median peak show its best beside it; older ones are said to take the best."""
     rows = [{**case_row("fused", n, 64, 4e-7 * n * 64), "gemm_gflops": 100.0} for n in NS]
     assert main(["report", str(write_run(tmp_path / "old", rows))]) == 0
@@ -288,7 +288,9 @@ def test_report_of_a_tiny_real_run(tmp_path):
             assert f"{pool['architecture']} kernels" in md
 
 
-def test_a_run_tracked_by_git_is_reported_elsewhere_unless_asked(tmp_path, monkeypatch):
+def test_a_run_tracked_by_git_is_reported_elsewhere_unless_asked(
+    tmp_path, monkeypatch, figures_not_drawn
+):
     """The committed sample stays as committed: its report goes to results/reports/<name>."""
     import subprocess
 
@@ -303,7 +305,7 @@ def test_a_run_tracked_by_git_is_reported_elsewhere_unless_asked(tmp_path, monke
     assert (run / "report.md").is_file()
 
 
-def test_the_report_names_what_the_run_left_out(tmp_path, capsys):
+def test_the_report_names_what_the_run_left_out(tmp_path, capsys, figures_not_drawn):
     run = write_run(tmp_path / "run", standard_rows())
     meta = json.loads((run / "meta.json").read_text())
     meta["not_measured"] = {"torch_sdpa": "torch is not installed (pip install 'attnbench[peers]')"}
