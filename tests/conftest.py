@@ -101,3 +101,9 @@ def pytest_configure(config):
     ]
     for process in warming:
         process.wait()
+
+
+def pytest_collection_modifyitems(items):
+    """The tests of the CUDA kernels' PTX first: compiling it is a minute of processes of its
+    own, which would otherwise be the last thing a parallel run waits for."""
+    items.sort(key=lambda item: "compiled_ptx" not in getattr(item, "fixturenames", ()))
