@@ -99,7 +99,7 @@ def _merge_kernel():
         from numba import cuda
 
         if is_simulated():
-            _KERNELS["merge"] = cuda.jit(merge.merge_splits_function())
+            _KERNELS["merge"] = cuda.jit(merge.merge_splits_function(simulated=True))
         else:
             _KERNELS["merge"] = cuda.jit(merge.signature(), fastmath=True)(
                 merge.merge_splits_function()
