@@ -41,14 +41,18 @@ def simulator_limit_or_skip(impl: impls.Implementation, n: int, lead_size: int =
 SMALL_PEAK_SIZE, SMALL_STREAM_BYTES = 128, 1 << 20
 
 
-@pytest.fixture(autouse=True)
-def small_reference_workloads(monkeypatch):
+def use_small_reference_workloads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sweeps in tests probe the machine with small products and reads: the rule is the same,
     the seconds are not worth spending."""
     from harness.sweep import probes
 
     monkeypatch.setattr(probes, "PEAK_SIZE", SMALL_PEAK_SIZE)
     monkeypatch.setattr(probes, "STREAM_BYTES", SMALL_STREAM_BYTES)
+
+
+@pytest.fixture(autouse=True)
+def small_reference_workloads(monkeypatch):
+    use_small_reference_workloads(monkeypatch)
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """`attnbench run`: the grid, the run directory, budgets, compile time apart, prediction."""
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -8,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import use_small_reference_workloads
 
 from harness.cli.config import SweepConfig, apply
 from harness.cli.main import main
@@ -27,6 +30,19 @@ TINY = ["--n", "8,16,32", "--d", "4,8", "--target", "0.02", "--threads", "1"]
 
 def run_cli(*argv):
     return main(["run", *argv])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One sweep of numpy and naive over the tiny grid, for the tests that read what it wrote
+    and printed; OPENBLAS_CORETYPE set, as a VM may set it."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        use_small_reference_workloads(patch)
+        patch.setenv("OPENBLAS_CORETYPE", "Haswell")
+        assert run_cli("--impl", "numpy,naive", *TINY, "--out", str(out)) == 0
+    return out, printed.getvalue()
 
 
 def test_prediction_from_two_points_uses_their_slope():
@@ -51,10 +67,8 @@ def test_flop_count_is_explicit():
     assert Case("x", 1024, 64, causal=True).flops == 2 * 1024 * 1024 * 64
 
 
-def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # a VM may hold the BLAS to AVX2
-    out = tmp_path / "run"
-    assert run_cli("--impl", "numpy,naive", *TINY, "--out", str(out)) == 0
+def test_run_writes_all_three_files_with_a_row_per_case(tiny_run):
+    out, printed = tiny_run
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 * 3 * 2 * 3  # a record per case after each of its 3 rounds
     table = pd.read_csv(out / "results.csv")
@@ -91,17 +105,15 @@ def test_run_writes_all_three_files_with_a_row_per_case(tmp_path, capsys, monkey
     assert (table.gemm_gflops > 0).all()  # the products measured before each round
     assert meta["method"]["round_process"] == "fresh worker per round of each case"
     assert meta["environment"]["OPENBLAS_CORETYPE"] == "Haswell"
-    out = capsys.readouterr().out
-    assert "run directory" in out
-    assert "set in the environment (the figures hold for these): " in out
-    assert "OPENBLAS_CORETYPE=Haswell" in out
+    assert "run directory" in printed
+    assert "set in the environment (the figures hold for these): " in printed
+    assert "OPENBLAS_CORETYPE=Haswell" in printed
 
 
-def test_implementations_of_one_shape_are_measured_one_after_another(tmp_path):
+def test_implementations_of_one_shape_are_measured_one_after_another(tiny_run):
     """Within a round, shape by shape: the implementations of a shape take turns in the same
     seconds of the machine, and smaller n come first for the prediction."""
-    out = tmp_path / "run"
-    assert run_cli("--impl", "numpy,naive", *TINY, "--out", str(out)) == 0
+    out, _ = tiny_run
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     order = [(row["rounds"], row["d"], row["n"], row["impl"]) for row in rows]
     impl_names = ("numpy", "naive")
