@@ -377,9 +377,10 @@ def test_decode_key_ranges_merge_to_the_reference(dtype, n_q, n_k, group, splits
 
 
 @pytest.mark.parametrize("layout", ["strided", "fortran"])
-def test_decode_reads_strided_caller_arrays_in_place(layout):
-    """The decode path reads the caller's k and v as they are (no packing): any layout, with
-    single-row tiles where rows are not contiguous (the register tiles' vectors need them)."""
+def test_decode_copies_other_layouts_into_c_order_for_its_register_tiles(layout):
+    """The decode path reads C-contiguous k and v in place; any other layout (a cache stored
+    sequence-major and seen head-major, say) is copied into C order in `run`, each call again,
+    so the one compiled kernel with the register tiles serves every layout."""
     rng = np.random.default_rng(5)
     q, k, v = random_inputs(rng, (4,), 2, 300, 16, 16, "float32")
     if layout == "strided":
@@ -388,9 +389,23 @@ def test_decode_reads_strided_caller_arrays_in_place(layout):
         q2, k2, v2 = (np.asfortranarray(x) for x in (q, k, v))
     call = impls.get("numba_parallel").prepare(q2, k2, v2)
     assert call.state["path"] == "decode" and not k2.flags.c_contiguous
-    assert call.state["decode_tile"] == kernel.STRIDED_DECODE_TILE
+    assert call.state["decode_tile"] == kernel.decode_tile("float32")
     call.run()
     assert checking.compare(call.fetch(), call.args).ok
+    assert np.shares_memory(call.args.k, k2)
+    k2[...], v2[...] = v2.copy(), k2.copy()  # new values in the caller's arrays: copied again
+    call.run()
+    assert checking.compare(call.fetch(), call.args).ok
+
+
+def test_decode_of_c_contiguous_inputs_copies_nothing():
+    """k and v in C order are read where they are: no buffer of their size is kept."""
+    rng = np.random.default_rng(6)
+    q, k, v = random_inputs(rng, (4,), 2, 300, 16, 16, "float32")
+    kernel.release_workspace()
+    call = impls.get("numba_parallel").prepare(q, k, v)
+    call.run()
+    assert kernel._packed_buffers.cache_info().currsize == 0
 
 
 # --- register tiles per instruction set, generated from one template --------------------------

@@ -75,10 +75,10 @@ DECODE_TILES = {
     256: {"float32": (4, 2, 16), "float64": (4, 2, 8)},
     128: {"float32": (4, 2, 8), "float64": (4, 2, 4)},
 }
-# The tiles vectorise along each key's row, which needs k and v C-contiguous; a caller's other
-# views (transposed, strided) take single rows, keys and columns: the same loops, compiled in
-# a few seconds instead of tens.
-STRIDED_DECODE_TILE = (1, 1, 1)
+# The tiles vectorise along each key's row, which needs k and v C-contiguous: a caller's other
+# layouts (a cache stored sequence-major and seen head-major, say) are copied into C order first,
+# in `run` (measured 5x faster than the same loops on single rows, keys and columns in place, and
+# one compiled kernel per dtype whatever the layout).
 # The decode path runs up to this many query rows per key/value head (measured faster than the
 # tiled path up to 32), each key range of at least DECODE_MIN_SPLIT_KEYS keys, so that merging
 # the ranges costs little.
@@ -121,10 +121,9 @@ def vector_bits() -> int:
     return 512 if "zmm" in assembly else 256 if "ymm" in assembly else 128
 
 
-def decode_tile(dtype: str, contiguous: bool = True) -> tuple[int, int, int]:
-    """(rows, keys, columns) of the decode path's register tiles for the target's vectors, for
-    C-contiguous k and v (STRIDED_DECODE_TILE otherwise)."""
-    return DECODE_TILES[vector_bits()][dtype] if contiguous else STRIDED_DECODE_TILE
+def decode_tile(dtype: str) -> tuple[int, int, int]:
+    """(rows, keys, columns) of the decode path's register tiles for the target's vectors."""
+    return DECODE_TILES[vector_bits()][dtype]
 
 
 def tile(dtype: str) -> tuple[int, int]:
@@ -185,7 +184,8 @@ def decode_splits(kv_batch: int, n_k: int, threads: int) -> int:
 
 @functools.lru_cache(maxsize=1)
 def _packed_buffers(runner: int, q_shape, k_shape, v_shape, dtype: str) -> tuple:
-    """The packed q, k and v of the running thread, kept for its next call of the same shapes.
+    """The packed q, k and v of the running thread, kept for its next call of the same shapes
+    (None for a shape of None: the decode path copies only what is not C-contiguous).
 
     Fresh buffers cost every call their page faults (n = 2048, d = 64: a 3.9 ms call where the
     kernel takes 3.0), which a library that keeps its workspace never pays; `release_workspace`
@@ -193,7 +193,8 @@ def _packed_buffers(runner: int, q_shape, k_shape, v_shape, dtype: str) -> tuple
     another in a thread, each packing its own inputs first, so sharing is safe; calls run at
     once are in different threads. The padding is zeroed here once and never written.
     """
-    return tuple(np.zeros(shape, dtype) for shape in (q_shape, k_shape, v_shape))
+    shapes = (q_shape, k_shape, v_shape)
+    return tuple(None if shape is None else np.zeros(shape, dtype) for shape in shapes)
 
 
 def _running_buffers(state) -> tuple:
@@ -224,10 +225,11 @@ def prepare(args):
     if uses_decode(n_q, args.group, args.causal):
         splits = decode_splits(kv_batch, n_k, threads)
         rows = args.group * n_q
-        contiguous = args.k.flags.c_contiguous and args.v.flags.c_contiguous
-        tile_rows, tile_keys, tile_columns = decode_tile(dtype.name, contiguous)
+        tile_rows, tile_keys, tile_columns = decode_tile(dtype.name)
+        inputs = (args.q, args.k, args.v)
         state.update(
             path="decode",
+            packed_shapes=(*(None if x.flags.c_contiguous else x.shape for x in inputs), dtype.str),
             splits=splits,
             decode_tile=(tile_rows, tile_keys, tile_columns),
             tile=kernels.tile_argument(rows=tile_rows, keys=tile_keys, columns=tile_columns),
@@ -274,7 +276,7 @@ def _compile(state) -> None:
         return
     with kernels.slp_vectorizer_on():
         if state["path"] == "decode":
-            decode.decode_kernel.compile(_signature(_decode_arguments(state)))
+            decode.decode_kernel.compile(_signature(_decode_arguments(state, copy=False)))
         else:
             buffers = _running_buffers(state)
             kernels.pack_inputs.compile(_signature(_pack_arguments(state, buffers)))
@@ -286,9 +288,18 @@ def _signature(arguments: tuple) -> tuple:
     return tuple(numba.typeof(a) for a in arguments)
 
 
-def _decode_arguments(state) -> tuple:
+def _decode_arguments(state, copy: bool = True) -> tuple:
+    """The decode kernel's arguments: the caller's q, k and v where C-contiguous, else their
+    copies in C order (made here with `copy`), in the running thread's kept buffers."""
     args = state["args"]
-    return (args.q, args.k, args.v, state["q_factor"], state["splits"], state["part_max"],
+    copied = any(shape is not None for shape in state["packed_shapes"][:3])
+    buffers = _running_buffers(state) if copied else (None, None, None)  # the tiled path keeps its
+    inputs = []
+    for x, buffer in zip((args.q, args.k, args.v), buffers, strict=True):
+        if buffer is not None and copy:
+            np.copyto(buffer, x)
+        inputs.append(x if buffer is None else buffer)
+    return (*inputs, state["q_factor"], state["splits"], state["part_max"],
             state["part_sum"], state["part_out"], state["out"], state["tile"])  # fmt: skip
 
 
