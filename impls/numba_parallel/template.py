@@ -95,8 +95,11 @@ def decode_accumulate(p, r, n_keys, values, first_key, out, rescale):
         {each_row: o{i} = out[r + {i}, col:]}
         start = ([[o{i}[{j}] * w{i}]],)
         acc = start
+        # The keys' rows as one view: indexed from 0 by the loop, a row needs no check for a
+        # negative index (values[first_key + c] did, at every key).
+        rows = values[first_key : first_key + n_keys]
         for c in range(n_keys):
-            v = values[first_key + c, col:]
+            v = rows[c, col:]
             {each_column: v{j} = v[{j}]}
             [[a{i}_{j}]], = acc
             {each_row: x{i} = p{i}[c]}
