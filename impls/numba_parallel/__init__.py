@@ -294,7 +294,9 @@ def _decode_arguments(state, copy: bool = True) -> tuple:
     copies in C order (made here with `copy`), in the running thread's kept buffers."""
     args = state["args"]
     copied = any(shape is not None for shape in state["packed_shapes"][:3])
-    buffers = _running_buffers(state) if copied else (None, None, None)  # the tiled path keeps its
+    # Asked for only when something is copied, so that the one kept workspace stays the tiled
+    # path's when the caller's arrays are C-contiguous.
+    buffers = _running_buffers(state) if copied else (None, None, None)
     inputs = []
     for x, buffer in zip((args.q, args.k, args.v), buffers, strict=True):
         if buffer is not None and copy:
