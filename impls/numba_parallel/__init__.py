@@ -18,7 +18,8 @@ online-softmax step over it in place, and adds p @ v to its rows (the accumulate
 With the causal mask, key blocks wholly above the diagonal are skipped and masked columns left
 out by loop bounds. Grouped-query heads read the key/value entry b // group. A few query rows
 per key/value head (decode) take `decode.decode_kernel`: key ranges split across tasks
-(split-K), k and v read once in place, the ranges' states merged at the end.
+(split-K), k and v read once in place (or first copied into C order, if not C-contiguous),
+the ranges' states merged at the end.
 
 This module plans a call (the register tile for the target's vectors, block sizes, the path)
 and runs it; kernels.py holds the tiled path's compiled code, decode.py the decode path's.

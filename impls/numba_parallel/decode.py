@@ -2,8 +2,9 @@
 
 A task is one key/value head and one range of its keys (split-K, as flash-decoding does): it
 takes every query row of the query heads that share the head, reads each key and value row
-once, in place from the caller's k and v, and keeps its range's online-softmax state; a second
-parallel loop merges the ranges. The register tiles (decode_scores, decode_accumulate) come
+once, in place from the caller's k and v (C-contiguous: the module's `run` copies other
+layouts into C order first), and keeps its range's online-softmax state; a second parallel
+loop merges the ranges. The register tiles (decode_scores, decode_accumulate) come
 from template.py like the tiled path's; the helpers they share are kernels.py's, whose digest
 is in the tile argument's type, so a change there is a new signature here too.
 """
