@@ -1,9 +1,10 @@
 """Two versions of numba_parallel in one process, their calls alternating: a kernel change seen
 apart from the machine's drift.
 
-On a shared VM two processes measured a minute apart differ by 10-40%; two kernels in one
-process, call against call, agree with themselves within 1-3% (docs/kernels/numba_parallel.md
-gives the figures each tuning choice was made on). Each side is an `impls/` tree (a checkout,
+On a shared VM two processes measured a minute apart differ by 10-40%; one kernel against
+itself this way, call against call, within 1-4% (up to 9% for decode whose keys and values
+about fill the L3; docs/MEASUREMENT.md, and docs/kernels/numba_parallel.md for the figures
+tuning choices were made on). Each side is an `impls/` tree (a checkout,
 a `git worktree` of another commit), imported under a name of its own:
 
     git worktree add /tmp/before HEAD~1
