@@ -7,9 +7,9 @@ about fill the L3; docs/MEASUREMENT.md, and docs/kernels/numba_parallel.md for t
 tuning choices were made on). Each side is an `impls/` tree (a checkout,
 a `git worktree` of another commit), imported under a name of its own:
 
-    git worktree add /tmp/before HEAD~1
-    python tests/benchmarks/same_process_ab.py /tmp/before/impls impls --workload decode
-    python tests/benchmarks/same_process_ab.py /tmp/before/impls impls --dtype float64 --n 1024,4096
+    git worktree add ../before HEAD~1
+    python tests/benchmarks/same_process_ab.py ../before/impls impls --workload decode
+    python tests/benchmarks/same_process_ab.py ../before/impls impls --dtype float64 --n 1024,4096
 
 Prints, per n, the time of B over A per pair of calls (median and quartiles), and its median
 over the pairs that ran A first and over those that ran B first: trust what both show.
