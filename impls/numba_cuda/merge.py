@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from impls.numba_cuda.compile_with import scalar_types
 
 
 def merge_splits_function(simulated: bool = False):
     """out = the key splits' partial outputs, each weighted by exp2(its max - the row's max)."""
     global cuda
-    from numba import cuda, float32
+    from numba import cuda
 
-    if simulated:  # what numba's float32 returns, without its 20 us a call in Python
-        float32 = np.float32
+    (float32,) = scalar_types(simulated, "float32")
 
     def merge_splits_kernel(o_part, ml_part, out, splits):
         idx = cuda.grid(1)

@@ -8,16 +8,8 @@ import math
 
 import numpy as np
 
+from impls.numba_cuda.compile_with import device_functions, scalar_types
 from impls.numba_cuda.plan import Q_PAD, TileConfig
-
-
-def device_functions(simulated: bool):
-    """The decorator of a kernel's helpers: inlined into the kernel by numba-cuda, or, in the
-    simulator, the functions as written (its wrapper only swaps in the fake cuda module, which
-    the running kernel already has, at some microseconds a call)."""
-    from numba import cuda
-
-    return (lambda fn: fn) if simulated else cuda.jit(device=True, inline="always")
 
 
 def kernel_function(cfg: TileConfig, simulated: bool = False):
@@ -31,10 +23,11 @@ def kernel_function(cfg: TileConfig, simulated: bool = False):
     kernel's globals.
     """
     global cuda
-    from numba import cuda, float32, float64, int64, uint64
+    from numba import cuda
 
-    if simulated:  # what numba's scalar types return, without their 20 us a call in Python
-        float32, float64, int64, uint64 = np.float32, np.float64, np.int64, np.uint64
+    float32, float64, int64, uint64 = scalar_types(
+        simulated, "float32", "float64", "int64", "uint64"
+    )
     device = device_functions(simulated)
 
     ftype = float32 if cfg.dtype == "float32" else float64

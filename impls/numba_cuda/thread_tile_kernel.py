@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
+from impls.numba_cuda.compile_with import device_functions, scalar_types
 from impls.numba_cuda.plan import GRID_SIDE, ThreadTileConfig
-from impls.numba_cuda.row_kernel import device_functions
 
 
 def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
@@ -23,10 +23,9 @@ def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
     the row-per-thread kernel.
     """
     global cuda
-    from numba import cuda, float32, uint64
+    from numba import cuda
 
-    if simulated:  # what numba's scalar types return, without their 20 us a call in Python
-        float32, uint64 = np.float32, np.uint64
+    float32, uint64 = scalar_types(simulated, "float32", "uint64")
     device = device_functions(simulated)
 
     GROUPED = cfg.grouped
