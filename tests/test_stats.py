@@ -48,6 +48,22 @@ def test_a_paired_ratio_cancels_what_both_rounds_share():
         stats.paired_ratio([1.0, 2.0], [1.0])
 
 
+def test_each_round_weighs_the_same_whatever_its_number_of_samples():
+    """Three samples of 1 and one of 3: weights 1/6, 1/6, 1/6, 1/2 centred at 1/12, 3/12, 5/12
+    and 3/4; the half-way point lies a quarter of the way from 5/12 to 3/4, so 1 + 2 / 4. The
+    plain median of the four samples (1) would let the round with more samples decide."""
+    assert stats.pooled_median([[1.0, 1.0, 1.0], [3.0]]).value == 1.5
+    assert stats.pooled_median([[1.0, 2.0], [3.0, 4.0]]).value == 2.5  # equal counts: plain
+
+
+def test_a_ratio_holds_when_the_slower_code_takes_fewer_samples():
+    """The machine runs 1x, 2x, 4x slow; A takes half B's time each round and, in the same
+    seconds, more samples. Each round's ratio is 1/2, and so is the figure; the plain medians
+    of all samples (1 and 3 of A's 7 and B's 4 samples) would make it 1/3."""
+    a, b = [[1.0] * 4, [2.0] * 2, [4.0]], [[2.0] * 2, [4.0], [8.0]]
+    assert (stats.paired_ratio(a, b).value, stats.paired_ratio(a, b).high) == (0.5, 0.5)
+
+
 def test_pooled_median_resamples_rounds_not_samples():
     # Rounds {1, 1.1}, {2, 2.1}, {4, 4.1}: the pooled median of a resample of whole rounds.
     interval = stats.pooled_median([[1.0, 1.1], [2.0, 2.1], [4.0, 4.1]])

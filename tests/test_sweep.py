@@ -248,10 +248,11 @@ class ScriptedWorker:
     """Stands in for a worker process: logs each request. A case's round r (from 1) takes
     `times[impl][r - 1]` seconds per sample (times the machine's `slowdown` that round); the
     probe's rates are divided by the same slowdown. `lose_at` names an (impl, n, round) whose
-    worker is lost there."""
+    worker is lost as it opens the round, `lose_in_turn` one lost in its second turn."""
 
-    log: ClassVar[list[tuple]] = []  # ("spawn",), (impl, n, round), ("probe",)
+    log: ClassVar[list[tuple]] = []  # ("spawn",), (impl, n, round), ("turn", impl), ("probe",)
     lose_at: ClassVar[tuple[str, int, int] | None] = None
+    lose_in_turn: ClassVar[tuple[str, int, int] | None] = None
     times: ClassVar[dict[str, list[float]]] = {}
     slowdown: ClassVar[list[float]] = []
     probes_lost: ClassVar[set[int]] = set()  # rounds (from 1) whose probe worker is lost
@@ -259,16 +260,29 @@ class ScriptedWorker:
 
     def __init__(self, threads):
         self.log.append(("spawn",))
+        self.turns = 0
 
-    def measure(self, case, plan, budget_s, seed, timeout_s, inner=None):
+    def open(self, case, plan, budget_s, seed, timeout_s, inner=None):
         r = self.rounds_done[case.key] = self.rounds_done.get(case.key, 0) + 1
         assert (inner is None) == (r == 1)  # later rounds are told the first round's size
+        self.case, self.round, self.inner = case, r, inner or 4
         self.log.append((case.impl, case.n, r))
         if (case.impl, case.n, r) == self.lose_at:
             raise WorkerLost("worker crashed: killed by SIGSEGV")
-        seconds = self.times.get(case.impl, [1e-3] * 20)[r - 1] * self.slow(r)
-        reply = {"status": "ok", "round_samples_s": [seconds] * 2}
-        return {**reply, "inner_repeats": 4, "compile_s": 0.0} if r == 1 else reply
+        return {"status": "ok", "ready": True, **({"inner_repeats": 4} if r == 1 else {})}
+
+    def turn(self, turn_s, max_samples, timeout_s):
+        """As many samples as fill the turn, at least one."""
+        self.turns += 1
+        self.log.append(("turn", self.case.impl))
+        if (self.case.impl, self.case.n, self.round) == self.lose_in_turn and self.turns == 2:
+            raise WorkerLost("worker crashed: killed by SIGKILL")
+        seconds = self.times.get(self.case.impl, [1e-3] * 20)[self.round - 1] * self.slow(self.round)
+        count = max(1, min(max_samples, math.ceil(turn_s / (seconds * self.inner))))
+        return {"samples": [seconds] * count}
+
+    def close_round(self, timeout_s):
+        return {"compile_s": 0.0} if self.round == 1 else {}
 
     def slow(self, r):
         return self.slowdown[(r - 1) % len(self.slowdown)] if self.slowdown else 1.0
@@ -298,7 +312,7 @@ def scripted_sweep(tmp_path, monkeypatch, impl_names=("numpy", "naive"), config=
     monkeypatch.setattr("harness.sweep.rounds.start_probe", lambda config, repeats: START)
     monkeypatch.setattr(ScriptedWorker, "log", [])
     monkeypatch.setattr(ScriptedWorker, "rounds_done", {})
-    for name in ("lose_at", "times", "slowdown", "probes_lost"):
+    for name in ("lose_at", "lose_in_turn", "times", "slowdown", "probes_lost"):
         monkeypatch.setattr(ScriptedWorker, name, script.get(name, getattr(ScriptedWorker, name)))
     run = RunDir(tmp_path)
     config = config or SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
@@ -310,7 +324,7 @@ def test_rounds_go_over_the_grid_each_case_in_a_fresh_worker_implementations_in_
     tmp_path, monkeypatch
 ):
     rows, log = scripted_sweep(tmp_path, monkeypatch)
-    steps = [step for step in log if step != ("spawn",)]
+    steps = [step for step in log if step[0] not in ("spawn", "turn")]
     assert steps == [  # round by round over the whole grid: a case's rounds minutes apart
         step
         for r in (1, 2, 3)
@@ -322,6 +336,34 @@ def test_rounds_go_over_the_grid_each_case_in_a_fresh_worker_implementations_in_
         ("numpy", 64, "ok", 3), ("naive", 64, "ok", 3), ("numpy", 128, "ok", 3),
         ("naive", 128, "ok", 3),
     ]  # fmt: skip
+
+
+def test_in_a_round_the_implementations_alternate_in_short_turns(tmp_path, monkeypatch):
+    """Each implementation in its own worker, both prepared, then turns of pool.TURN_S in
+    alternation until each has its share of the round: their samples come from the same
+    seconds of the machine, not from one minute and the next."""
+    config = SweepConfig(n=(64,), d=(8,), rounds=1, threads=1)
+    times = {"numpy": [5e-3], "naive": [5e-3]}  # samples of 4 calls, 20 ms: 5 in a turn
+    rows, log = scripted_sweep(tmp_path, monkeypatch, config=config, times=times)
+    opens = [i for i, step in enumerate(log) if len(step) == 3]
+    turns = [step[1] for step in log if step[0] == "turn"]
+    assert max(opens) < log.index(("turn", "numpy"))  # both prepared before the first turn
+    assert turns == ["numpy", "naive"] * 10  # the round's 1 s of samples in 0.1 s turns
+    assert [row["samples"] for row in rows] == [50, 50]
+
+
+def test_a_worker_lost_in_its_turn_fails_its_case_while_the_others_go_on(tmp_path, monkeypatch):
+    config = SweepConfig(n=(64,), d=(8,), rounds=2, threads=1)
+    times = {"numpy": [5e-3] * 2, "naive": [5e-3] * 2}  # 5 samples a turn, 5 turns a round
+    rows, log = scripted_sweep(
+        tmp_path, monkeypatch, config=config, times=times, lose_in_turn=("naive", 64, 1)
+    )
+    statuses = {row["impl"]: (row["status"], row.get("note"), row.get("rounds")) for row in rows}
+    assert statuses["naive"] == ("failed", "worker crashed: killed by SIGKILL", None)
+    assert statuses["numpy"] == ("ok", None, 2)
+    round_1 = log[: log.index(("numpy", 64, 2))]
+    assert round_1.count(("turn", "naive")) == 2  # lost in its second turn
+    assert round_1.count(("turn", "numpy")) == 5  # numpy took the rest of its turns
 
 
 def test_a_worker_lost_in_a_later_round_fails_only_its_case(tmp_path, monkeypatch):
@@ -435,8 +477,8 @@ def test_the_calibration_predicts_from_its_fastest_sample():
     """Two samples of three disturbed 400x: the prediction follows the undisturbed one."""
 
     class DisturbedWorkers:
-        def round(self, case, plan, config, inner):
-            return {"status": "ok", "round_samples_s": [0.4, 1e-3, 0.5]}
+        def round(self, cases, plan, config, inners):
+            return {case: {"status": "ok", "round_samples_s": [0.4, 1e-3, 0.5]} for case in cases}
 
     case = Case("numpy", 16_384, 64)
     state = plan.SweepState()

@@ -77,7 +77,7 @@ class SweepConfig:
     budget_s: float = setting(2.0, "seconds one call may take; slower cases are skipped")
     sweep_budget_s: float = setting(900.0, "seconds for the whole sweep; cases that won't fit skip")
     target_s: float = setting(1.0, "measuring seconds per case after warm-up, over the rounds")
-    rounds: int = setting(3, "rounds per shape, each in fresh workers, implementations in turn")
+    rounds: int = setting(3, "rounds per shape, each in fresh workers taking turns")
     ci: float = setting(
         0.0,
         "precision wanted, e.g. 2%%: more rounds until each ratio's 95%% interval is within "

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from harness.cli.config import SweepConfig
 from harness.results.cases import Case
@@ -22,6 +22,10 @@ from harness.worker.timing import SamplingPlan
 
 STARTUP_TIMEOUT_S = 120.0
 PRELOAD = ["numpy", "numba", "harness.worker.measure"]  # imported once, in the server
+# A round's turns: each worker samples for TURN_S, then waits while the others take theirs;
+# at least MIN_TURNS turns each where the round's target allows.
+TURN_S = 0.1
+MIN_TURNS = 3
 
 
 class WorkerLost(Exception):
@@ -87,7 +91,7 @@ class Worker:
             self.process.join(5)
             raise WorkerLost(self._death()) from None
 
-    def measure(
+    def open(
         self,
         case: Case,
         plan: SamplingPlan,
@@ -96,10 +100,20 @@ class Worker:
         timeout_s: float,
         inner: int | None = None,
     ) -> dict:
-        """One round of `case`: its first (inner None: compile, check, samples, memory) or a
-        later one, of samples of `inner` calls."""
-        message = {"case": case.to_dict(), "plan": asdict(plan), "budget_s": budget_s}
+        """Prepare a round of `case`: its first (inner None: compile, check) or a later one, of
+        samples of `inner` calls. The reply has "ready" where samples may follow."""
+        message = {"open": case.to_dict(), "plan": asdict(plan), "budget_s": budget_s}
         self._send({**message, "seed": seed, "inner": inner})
+        return self._receive(timeout_s)
+
+    def turn(self, turn_s: float, max_samples: int, timeout_s: float) -> dict:
+        """Samples for turn_s seconds ("samples"), or the case's failure."""
+        self._send({"turn_s": turn_s, "max_samples": max_samples})
+        return self._receive(timeout_s)
+
+    def close_round(self, timeout_s: float) -> dict:
+        """The round's last figures (the first round's compile time and memory)."""
+        self._send({"close": True})
         return self._receive(timeout_s)
 
     def probe(
@@ -139,24 +153,69 @@ class Workers:
 
     threads: int
     timeout_s: float
-    current: Worker | None = None
+    held: dict[Case, Worker] = field(default_factory=dict)
     probe_worker: Worker | None = None
 
-    def round(self, case: Case, plan: SamplingPlan, config: SweepConfig, inner: int | None):
-        """One round of `case` in a new worker, killed afterwards (it holds nothing worth a
-        clean exit, and an exit's teardown would take CPU from the next worker's samples).
-        A lost worker fails the case."""
+    def round(
+        self, cases: list[Case], plan: SamplingPlan, config: SweepConfig, inners: dict
+    ) -> dict[Case, dict]:
+        """One round of a shape's cases, each in a new worker, their samples taken in turns:
+        each worker in turn samples for TURN_S while the others wait, quiet, until every case
+        has plan.min_samples and plan.target_s of samples. The cases' samples so come from
+        the same seconds of the machine, and the processes from one round to the next. A lost
+        worker fails its case only; workers are killed afterwards (they hold nothing worth a
+        clean exit, and an exit's teardown would take CPU from the next worker's samples)."""
+        replies: dict[Case, dict] = {}
         try:
-            self.current = Worker(self.threads)
-            return self.current.measure(
-                case, plan, config.budget_s, config.seed, self.timeout_s, inner
-            )
-        except WorkerLost as lost:
-            return {"status": "failed", "note": str(lost), "worker_lost": True}
+            for case in cases:
+                replies[case] = self._open(case, plan, config, inners[case])
+            samples = {case: [] for case in self.held}
+            inner = {case: inners[case] or replies[case]["inner_repeats"] for case in self.held}
+            turn_s = min(TURN_S, plan.target_s / MIN_TURNS)
+            while wanting := [c for c in self.held if not _enough(samples[c], plan, inner[c])]:
+                for case in wanting:
+                    left = plan.max_samples - len(samples[case])
+                    reply = self._ask(case, lambda w: w.turn(turn_s, left, self.timeout_s))
+                    if "samples" in reply:
+                        samples[case] += reply["samples"]
+                    else:
+                        replies[case] = {**replies[case], **reply}
+            for case in list(self.held):
+                reply = self._ask(case, lambda w: w.close_round(self.timeout_s))
+                replies[case] = {**replies[case], **reply}
+                if reply.get("status") != "failed":
+                    replies[case]["round_samples_s"] = samples[case]
         finally:
-            if self.current is not None:
-                self.current.kill()
-                self.current = None
+            for worker in self.held.values():
+                worker.kill()
+            self.held.clear()
+        for reply in replies.values():
+            reply.pop("ready", None)
+        return replies
+
+    def _open(self, case: Case, plan: SamplingPlan, config: SweepConfig, inner) -> dict:
+        """A new worker prepares `case`; held for its turns if ready, else killed."""
+        worker = None
+        try:
+            worker = Worker(self.threads)
+            reply = worker.open(case, plan, config.budget_s, config.seed, self.timeout_s, inner)
+        except WorkerLost as lost:
+            reply = lost_row(lost)
+        if reply.get("ready"):
+            self.held[case] = worker
+        elif worker is not None:
+            worker.kill()
+        return reply
+
+    def _ask(self, case: Case, request) -> dict:
+        """request(worker) of a held case's worker; a failure or a lost worker ends its case."""
+        try:
+            reply = request(self.held[case])
+        except WorkerLost as lost:
+            reply = lost_row(lost)
+        if reply.get("status") == "failed":
+            self.held.pop(case).kill()
+        return reply
 
     def probe(self, *request) -> dict | None:
         """A round's reference workloads (Worker.probe's arguments) in the probe worker, which
@@ -171,10 +230,21 @@ class Workers:
             return None
 
     def kill(self) -> None:
-        for worker in (self.current, self.probe_worker):
+        for worker in [*self.held.values(), self.probe_worker]:
             if worker is not None:
                 worker.kill()
 
     def close(self) -> None:
         if self.probe_worker is not None:
             self.probe_worker.close()
+
+
+def _enough(samples: list[float], plan: SamplingPlan, inner: int) -> bool:
+    """A case's round is done with min_samples and target_s of samples, or max_samples."""
+    if len(samples) >= plan.max_samples:
+        return True
+    return len(samples) >= plan.min_samples and sum(samples) * inner >= plan.target_s
+
+
+def lost_row(lost: WorkerLost) -> dict:
+    return {"status": "failed", "note": str(lost), "worker_lost": True}

@@ -45,7 +45,7 @@ def calibrate(case: Case, workers: Workers, config: SweepConfig, state: SweepSta
     nothing makes a call faster than the code is."""
     tiny = case.at_n(CALIBRATION_N)
     plan = SamplingPlan(config.min_sample_s, 0.05, 1, 5)
-    reply = workers.round(tiny, plan, config, None)
+    reply = workers.round([tiny], plan, config, {tiny: None})[tiny]
     if reply.get("round_samples_s"):
         state.learn(tiny, float(np.min(reply["round_samples_s"])))
 
@@ -193,18 +193,20 @@ class Sweep:
         return not precise_enough(self.rows(shape), self.baseline, self.config.ci)
 
     def measure_round(self, shape: ShapeRounds) -> None:
-        """One round of each of the shape's cases, after the reference workloads; then the
-        shape's rows, with the rounds so far."""
+        """One round of the shape's cases, taking turns, after the reference workloads; then
+        the shape's rows, with the rounds so far."""
         if not shape.active:
             return
         n_round = len(shape.probes)
         shape.probes.append(round_probe(self.workers, shape.cases[0], self.config.cold_cache))
-        for case in list(shape.active):
-            self.progress.start(case)
+        cases = list(shape.active)
+        self.progress.start(cases[0])
+        inners = {case: shape.first[case]["inner_repeats"] if n_round else None for case in cases}
+        replies = self.workers.round(cases, self.plan, self.config, inners)
+        for case in cases:
             if 0 < n_round < self.config.rounds:
                 self.reserved_s -= self.round_cost_s()
-            inner = shape.first[case]["inner_repeats"] if n_round else None
-            reply = self.workers.round(case, self.plan, self.config, inner)
+            reply = replies[case]
             if "round_samples_s" in reply:
                 shape.first.setdefault(case, reply)
                 shape.rounds_s.setdefault(case, []).append(reply["round_samples_s"])

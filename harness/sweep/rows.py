@@ -80,7 +80,7 @@ def finish_case(first: dict, rounds_s: list[list[float]], probes: list[dict], re
     normalised = [t * rate for t, rate in zip(round_medians_s, rates, strict=True)]
     row = dict(first)
     row.update(
-        median_s=pooled.median_s,
+        median_s=interval.value,  # each round weighing the same (pooled.median_s need not)
         median_low_s=interval.low,
         median_high_s=interval.high,
         iqr_s=pooled.iqr_s,

@@ -13,7 +13,7 @@ from harness.analysis import stats
 from harness.cli.config import SweepConfig
 from harness.results import machine
 from harness.results.rundir import RunDir, RunDirError
-from harness.sweep import probes
+from harness.sweep import pool, probes
 from harness.sweep.rounds import resolve_baseline, run_sweep
 from harness.sweep.rows import UNSTABLE_WIDTH
 
@@ -62,8 +62,9 @@ def method(config: SweepConfig, baseline: str) -> dict:
         "max_rounds": config.max_rounds,
         "round_process": "fresh worker per round of each case",
         "order": "round by round over the whole grid; in a round, shape by shape, a shape's "
-        "implementations in turn",
-        "statistic": "median",
+        f"implementations alternating in turns of {pool.TURN_S:g} s, each worker quiet "
+        "while the others sample",
+        "statistic": "median, each round weighing the same",
         "interval": f"{stats.CONFIDENCE:.0%} percentile bootstrap over whole rounds (exact up "
         f"to {stats.EXACT_MAX_ROUNDS} rounds, else {stats.MONTE_CARLO_RESAMPLES} resamples)",
         "unstable": f"the median's interval spans more than {UNSTABLE_WIDTH:.0%} of it",

@@ -1,4 +1,5 @@
-"""The worker process: measures one round of one case, or the reference workloads, and answers.
+"""The worker process: measures one round of one case, in turns with the workers of the shape's
+other implementations, or the reference workloads, and answers.
 
 Isolation keeps numba's, OpenBLAS's and torch's thread pools from slowing each other (up to 4x
 on this kind of machine), and lets a crash, a hang or a leak take down only the worker.

@@ -1,4 +1,5 @@
-"""Measuring one case inside a worker process: compile apart, samples, memory, agreement."""
+"""Measuring one case inside a worker process: compile apart, samples in turns, memory,
+agreement."""
 
 from __future__ import annotations
 
@@ -71,83 +72,112 @@ def check_output(call: impls.PreparedCall, args: impls.AttentionArgs) -> dict:
     return result
 
 
-def measure_case(case: Case, plan: SamplingPlan, budget_s: float, seed: int) -> dict:
-    """The first round of a case, in a fresh worker: compilation, agreement, one round of
-    samples, memory. Failures are returned as data, never raised.
+def _loaded(case: Case, seed: int):
+    impl = impls.get(case.impl)
+    return impl, impls.check_attention_args(*case_inputs(case, seed), causal=case.causal)
 
-    compile_s is what the first call cost beyond a warm one: (first prepare - a second, warm
-    prepare) + (first run - this round's median run). Implementations may compile inside
-    prepare or inside the first run; either way it never enters the samples, which come after
-    a warm-up call.
+
+class HeldCase:
+    """A case prepared in this worker and sampled in turns, while the shape's other
+    implementations take theirs in workers of their own (harness/sweep/pool.py).
+
+    Its first round (inner None) also compiles, checks the output against the reference and,
+    after the turns, measures the call's memory. Failures are returned as data, never raised.
     """
-    row: dict = {"status": "ok", "note": ""}
-    try:
-        impl = impls.get(case.impl)
-        args = impls.check_attention_args(*case_inputs(case, seed), causal=case.causal)
+
+    def __init__(self, case: Case, plan: SamplingPlan, budget_s: float, seed: int, inner):
+        self.case, self.plan, self.budget_s, self.seed = case, plan, budget_s, seed
+        self.first_round = inner is None
+        self.inner = inner
+        self.samples: list[float] = []
+        self.compile_parts = (0.0, 0.0)  # (first prepare - warm prepare, first run) in seconds
+
+    def open(self) -> dict:
+        """Ready to sample ("ready": True with the row so far), or the case's row if not."""
+        try:
+            return self._open_first() if self.first_round else self._open_later()
+        except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
+            return failure(exc)
+
+    def _open_first(self) -> dict:
+        """Compile, check, then a warm prepare and call (compile_s is what the first call cost
+        beyond a warm one; implementations may compile in prepare or in the first run)."""
+        row: dict = {"status": "ok", "note": ""}
+        self.impl, args = _loaded(self.case, self.seed)
         with numba_compilations() as compile_source:
-            first_prepare_s, call = timed(lambda: impl.prepare_checked(args))
+            first_prepare_s, call = timed(lambda: self.impl.prepare_checked(args))
             first_run_s, _ = timed(call.run)
         row["compile_source"] = compile_source()
         row["variant"] = call.variant()
         threads_after_import()
         row.update(check_output(call, args))
         del call
-        warm_prepare_s, call = timed(lambda: impl.prepare_checked(args))
-        sample, warm_call_s = sampler(impl, call, plan.cold_cache)
+        warm_prepare_s, self.call = timed(lambda: self.impl.prepare_checked(args))
+        self.args = args
+        self.sample, warm_call_s = sampler(self.impl, self.call, self.plan.cold_cache)
         row["first_call_s"] = first_prepare_s + first_run_s
-        if warm_call_s > budget_s:
-            over = f"one call took {warm_call_s:.3g} s > budget {budget_s:g} s per sample"
+        if warm_call_s > self.budget_s:
+            over = f"one call took {warm_call_s:.3g} s > budget {self.budget_s:g} s per sample"
             if row["status"] == "ok":
                 row.update(status="skipped", note=over)
             else:  # a disagreement stays the finding
                 row["note"] += f"; not timed: {over}"
             return row
-        inner = plan.calls_per_sample(warm_call_s)
-        samples = warm_then_sample(sample, plan, warm_call_s, inner)
+        self.compile_parts = (max(0.0, first_prepare_s - warm_prepare_s), first_run_s)
+        self.inner = self.plan.calls_per_sample(warm_call_s)
         row.update(
-            round_samples_s=samples,
-            inner_repeats=inner,
-            compile_s=max(0.0, first_prepare_s - warm_prepare_s)
-            + max(0.0, first_run_s - float(np.median(samples))),
-            timer=CUDA_TIMER if call.timed_on_device else "perf_counter",
+            inner_repeats=self.inner,
+            timer=CUDA_TIMER if self.call.timed_on_device else "perf_counter",
         )
-        if call.impl.has_hook("transfer_s"):
-            call.fetch()  # the device-to-host copy is part of the transfers, not of the samples
-            row["transfer_s"] = call.transfer_s()
-        device_bytes = call.device_memory_bytes()
-        if device_bytes is not None:
-            row["peak_mem_bytes"] = device_bytes
-        else:
-            del call, sample  # only the measured call's own state may be resident
-            impl.release_workspace()  # scratch kept between calls counts as the call's
-            row["peak_mem_bytes"] = peak_extra_bytes(lambda: whole_call(impl, args))
-    except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
-        row.update(failure(exc))
-    return row
+        return self._ready(row, warm_call_s)
 
-
-def measure_round(case: Case, plan: SamplingPlan, seed: int, inner: int) -> dict:
-    """A later round of a case, in a fresh worker: prepare, a warm-up call, then samples of
-    `inner` calls each (the first round's size, so that rounds are alike)."""
-    try:
-        impl = impls.get(case.impl)
-        args = impls.check_attention_args(*case_inputs(case, seed), causal=case.causal)
-        call = impl.prepare_checked(args)
+    def _open_later(self) -> dict:
+        self.impl, args = _loaded(self.case, self.seed)
+        self.call = self.impl.prepare_checked(args)
         threads_after_import()
-        sample, warm_call_s = sampler(impl, call, plan.cold_cache)
-        samples = warm_then_sample(sample, plan, warm_call_s, inner)
-        return {"status": "ok", "round_samples_s": samples}
-    except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
-        return failure(exc)
+        self.sample, warm_call_s = sampler(self.impl, self.call, self.plan.cold_cache)
+        return self._ready({"status": "ok"}, warm_call_s)
 
+    def _ready(self, row: dict, warm_call_s: float) -> dict:
+        self.warm_call_s = warm_call_s
+        settle()  # the reference check's or the warm call's BLAS threads spin on
+        return {**row, "ready": True}
 
-def warm_then_sample(sample, plan: SamplingPlan, warm_call_s: float, inner: int) -> list[float]:
-    """Quiet (the reference check's or the warm-up's BLAS threads spin on), one untimed sample
-    (the first after a quiet spell was 10-80% slow in a fresh worker: sleeping pools waking),
-    then the samples."""
-    settle()
-    sample(inner)
-    return take_samples(sample, plan, warm_call_s, inner=inner)[0]
+    def turn(self, turn_s: float, max_samples: int) -> dict:
+        """Samples for turn_s (at least one), after one untimed call where a call is shorter
+        than the turn (the first call after a quiet spell ran 10-80% slow: pools waking,
+        caches refilling); then quiet, before the next worker's turn."""
+        try:
+            if self.warm_call_s < turn_s:
+                self.sample(1)
+            plan = SamplingPlan(self.plan.min_sample_s, turn_s, 1, max_samples)
+            samples = take_samples(self.sample, plan, self.warm_call_s, inner=self.inner)[0]
+        except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
+            return failure(exc)
+        self.samples += samples
+        settle()
+        return {"samples": samples}
+
+    def close(self) -> dict:
+        """The first round's last figures: compile time, transfers, memory."""
+        if not self.first_round:
+            return {}
+        try:
+            prepare_s, first_run_s = self.compile_parts
+            row = {"compile_s": prepare_s + max(0.0, first_run_s - float(np.median(self.samples)))}
+            if self.call.impl.has_hook("transfer_s"):
+                self.call.fetch()  # the device-to-host copy is a transfer, not in the samples
+                row["transfer_s"] = self.call.transfer_s()
+            device_bytes = self.call.device_memory_bytes()
+            if device_bytes is not None:
+                row["peak_mem_bytes"] = device_bytes
+                return row
+            del self.call, self.sample  # only the measured call's own state may be resident
+            self.impl.release_workspace()  # scratch kept between calls counts as the call's
+            row["peak_mem_bytes"] = peak_extra_bytes(lambda: whole_call(self.impl, self.args))
+            return row
+        except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
+            return failure(exc)
 
 
 def sampler(impl: impls.Implementation, call: impls.PreparedCall, cold_cache: bool = False):

@@ -17,13 +17,13 @@ from harness.worker.timing import SamplingPlan
 def serve(conn, threads: int, environ: dict[str, str]) -> None:
     """The worker's loop: set threads, then answer each request until told to stop.
 
-    Requests: a case's first round (`measure_case`), a later round (`measure_round`), or the
-    reference workloads (`probe`: matrix products and streaming reads).
+    Requests: open a round of a case (its first, or a later one: `HeldCase`), a turn of its
+    samples, close it; or the reference workloads (`probe`: matrix products and streaming
+    reads).
     """
     # Here, not at the top: the main process imports this module for its entry point, and
     # has no use for the measuring code and its numba kernels.
-    from harness.worker.measure import measure_case, measure_round
-    from harness.worker.references import gemm_rates, read_rates, stream_rates
+    from harness.worker.measure import HeldCase
 
     # The main process's environment as it is now, not as it was when the server started
     # (ATTNBENCH_IMPLS_PATH, for one, is read when the registry is first used, here).
@@ -46,27 +46,36 @@ def serve(conn, threads: int, environ: dict[str, str]) -> None:
         if message is None:
             return
         if "probe_dtype" in message:
-            repeats = message["repeats"]
-            reply = {
-                "gemm_rates": gemm_rates(message["probe_dtype"], message["size"], repeats),
-                "stream_gbps": stream_rates(message["stream_bytes"], repeats),
-            }
-            if message["case_bytes"]:
-                settle()  # the products' BLAS threads spin on: they would share the reads' cores
-                reply["bandwidth_gbps"] = read_rates(
-                    message["case_bytes"], repeats, message["cold_cache"]
-                )
-            settle()  # this worker lives on: quiet before the next one's samples
-        else:
-            case, plan = Case(**message["case"]), SamplingPlan(**message["plan"])
-            if message["inner"] is None:
-                reply = measure_case(case, plan, message["budget_s"], message["seed"])
+            reply = _probe(message)
+        elif "open" in message:
+            case, plan = Case(**message["open"]), SamplingPlan(**message["plan"])
+            held = HeldCase(case, plan, message["budget_s"], message["seed"], message["inner"])
+            reply = held.open()
+        elif "turn_s" in message:
+            reply = held.turn(message["turn_s"], message["max_samples"])
+        else:  # "close"
+            reply = held.close()
+            if held.first_round:
                 reply["threading"] = threading_report()
-            else:
-                reply = measure_round(case, plan, message["seed"], message["inner"])
         # (A case's worker is killed after its round: no pool spins on.)
         if not _answer(conn, reply):
             return
+
+
+def _probe(message: dict) -> dict:
+    """The reference workloads: matrix products, streaming reads, and reads of a case's bytes."""
+    from harness.worker.references import gemm_rates, read_rates, stream_rates
+
+    repeats = message["repeats"]
+    reply = {
+        "gemm_rates": gemm_rates(message["probe_dtype"], message["size"], repeats),
+        "stream_gbps": stream_rates(message["stream_bytes"], repeats),
+    }
+    if message["case_bytes"]:
+        settle()  # the products' BLAS threads spin on: they would share the reads' cores
+        reply["bandwidth_gbps"] = read_rates(message["case_bytes"], repeats, message["cold_cache"])
+    settle()  # this worker lives on: quiet before the next one's samples
+    return reply
 
 
 def _answer(conn, reply: dict) -> bool:
