@@ -277,7 +277,8 @@ class ScriptedWorker:
         self.log.append(("turn", self.case.impl))
         if (self.case.impl, self.case.n, self.round) == self.lose_in_turn and self.turns == 2:
             raise WorkerLost("worker crashed: killed by SIGKILL")
-        seconds = self.times.get(self.case.impl, [1e-3] * 20)[self.round - 1] * self.slow(self.round)
+        seconds = self.times.get(self.case.impl, [1e-3] * 20)[self.round - 1]
+        seconds *= self.slow(self.round)
         count = max(1, min(max_samples, math.ceil(turn_s / (seconds * self.inner))))
         return {"samples": [seconds] * count}
 

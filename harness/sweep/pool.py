@@ -175,13 +175,13 @@ class Workers:
             while wanting := [c for c in self.held if not _enough(samples[c], plan, inner[c])]:
                 for case in wanting:
                     left = plan.max_samples - len(samples[case])
-                    reply = self._ask(case, lambda w: w.turn(turn_s, left, self.timeout_s))
+                    reply = self._ask(case, "turn", turn_s, left, self.timeout_s)
                     if "samples" in reply:
                         samples[case] += reply["samples"]
                     else:
                         replies[case] = {**replies[case], **reply}
             for case in list(self.held):
-                reply = self._ask(case, lambda w: w.close_round(self.timeout_s))
+                reply = self._ask(case, "close_round", self.timeout_s)
                 replies[case] = {**replies[case], **reply}
                 if reply.get("status") != "failed":
                     replies[case]["round_samples_s"] = samples[case]
@@ -207,10 +207,11 @@ class Workers:
             worker.kill()
         return reply
 
-    def _ask(self, case: Case, request) -> dict:
-        """request(worker) of a held case's worker; a failure or a lost worker ends its case."""
+    def _ask(self, case: Case, request: str, *args) -> dict:
+        """A request (a Worker method) of a held case's worker; a failure or a lost worker ends
+        its case."""
         try:
-            reply = request(self.held[case])
+            reply = getattr(self.held[case], request)(*args)
         except WorkerLost as lost:
             reply = lost_row(lost)
         if reply.get("status") == "failed":
