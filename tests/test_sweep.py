@@ -344,18 +344,19 @@ def test_in_a_round_the_implementations_alternate_in_short_turns(tmp_path, monke
     alternation until each has its share of the round: their samples come from the same
     seconds of the machine, not from one minute and the next."""
     config = SweepConfig(n=(64,), d=(8,), rounds=1, threads=1)
-    times = {"numpy": [5e-3], "naive": [5e-3]}  # samples of 4 calls, 20 ms: 5 in a turn
+    times = {"numpy": [5e-3], "naive": [5e-3]}  # samples of 4 calls: 20 ms
     rows, log = scripted_sweep(tmp_path, monkeypatch, config=config, times=times)
     opens = [i for i, step in enumerate(log) if len(step) == 3]
     turns = [step[1] for step in log if step[0] == "turn"]
     assert max(opens) < log.index(("turn", "numpy"))  # both prepared before the first turn
-    assert turns == ["numpy", "naive"] * 10  # the round's 1 s of samples in 0.1 s turns
-    assert [row["samples"] for row in rows] == [50, 50]
+    assert pool.TURN_S == 0.05  # so 3 samples (60 ms) in a turn, 17 turns for the 1 s target
+    assert turns == ["numpy", "naive"] * 17
+    assert [row["samples"] for row in rows] == [51, 51]
 
 
 def test_a_worker_lost_in_its_turn_fails_its_case_while_the_others_go_on(tmp_path, monkeypatch):
     config = SweepConfig(n=(64,), d=(8,), rounds=2, threads=1)
-    times = {"numpy": [5e-3] * 2, "naive": [5e-3] * 2}  # 5 samples a turn, 5 turns a round
+    times = {"numpy": [5e-3] * 2, "naive": [5e-3] * 2}  # 3 samples a turn, 9 turns a round
     rows, log = scripted_sweep(
         tmp_path, monkeypatch, config=config, times=times, lose_in_turn=("naive", 64, 1)
     )
@@ -364,7 +365,7 @@ def test_a_worker_lost_in_its_turn_fails_its_case_while_the_others_go_on(tmp_pat
     assert statuses["numpy"] == ("ok", None, 2)
     round_1 = log[: log.index(("numpy", 64, 2))]
     assert round_1.count(("turn", "naive")) == 2  # lost in its second turn
-    assert round_1.count(("turn", "numpy")) == 5  # numpy took the rest of its turns
+    assert round_1.count(("turn", "numpy")) == 9  # numpy took the rest of its turns
 
 
 def test_a_worker_lost_in_a_later_round_fails_only_its_case(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ processes, results kept at once.
 Round by round over the whole grid (as asv does): round 1 of every shape, dtype, d, then n
 ascending, then round 2 of every shape, and so on. Within a round each implementation of a shape
 is prepared in a fresh worker process of its own, after the reference workloads of that round
-(matrix products, streaming reads) in a probe worker; then the workers take turns of 0.1 s
+(matrix products, streaming reads) in a probe worker; then the workers take turns of 0.05 s
 (pool.TURN_S), each quiet while the others sample, until each has its share. So:
 - two implementations' samples of a round come from the same seconds of the machine (not from
   one second and the next, when the shared machine's speed may have moved), their thread pools

@@ -24,7 +24,7 @@ STARTUP_TIMEOUT_S = 120.0
 PRELOAD = ["numpy", "numba", "harness.worker.measure"]  # imported once, in the server
 # A round's turns: each worker samples for TURN_S, then waits while the others take theirs;
 # at least MIN_TURNS turns each where the round's target allows.
-TURN_S = 0.1
+TURN_S = 0.05
 MIN_TURNS = 3
 
 
