@@ -194,17 +194,17 @@ class Workers:
         return replies
 
     def _open(self, case: Case, plan: SamplingPlan, config: SweepConfig, inner) -> dict:
-        """A new worker prepares `case`; held for its turns if ready, else killed."""
-        worker = None
+        """A new worker prepares `case`; held for its turns if ready, else killed. (Held from
+        its start: an interruption kills it with the others.)"""
         try:
-            worker = Worker(self.threads)
-            reply = worker.open(case, plan, config.budget_s, config.seed, self.timeout_s, inner)
+            self.held[case] = Worker(self.threads)
+            reply = self.held[case].open(
+                case, plan, config.budget_s, config.seed, self.timeout_s, inner
+            )
         except WorkerLost as lost:
             reply = lost_row(lost)
-        if reply.get("ready"):
-            self.held[case] = worker
-        elif worker is not None:
-            worker.kill()
+        if not reply.get("ready") and case in self.held:
+            self.held.pop(case).kill()
         return reply
 
     def _ask(self, case: Case, request: str, *args) -> dict:
