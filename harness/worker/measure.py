@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from dataclasses import replace
 
 import numpy as np
 
@@ -150,7 +151,7 @@ class HeldCase:
         try:
             if self.warm_call_s < turn_s:
                 self.sample(1)
-            plan = SamplingPlan(self.plan.min_sample_s, turn_s, 1, max_samples)
+            plan = replace(self.plan, target_s=turn_s, min_samples=1, max_samples=max_samples)
             samples = take_samples(self.sample, plan, self.warm_call_s, inner=self.inner)[0]
         except Exception as exc:  # noqa: BLE001 - a failing implementation is a result
             return failure(exc)

@@ -11,21 +11,18 @@ unchanged one (the baseline itself is not judged here).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from harness.analysis import stats
+from harness.results.rundir import RunDir
 from harness.results.schema import CASE_COLUMNS
 
 
 def round_ratios(run: Path, baseline: str) -> dict[tuple, list[float]]:
     """Each case's median over the baseline's, per round (the last record of each case)."""
-    rows = {}
-    for line in (run / "results.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        rows[tuple(row[c] for c in CASE_COLUMNS)] = row
+    rows = {tuple(row[c] for c in CASE_COLUMNS): row for row in RunDir(run).rows()}
     impl = CASE_COLUMNS.index("impl")
     out = {}
     for key, row in rows.items():
