@@ -14,6 +14,7 @@ from test_plotting import case_row, write_run
 from test_sweep import scripted_sweep
 
 from harness.analysis.compare import (
+    BY_REFERENCE,
     FASTER,
     OTHER_MACHINE,
     RAW_VALUE_ROUNDS,
@@ -94,14 +95,17 @@ def test_a_planted_12_percent_slowdown_is_marked_and_its_neighbour_is_not(tmp_pa
     rng = np.random.default_rng(1)
     a = write_run(tmp_path / "a", noisy_rows(rng))
     b = write_run(tmp_path / "b", noisy_rows(rng, factor=1.12))
-    table = compare_tables(RunDir(a).table(), RunDir(b).table(), threshold=0.05)
-    fused, numpy = table[table["impl"] == "fused"], table[table["impl"] == "numpy"]
-    assert (fused["change"] == SLOWER).all() and fused["regression"].all()
-    assert fused["ratio"].to_numpy() == pytest.approx(1.12, rel=0.03)
-    assert (numpy["change"] == "").all()
+    for baseline, judged_by in ((None, BY_REFERENCE), ("numpy", "ratio to numpy")):
+        table = compare_tables(RunDir(a).table(), RunDir(b).table(), 0.05, baseline=baseline)
+        fused, numpy = table[table["impl"] == "fused"], table[table["impl"] == "numpy"]
+        assert (fused["change"] == SLOWER).all() and fused["regression"].all()
+        assert (fused["judged_by"] == judged_by).all()
+        assert fused["ratio"].to_numpy() == pytest.approx(1.12, rel=0.03)
+        assert (numpy["change"] == "").all() and (numpy["judged_by"] == BY_REFERENCE).all()
     assert main(["compare", str(a), str(b), "--fail-on-regression"]) == 1
     out = capsys.readouterr().out
     assert "16 shared cases: 8 slower, 0 faster, 8 not marked" in out
+    assert "8 cases judged by their ratio to the baseline measured in the same turns" in out
     assert "SLOWER" in out and (b / "compare.png").is_file() and (b / "compare.svg").is_file()
     assert main(["compare", str(a), str(b)]) == 0  # reported, but no failing exit without the flag
     assert main(["compare", str(b), str(a), "--fail-on-regression"]) == 0  # faster is no failure
@@ -129,14 +133,42 @@ def test_a_machine_that_drifted_is_ignored_once_normalised(tmp_path, monkeypatch
     a, b = RunDir(tmp_path / "a").table(), RunDir(tmp_path / "b").table()
     table = compare_tables(a, b, threshold=0.05)
     assert (table["raw_ratio"] > 1.25).all()  # what a raw compare would have called slower
-    assert (table["change"] == "").all()
+    assert (table["change"] == "").all() and (table["judged_by"] == BY_REFERENCE).all()
     assert table["ratio"].to_numpy() == pytest.approx(1.0, abs=0.02)
     (tmp_path / "c").mkdir()  # the same drift, and numpy's code 20% slower
     times = {"numpy": [1.2e-3] * 3, "naive": [1e-3] * 3}
     scripted_sweep(tmp_path / "c", monkeypatch, config=config, slowdown=[1.3] * 3, times=times)
-    table = compare_tables(a, RunDir(tmp_path / "c").table(), 0.05).set_index("impl")
+    table = compare_tables(a, RunDir(tmp_path / "c").table(), 0.05, baseline="numpy")
+    table = table.set_index("impl")
     assert (table.loc["numpy", "change"] == SLOWER).all()
+    # numpy, the yardstick, moved: naive is judged on its own, not called faster against it
     assert (table.loc["naive", "change"] == "").all()
+    assert (table.loc["naive", "judged_by"] == BY_REFERENCE).all()
+
+
+def test_a_drift_the_reference_workload_missed_is_seen_through_by_the_baseline(
+    tmp_path, monkeypatch
+):
+    """Run B's machine drifts from round to round after its probe has run (the probe saw no
+    drift), and naive's code is 12% slower: its drift-normalised rounds spread from 0.95x to
+    1.29x, too wide to mark; its ratio to numpy, measured in the same turns, is 1.12x in
+    every round and is marked. numpy itself, judged on its own, is not."""
+    config = SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
+    (tmp_path / "a").mkdir()
+    scripted_sweep(tmp_path / "a", monkeypatch, config=config)
+    (tmp_path / "b").mkdir()
+    times = {"numpy": [1e-3] * 3, "naive": [1.12e-3] * 3}
+    drift = {"slowdown": [1.0, 0.85, 1.15], "probe_slowdown": [1.0]}
+    scripted_sweep(tmp_path / "b", monkeypatch, config=config, times=times, **drift)
+    a, b = RunDir(tmp_path / "a").table(), RunDir(tmp_path / "b").table()
+    alone = compare_tables(a, b, 0.05).set_index("impl")
+    assert (alone["change"] == "").all()
+    table = compare_tables(a, b, 0.05, baseline="numpy").set_index("impl")
+    assert (table.loc["naive", "judged_by"] == "ratio to numpy").all()
+    assert table.loc["naive", "ratio"].to_numpy() == pytest.approx(1.12)
+    assert (table.loc["naive", "change"] == SLOWER).all()
+    assert (table.loc["numpy", "change"] == "").all()
+    assert (table.loc["numpy", "judged_by"] == BY_REFERENCE).all()
 
 
 def test_runs_from_two_machines_are_never_judged(tmp_path, capsys):
@@ -279,8 +311,12 @@ def test_compare_command_errors_are_one_line(tmp_path, capsys):
     a = write_run(tmp_path / "a", [case_row("numpy", 64, 8, 1e-3)])
     assert main(["compare", str(a), str(a), "--threshold", "five"]) == 2
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
+    assert main(["compare", str(a), str(a), "--baseline", "torch_sdpa"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "--threshold" in err[0] and "no such run directory" in err[1]
+    assert len(err) == 3 and "--threshold" in err[0] and "no such run directory" in err[1]
+    assert err[2].endswith(
+        "--baseline: 'torch_sdpa' was not measured in both runs; choose one of numpy"
+    )
 
 
 def test_a_run_records_the_variables_that_change_the_libraries_code(monkeypatch):

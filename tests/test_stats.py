@@ -48,6 +48,17 @@ def test_a_paired_ratio_cancels_what_both_rounds_share():
         stats.paired_ratio([1.0, 2.0], [1.0])
 
 
+def test_a_change_of_ratios_cancels_each_run_s_drift():
+    """Run A's rounds ran 1x, 2x, 0.5x slow and its ratio was 2 in each; run B's ran 1x, 1.3x,
+    0.8x slow with a ratio of 2.4: the change is 1.2 exactly, interval and all, where the
+    change of the times alone spreads from 0.48 (B's fastest over A's slowest) to 3.12."""
+    a = [([2.0], [1.0]), ([4.0], [2.0]), ([1.0], [0.5])]
+    b = [([2.4], [1.0]), ([3.12], [1.3]), ([1.92], [0.8])]
+    assert stats.ratio_change(a, b) == stats.Interval(pytest.approx(1.2), 1.2, 1.2)
+    times = stats.change([case for case, _ in a], [case for case, _ in b])
+    assert (times.low, times.high) == (pytest.approx(1.92 / 4.0), pytest.approx(3.12 / 1.0))
+
+
 def test_each_round_weighs_the_same_whatever_its_number_of_samples():
     """Three samples of 1 and one of 3: weights 1/6, 1/6, 1/6, 1/2 centred at 1/12, 3/12, 5/12
     and 3/4; the half-way point lies a quarter of the way from 5/12 to 3/4, so 1 + 2 / 4. The

@@ -247,7 +247,8 @@ def test_both_masks_of_a_shape_are_measured_one_after_the_other():
 class ScriptedWorker:
     """Stands in for a worker process: logs each request. A case's round r (from 1) takes
     `times[impl][r - 1]` seconds per sample (times the machine's `slowdown` that round); the
-    probe's rates are divided by the same slowdown. `lose_at` names an (impl, n, round) whose
+    probe's rates are divided by the same slowdown, or by `probe_slowdown` where the probe saw
+    another (a drift between the probe and the cases). `lose_at` names an (impl, n, round) whose
     worker is lost as it opens the round, `lose_in_turn` one lost in its second turn."""
 
     log: ClassVar[list[tuple]] = []  # ("spawn",), (impl, n, round), ("turn", impl), ("probe",)
@@ -255,6 +256,7 @@ class ScriptedWorker:
     lose_in_turn: ClassVar[tuple[str, int, int] | None] = None
     times: ClassVar[dict[str, list[float]]] = {}
     slowdown: ClassVar[list[float]] = []
+    probe_slowdown: ClassVar[list[float]] = []
     probes_lost: ClassVar[set[int]] = set()  # rounds (from 1) whose probe worker is lost
     rounds_done: ClassVar[dict[tuple, int]] = {}
 
@@ -293,9 +295,14 @@ class ScriptedWorker:
         self.log.append(("probe",))
         if r in self.probes_lost:
             raise WorkerLost("worker crashed: killed by SIGKILL")
-        rates = {"gemm_rates": [100.0 / self.slow(r)] * 3, "stream_gbps": [10.0 / self.slow(r)]}
+        slow = (
+            self.probe_slowdown[(r - 1) % len(self.probe_slowdown)]
+            if self.probe_slowdown
+            else self.slow(r)
+        )
+        rates = {"gemm_rates": [100.0 / slow] * 3, "stream_gbps": [10.0 / slow]}
         if case_bytes:
-            rates["bandwidth_gbps"] = [20.0 / self.slow(r)] * 3
+            rates["bandwidth_gbps"] = [20.0 / slow] * 3
         return rates
 
     def kill(self):
@@ -313,7 +320,7 @@ def scripted_sweep(tmp_path, monkeypatch, impl_names=("numpy", "naive"), config=
     monkeypatch.setattr("harness.sweep.rounds.start_probe", lambda config, repeats: START)
     monkeypatch.setattr(ScriptedWorker, "log", [])
     monkeypatch.setattr(ScriptedWorker, "rounds_done", {})
-    for name in ("lose_at", "lose_in_turn", "times", "slowdown", "probes_lost"):
+    for name in ("lose_at", "lose_in_turn", "times", "slowdown", "probe_slowdown", "probes_lost"):
         monkeypatch.setattr(ScriptedWorker, name, script.get(name, getattr(ScriptedWorker, name)))
     run = RunDir(tmp_path)
     config = config or SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)

@@ -1,14 +1,16 @@
 """Which cases got slower or faster from run A to run B (`attnbench compare A B`).
 
-Each case is compared on its drift-normalised samples (each round's times the rate of that
-round's reference workload, measured just before it), so that a machine running 10-30% slower
-during one run than during the other does not read as a change of the code. The change is
-median(B) / median(A) with a 95% interval from resampling whole rounds of each run
-(harness/analysis/stats.py); a case is marked only when the whole interval lies beyond the
-threshold and the raw change (of the seconds as measured) beyond it on the same side: its
-value from RAW_VALUE_ROUNDS rounds a side, else its whole interval (see `compare_rounds`).
-Samples within a round are not independent (one process, one moment), so no test treats them
-as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
+A case is judged on a figure from which the machine's drift is taken out, so that a machine
+running 10-30% slower during one run than during the other does not read as a change of the
+code. Where both runs measured the baseline implementation of its shape (the two took turns
+in the same seconds), that figure is the case's ratio to the baseline: B's ratio over A's. The
+baseline itself, and every case whose baseline is missing or itself changed, is judged on its
+drift-normalised samples (each round's times the rate of that round's reference workload,
+measured just before it), which must agree with the raw change of the seconds as measured (see
+`compare_rounds`). Each change has a 95% interval from resampling whole rounds of each run
+(harness/analysis/stats.py) and is marked only when the whole interval lies beyond the
+threshold. Samples within a round are not independent (one process, one moment), so no test
+treats them as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.analysis import stats
+from harness.analysis.ratios import round_values
 from harness.results.rundir import RunDirError
 from harness.results.schema import CASE_COLUMNS
 
@@ -31,6 +34,7 @@ SLOWER, FASTER = "slower", "faster"
 RAW_VALUE_ROUNDS = 8
 BROKEN = ("failed", "disagrees")
 OTHER_MACHINE = "not judged: other machine"
+BY_REFERENCE = "drift-normalised"
 
 
 @dataclass(frozen=True)
@@ -94,34 +98,73 @@ TABLE_COLUMNS = [
     "ratio",
     "ratio_low",
     "ratio_high",
+    "judged_by",  # BY_REFERENCE, or "ratio to" the baseline
     "change",
     "regression",
 ]
 
 
 def compare_tables(
-    a: pd.DataFrame, b: pd.DataFrame, threshold: float, judge: bool = True
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    threshold: float,
+    judge: bool = True,
+    baseline: str | None = None,
 ) -> pd.DataFrame:
-    """One row per case the two runs share (matched on impl, n, d, dtype, batch, heads, causal).
+    """One row per case the two runs share (matched on every case field).
 
-    `change` is SLOWER/FASTER/"" for cases ok in both (OTHER_MACHINE when `judge` is False); for
-    a case whose status changed it says so ("now failed", "now ok", ...). `regression` is true
-    for a slowdown whose whole interval is beyond the threshold, and for a case that was ok and
-    now fails or disagrees.
+    `ratio` is the B/A that is judged: of the case's ratio to `baseline` where both runs
+    measured it and it did not change itself, else of the drift-normalised time (`judged_by`
+    says which). `change` is SLOWER/FASTER/"" for cases ok in both (OTHER_MACHINE when `judge`
+    is False); for a case whose status changed it says so ("now failed", "now ok", ...).
+    `regression` is true for a slowdown whose whole interval is beyond the threshold, and for
+    a case that was ok and now fails or disagrees.
     """
     keep = [*CASE_COLUMNS, "status", "median_s", "round_medians_s", "round_normalised"]
     keep += ["round_samples_s", "round_reference_rates", "drift_reference"]
-    a = a.reindex(columns=keep)
-    b = b.reindex(columns=keep)
-    shared = a.merge(b, on=CASE_COLUMNS, suffixes=("_a", "_b"))
+    pairs = (baseline_pairs(a, baseline), baseline_pairs(b, baseline)) if baseline else ({}, {})
+    shared = a.reindex(columns=keep).merge(
+        b.reindex(columns=keep), on=CASE_COLUMNS, suffixes=("_a", "_b")
+    )
     rows = [compared_case(row, threshold, judge) for _, row in shared.iterrows()]
+    unchanged = {_shape(row) for row in rows if row["impl"] == baseline and row["change"] == ""}
+    for row in rows:
+        key = tuple(row[c] for c in CASE_COLUMNS)
+        if _shape(row) in unchanged and key in pairs[0] and key in pairs[1]:
+            _judge_by_baseline(row, stats.ratio_change(pairs[0][key], pairs[1][key]), threshold)
+            row["judged_by"] = f"ratio to {baseline}"
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return table.sort_values(["impl", "dtype", "d", "n"]).reset_index(drop=True)
 
 
+def _shape(row: dict) -> tuple:
+    return tuple(row[c] for c in CASE_COLUMNS if c != "impl")
+
+
+def _judge_by_baseline(row: dict, change: stats.Interval, threshold: float) -> None:
+    verdict = stats.verdict(change, threshold)
+    row.update(ratio=change.value, ratio_low=change.low, ratio_high=change.high)
+    row.update(change=verdict, regression=verdict == SLOWER)
+
+
+def baseline_pairs(frame: pd.DataFrame, baseline: str) -> dict[tuple, list]:
+    """Each ok case's rounds, each paired with the same round of the baseline of its shape
+    (they took turns in the same seconds), keyed by the case's fields; the baseline itself and
+    cases whose rounds do not pair up are left out."""
+    impl = CASE_COLUMNS.index("impl")
+    ok = frame[frame["status"] == "ok"]
+    rounds = {tuple(row[c] for c in CASE_COLUMNS): round_values(row) for _, row in ok.iterrows()}
+    pairs = {}
+    for key, case_rounds in rounds.items():
+        base = rounds.get((*key[:impl], baseline, *key[impl + 1 :]))
+        if key[impl] != baseline and case_rounds and base and len(base) == len(case_rounds):
+            pairs[key] = list(zip(case_rounds, base, strict=True))
+    return pairs
+
+
 def compared_case(row: pd.Series, threshold: float, judge: bool) -> dict:
-    """One shared case (its A and B columns side by side): the change of a case ok in both,
-    else how its status moved."""
+    """One shared case (its A and B columns side by side) judged on its own: the change of a
+    case ok in both, drift-normalised, else how its status moved."""
     out = {c: row[c] for c in CASE_COLUMNS}
     out.update(
         status_a=row["status_a"],
@@ -141,6 +184,7 @@ def compared_case(row: pd.Series, threshold: float, judge: bool) -> dict:
             ratio=change.normalised.value,
             ratio_low=change.normalised.low,
             ratio_high=change.normalised.high,
+            judged_by=BY_REFERENCE,
             change=verdict,
             regression=verdict == SLOWER,
         )
@@ -153,6 +197,7 @@ def compared_case(row: pd.Series, threshold: float, judge: bool) -> dict:
             ratio=math.nan,
             ratio_low=math.nan,
             ratio_high=math.nan,
+            judged_by="",
             change=f"now {row['status_b']}" if moved else row["status_b"],
             regression=row["status_a"] == "ok" and row["status_b"] in BROKEN,
         )

@@ -110,12 +110,8 @@ def paired_ratio(
             f"rounds: expected as many rounds as the baseline's ({len(baseline_round_samples)}), "
             f"got {len(round_samples)}"
         )
-    pairs = [
-        (_as_samples(a), _as_samples(b))
-        for a, b in zip(round_samples, baseline_round_samples, strict=True)
-    ]
     return round_interval(
-        pairs, lambda chosen: _pooled([a for a, _ in chosen]) / _pooled([b for _, b in chosen])
+        list(zip(round_samples, baseline_round_samples, strict=True)), _pooled_ratio
     )
 
 
@@ -123,26 +119,36 @@ def _as_samples(round_value) -> list[float]:
     return [float(round_value)] if np.ndim(round_value) == 0 else [float(x) for x in round_value]
 
 
-def _resampled_medians(rounds: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """The pooled median of each bootstrap resample of the rounds, and its probability."""
-    samples = [_as_samples(r) for r in rounds]
-    sets, weights = _resamples(len(samples))
-    return np.array([_pooled([samples[i] for i in chosen]) for chosen in sets]), weights
+def _pooled_samples(chosen: Sequence) -> float:
+    return _pooled([_as_samples(r) for r in chosen])
 
 
-def change(rounds_a: Sequence, rounds_b: Sequence) -> Interval:
-    """median(B) / median(A) of two runs' pooled samples (each round a list of samples, or one
-    number), each run's rounds resampled independently (every pair of resamples, weighted by
-    both probabilities, or a seeded draw of pairs when there are too many)."""
+def _pooled_ratio(chosen: Sequence) -> float:
+    return _pooled([_as_samples(a) for a, _ in chosen]) / _pooled(
+        [_as_samples(b) for _, b in chosen]
+    )
+
+
+def _resampled(rounds: Sequence, statistic: Callable) -> tuple[np.ndarray, np.ndarray]:
+    """The statistic of each bootstrap resample of the rounds, and its probability."""
+    sets, weights = _resamples(len(rounds))
+    return np.array([statistic([rounds[i] for i in chosen]) for chosen in sets]), weights
+
+
+def change(
+    rounds_a: Sequence, rounds_b: Sequence, statistic: Callable = _pooled_samples
+) -> Interval:
+    """statistic(B) / statistic(A), by default of two runs' pooled samples (each round a list
+    of samples, or one number), each run's rounds resampled independently (every pair of
+    resamples, weighted by both probabilities, or a seeded draw of pairs when there are too
+    many)."""
     if len(rounds_a) == 0 or len(rounds_b) == 0:
         raise ValueError("rounds: expected at least one round on each side")
-    value = _pooled([_as_samples(r) for r in rounds_b]) / _pooled(
-        [_as_samples(r) for r in rounds_a]
-    )
+    value = statistic(list(rounds_b)) / statistic(list(rounds_a))
     if len(rounds_a) == 1 or len(rounds_b) == 1:  # no interval without rounds to resample
         return Interval(value, math.nan, math.nan)
-    medians_a, weights_a = _resampled_medians(rounds_a)
-    medians_b, weights_b = _resampled_medians(rounds_b)
+    medians_a, weights_a = _resampled(rounds_a, statistic)
+    medians_b, weights_b = _resampled(rounds_b, statistic)
     if len(medians_a) * len(medians_b) <= MAX_PAIRS:
         values = (medians_b[None, :] / medians_a[:, None]).ravel()
         weights = (weights_a[:, None] * weights_b[None, :]).ravel()
@@ -154,6 +160,13 @@ def change(rounds_a: Sequence, rounds_b: Sequence) -> Interval:
         weights = np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
     low, high = _quantiles(values, weights, CONFIDENCE)
     return Interval(value, low, high)
+
+
+def ratio_change(pairs_a: Sequence, pairs_b: Sequence) -> Interval:
+    """How a ratio to the baseline moved from run A to run B: paired_ratio(B) / paired_ratio(A),
+    each a list of rounds (the case's samples, the baseline's samples in the same turns), each
+    run's rounds resampled whole."""
+    return change(pairs_a, pairs_b, _pooled_ratio)
 
 
 def verdict(interval: Interval, threshold: float) -> str:

@@ -163,7 +163,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     from harness.present.comparison import run_compare
 
     threshold = parse_threshold(ns.threshold)
-    table, lines, _ = run_compare(ns.dir_a, ns.dir_b, threshold, ns.out)
+    table, lines, _ = run_compare(ns.dir_a, ns.dir_b, threshold, ns.out, ns.baseline)
     print("\n".join(lines))
     regressed = bool(table["regression"].any())
     return 1 if ns.fail_on_regression and regressed else 0

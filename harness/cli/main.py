@@ -109,6 +109,11 @@ def add_compare(sub) -> None:
         action="store_true",
         help="exit 1 when a case got slower, or was ok and now fails or disagrees",
     )
+    p.add_argument(
+        "--baseline",
+        help="judge each case by its ratio to this implementation, measured in the same turns "
+        "(default: the runs' own baseline)",
+    )
     p.add_argument("--out", help="directory for compare.png/.svg (default: DIR_B)")
     p.set_defaults(func=cmd_compare)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis.compare import (
+    BY_REFERENCE,
     FASTER,
     RAW_VALUE_ROUNDS,
     SLOWER,
@@ -16,7 +17,8 @@ from harness.analysis.compare import (
     same_machine,
     unshared,
 )
-from harness.analysis.runs import format_seconds
+from harness.analysis.ratios import default_baseline
+from harness.analysis.runs import NotInRunError, format_seconds
 from harness.present.figures.compare import compare_figure
 from harness.present.plots import save_figure
 from harness.present.tables import format_table
@@ -35,10 +37,14 @@ def summary(table: pd.DataFrame, threshold: float, only_a: int, only_b: int) -> 
         f"{int(table['regression'].sum())} regressions",
     ]
     text = "; ".join(p for p in parts if p)
+    by_baseline = table["judged_by"].str.startswith("ratio to")
     return (
-        f"{text} (marked only when the whole 95% interval of the drift-normalised B/A lies beyond "
-        f"±{threshold:.1%}, and the raw B/A too: its interval below {RAW_VALUE_ROUNDS} rounds a "
-        f"side, else its value); {only_a} cases only in A, {only_b} only in B"
+        f"{text}. A case is marked only when the whole 95% interval of its B/A lies beyond "
+        f"±{threshold:.1%}: {int(by_baseline.sum())} cases judged by their ratio to the "
+        f"baseline measured in the same turns, {int((table['judged_by'] == BY_REFERENCE).sum())} "
+        "by their drift-normalised time, with the raw B/A beyond the threshold too (its interval "
+        f"below {RAW_VALUE_ROUNDS} rounds a side, else its value); {only_a} cases only in A, "
+        f"{only_b} only in B"
     )
 
 
@@ -57,14 +63,28 @@ def display_table(table: pd.DataFrame) -> list[dict]:
             B=format_seconds(row["median_b_s"]) if row["status_b"] == "ok" else row["status_b"],
             **{
                 "B/A raw [95%]": _interval(row["raw_ratio"], row["raw_low"], row["raw_high"]),
-                "B/A normalised [95%]": _interval(
-                    row["ratio"], row["ratio_low"], row["ratio_high"]
-                ),
+                "B/A judged [95%]": _interval(row["ratio"], row["ratio_low"], row["ratio_high"]),
             },
+            by=row["judged_by"],
             change=row["change"].upper() if row["regression"] else row["change"],
         )
         rows.append(shown)
     return rows
+
+
+def compare_baseline(
+    a: pd.DataFrame, b: pd.DataFrame, metas: dict, chosen: str | None
+) -> str | None:
+    """The implementation the cases are judged against: the one asked for, else the runs'
+    own; None when the runs share no implementation to use."""
+    shared = set(a["impl"]) & set(b["impl"])
+    if chosen is not None and chosen not in shared:
+        raise NotInRunError(
+            "baseline",
+            f"{chosen!r} was not measured in both runs; choose one of {', '.join(sorted(shared))}",
+        )
+    baseline = chosen or default_baseline(a[a["impl"].isin(shared)], metas)
+    return baseline if baseline in shared else None
 
 
 def run_compare(
@@ -72,12 +92,14 @@ def run_compare(
     dir_b: str | Path,
     threshold: float,
     out: str | Path | None = None,
+    baseline: str | None = None,
 ) -> tuple[pd.DataFrame, list[str], list[Path]]:
     """Load both runs, compare them, save the figure; returns the table, lines to print, files."""
     (meta_a, a), (meta_b, b) = load_run(dir_a), load_run(dir_b)
     require_rounds(meta_a, dir_a)
     require_rounds(meta_b, dir_b)
-    table = compare_tables(a, b, threshold, judge=same_machine(meta_a, meta_b))
+    baseline = compare_baseline(a, b, {dir_a: meta_a, dir_b: meta_b}, baseline)
+    table = compare_tables(a, b, threshold, same_machine(meta_a, meta_b), baseline)
     only_a, only_b = unshared(a, b)
     lines = []
     for side, path, meta in (("A", dir_a, meta_a), ("B", dir_b, meta_b)):

@@ -112,7 +112,11 @@ def _label_ratios(ratios, threshold: float) -> None:
     minor = FuncFormatter(lambda v, _: f"{v:g}×") if high / low < 10 else NullFormatter()
     ratios.yaxis.set_minor_formatter(minor)
     ratios.set_xlabel("sequence length n (tokens)")
-    ratios.set_ylabel("B / A, drift-normalised, 95% interval (×; above 1 is slower)")
+    ratios.set_ylabel("B / A as judged, 95% interval (×; above 1 is slower)")
+    ratios.set_title(
+        "of the ratio to the baseline where both runs have it, else of the drift-normalised time",
+        fontsize="small",
+    )
 
 
 def _legend(ax) -> None:
