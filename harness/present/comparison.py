@@ -53,8 +53,10 @@ def _interval(value, low, high) -> str:
 
 
 def display_table(table: pd.DataFrame) -> list[dict]:
-    """Rows for the terminal; batch, heads and causal shown only when they vary."""
-    varying = [c for c in ("batch", "heads", "kv_heads", "n_q", "causal") if table[c].nunique() > 1]
+    """Rows for the terminal; batch, heads and causal shown only when they vary, n_q only when
+    it is not n."""
+    varying = [c for c in ("batch", "heads", "kv_heads", "causal") if table[c].nunique() > 1]
+    varying += ["n_q"] if (table["n_q"] != table["n"]).any() else []
     rows = []
     for _, row in table.iterrows():
         shown = {c: row[c] for c in ["impl", "n", "d", "dtype", *varying]}
