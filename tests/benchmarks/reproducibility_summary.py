@@ -26,7 +26,8 @@ def ratios(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     shape = ["n", "d", "dtype"]
     base = table[table["impl"] == baseline].set_index(shape)["median_s"]
     other = table[(table["impl"] != baseline) & (table["status"] == "ok")].set_index(shape)
-    return pd.DataFrame({"ratio": other["ratio"], "baseline_s": base}).dropna()
+    width = (other["ratio_high"] - other["ratio_low"]) / other["ratio"]
+    return pd.DataFrame({"ratio": other["ratio"], "width": width, "baseline_s": base}).dropna()
 
 
 def agreement(a: pd.DataFrame, b: pd.DataFrame, baseline: str) -> str:
@@ -35,7 +36,9 @@ def agreement(a: pd.DataFrame, b: pd.DataFrame, baseline: str) -> str:
     slow = ra["baseline_s"] > OVER_S
     return (
         f"{int((apart[slow] <= AGREE).sum())} of {int(slow.sum())} over 1 ms "
-        f"(all: {int((apart <= AGREE).sum())} of {len(apart)}, worst {apart.max():.1%})"
+        f"(all: {int((apart <= AGREE).sum())} of {len(apart)}, worst {apart.max():.1%}); "
+        f"median width of a ratio's interval {ra['width'].median():.0%}, "
+        f"{rb['width'].median():.0%}"
     )
 
 
