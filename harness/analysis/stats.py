@@ -147,16 +147,16 @@ def change(
     value = statistic(list(rounds_b)) / statistic(list(rounds_a))
     if len(rounds_a) == 1 or len(rounds_b) == 1:  # no interval without rounds to resample
         return Interval(value, math.nan, math.nan)
-    medians_a, weights_a = _resampled(rounds_a, statistic)
-    medians_b, weights_b = _resampled(rounds_b, statistic)
-    if len(medians_a) * len(medians_b) <= MAX_PAIRS:
-        values = (medians_b[None, :] / medians_a[:, None]).ravel()
+    resampled_a, weights_a = _resampled(rounds_a, statistic)
+    resampled_b, weights_b = _resampled(rounds_b, statistic)
+    if len(resampled_a) * len(resampled_b) <= MAX_PAIRS:
+        values = (resampled_b[None, :] / resampled_a[:, None]).ravel()
         weights = (weights_a[:, None] * weights_b[None, :]).ravel()
     else:
         rng = np.random.default_rng(SEED)
-        pick_a = rng.choice(len(medians_a), MONTE_CARLO_RESAMPLES, p=weights_a)
-        pick_b = rng.choice(len(medians_b), MONTE_CARLO_RESAMPLES, p=weights_b)
-        values = medians_b[pick_b] / medians_a[pick_a]
+        pick_a = rng.choice(len(resampled_a), MONTE_CARLO_RESAMPLES, p=weights_a)
+        pick_b = rng.choice(len(resampled_b), MONTE_CARLO_RESAMPLES, p=weights_b)
+        values = resampled_b[pick_b] / resampled_a[pick_a]
         weights = np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
     low, high = _quantiles(values, weights, CONFIDENCE)
     return Interval(value, low, high)
