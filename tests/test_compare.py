@@ -16,6 +16,7 @@ from test_sweep import scripted_sweep
 from harness.analysis.compare import (
     BY_REFERENCE,
     FASTER,
+    NOT_BESIDE,
     OTHER_MACHINE,
     RAW_VALUE_ROUNDS,
     SLOWER,
@@ -168,6 +169,34 @@ def test_a_drift_the_reference_workload_missed_is_seen_through_by_the_baseline(
     assert table.loc["naive", "ratio"].to_numpy() == pytest.approx(1.12)
     assert (table.loc["naive", "change"] == SLOWER).all()
     assert (table.loc["numpy", "change"] == "").all()
+    assert (table.loc["numpy", "judged_by"] == BY_REFERENCE).all()
+
+
+def test_the_baseline_s_own_change_must_show_beside_the_others_too(tmp_path, monkeypatch):
+    """Run B's machine ran 30% slow after its probes (which saw nothing), and naive's code is
+    12% slower: numpy's drift-normalised time says 1.3x slower, but against naive, measured in
+    the same turns, numpy got faster: the machine, not numpy's code. numpy is not marked, and
+    naive is judged by its ratio to numpy. A change of numpy's code shows both ways."""
+    config = SweepConfig(n=(64, 128), d=(8,), rounds=3, threads=1)
+    (tmp_path / "a").mkdir()
+    scripted_sweep(tmp_path / "a", monkeypatch, config=config)
+    for name, times in (
+        ("b", {"numpy": [1e-3] * 3, "naive": [1.12e-3] * 3}),
+        ("c", {"numpy": [1.2e-3] * 3, "naive": [1e-3] * 3}),
+    ):
+        (tmp_path / name).mkdir()
+        drift = {"slowdown": [1.3] * 3, "probe_slowdown": [1.0]}
+        scripted_sweep(tmp_path / name, monkeypatch, config=config, times=times, **drift)
+    a, b, c = (RunDir(tmp_path / name).table() for name in "abc")
+    alone = compare_tables(a, b, 0.05).set_index("impl")
+    assert (alone.loc["numpy", "change"] == SLOWER).all()
+    table = compare_tables(a, b, 0.05, baseline="numpy").set_index("impl")
+    assert (table.loc["numpy", "change"] == "").all()
+    assert (table.loc["numpy", "judged_by"] == f"{BY_REFERENCE}, {NOT_BESIDE}").all()
+    assert (table.loc["naive", "change"] == SLOWER).all()
+    assert (table.loc["naive", "judged_by"] == "ratio to numpy").all()
+    table = compare_tables(a, c, 0.05, baseline="numpy").set_index("impl")
+    assert (table.loc["numpy", "change"] == SLOWER).all()
     assert (table.loc["numpy", "judged_by"] == BY_REFERENCE).all()
 
 

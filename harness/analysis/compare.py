@@ -7,10 +7,12 @@ in the same seconds), that figure is the case's ratio to the baseline: B's ratio
 baseline itself, and every case whose baseline is missing or itself changed, is judged on its
 drift-normalised samples (each round's times the rate of that round's reference workload,
 measured just before it), which must agree with the raw change of the seconds as measured (see
-`compare_rounds`). Each change has a 95% interval from resampling whole rounds of each run
-(harness/analysis/stats.py) and is marked only when the whole interval lies beyond the
-threshold. Samples within a round are not independent (one process, one moment), so no test
-treats them as if they were. The statistics (`compare_rounds`, `compare_tables`) do no I/O.
+`compare_rounds`); a change of the baseline must also show in its ratio to some implementation
+measured beside it (`_confirm_baseline_changes`). Each change has a 95% interval from
+resampling whole rounds of each run (harness/analysis/stats.py) and is marked only when the
+whole interval lies beyond the threshold. Samples within a round are not independent (one
+process, one moment), so no test treats them as if they were. The statistics
+(`compare_rounds`, `compare_tables`) do no I/O.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ RAW_VALUE_ROUNDS = 8
 BROKEN = ("failed", "disagrees")
 OTHER_MACHINE = "not judged: other machine"
 BY_REFERENCE = "drift-normalised"
+NOT_BESIDE = "not seen beside the others"
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ def compare_tables(
         b.reindex(columns=keep), on=CASE_COLUMNS, suffixes=("_a", "_b")
     )
     rows = [compared_case(row, threshold, judge) for _, row in shared.iterrows()]
+    if baseline:
+        _confirm_baseline_changes(rows, baseline, threshold, a, b)
     unchanged = {_shape(row) for row in rows if row["impl"] == baseline and row["change"] == ""}
     for row in rows:
         key = tuple(row[c] for c in CASE_COLUMNS)
@@ -141,16 +146,38 @@ def _shape(row: dict) -> tuple:
     return tuple(row[c] for c in CASE_COLUMNS if c != "impl")
 
 
+def _confirm_baseline_changes(
+    rows: list[dict], baseline: str, threshold: float, a: pd.DataFrame, b: pd.DataFrame
+) -> None:
+    """A change of the baseline's drift-normalised time counts only where its ratio to some
+    implementation measured beside it (in the same turns) moved the same way beyond the
+    threshold: a change of its code does, a drift of the machine that its reference workload
+    missed moves them all alike. Where nothing was measured beside it, its own figure stands."""
+    beside_a, beside_b = (baseline_pairs(run, baseline, flip=True) for run in (a, b))
+    impl = CASE_COLUMNS.index("impl")
+    for row in rows:
+        if row["impl"] != baseline or row["change"] not in (SLOWER, FASTER):
+            continue
+        others = [
+            stats.verdict(stats.ratio_change(beside_a[key], beside_b[key]), threshold)
+            for key in beside_a.keys() & beside_b.keys()
+            if (*key[:impl], *key[impl + 1 :]) == _shape(row)
+        ]
+        if others and row["change"] not in others:
+            row.update(change="", regression=False, judged_by=f"{BY_REFERENCE}, {NOT_BESIDE}")
+
+
 def _judge_by_baseline(row: dict, change: stats.Interval, threshold: float) -> None:
     verdict = stats.verdict(change, threshold)
     row.update(ratio=change.value, ratio_low=change.low, ratio_high=change.high)
     row.update(change=verdict, regression=verdict == SLOWER)
 
 
-def baseline_pairs(frame: pd.DataFrame, baseline: str) -> dict[tuple, list]:
+def baseline_pairs(frame: pd.DataFrame, baseline: str, flip: bool = False) -> dict[tuple, list]:
     """Each ok case's rounds, each paired with the same round of the baseline of its shape
     (they took turns in the same seconds), keyed by the case's fields; the baseline itself and
-    cases whose rounds do not pair up are left out."""
+    cases whose rounds do not pair up are left out. With `flip`, the pairs are (the baseline's,
+    the case's): the baseline's ratio to the case."""
     impl = CASE_COLUMNS.index("impl")
     ok = frame[frame["status"] == "ok"]
     rounds = {tuple(row[c] for c in CASE_COLUMNS): round_values(row) for _, row in ok.iterrows()}
@@ -158,7 +185,9 @@ def baseline_pairs(frame: pd.DataFrame, baseline: str) -> dict[tuple, list]:
     for key, case_rounds in rounds.items():
         base = rounds.get((*key[:impl], baseline, *key[impl + 1 :]))
         if key[impl] != baseline and case_rounds and base and len(base) == len(case_rounds):
-            pairs[key] = list(zip(case_rounds, base, strict=True))
+            pairs[key] = list(
+                zip(*((base, case_rounds) if flip else (case_rounds, base)), strict=True)
+            )
     return pairs
 
 
