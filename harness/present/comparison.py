@@ -38,12 +38,14 @@ def summary(table: pd.DataFrame, threshold: float, only_a: int, only_b: int) -> 
     ]
     text = "; ".join(p for p in parts if p)
     by_baseline = table["judged_by"].str.startswith("ratio to")
+    by_reference = table["judged_by"].str.startswith(BY_REFERENCE)
     return (
         f"{text}. A case is marked only when the whole 95% interval of its B/A lies beyond "
         f"±{threshold:.1%}: {int(by_baseline.sum())} cases judged by their ratio to the "
-        f"baseline measured in the same turns, {int((table['judged_by'] == BY_REFERENCE).sum())} "
+        f"baseline measured in the same turns, {int(by_reference.sum())} "
         "by their drift-normalised time, with the raw B/A beyond the threshold too (its interval "
-        f"below {RAW_VALUE_ROUNDS} rounds a side, else its value); {only_a} cases only in A, "
+        f"below {RAW_VALUE_ROUNDS} rounds a side, else its value) and, for the baseline, beside "
+        f"the others too; {only_a} cases only in A, "
         f"{only_b} only in B"
     )
 
