@@ -352,6 +352,25 @@ def test_decode_splits_keep_every_thread_busy_with_ranges_worth_merging():
     assert kernel.decode_splits(kv_batch=64, n_k=32768, threads=2) == 1
 
 
+def test_decode_asks_ahead_only_for_more_than_half_the_last_level_cache(tmp_path, monkeypatch):
+    for index, size in (("index0", "48K"), ("index2", "2048K"), ("index3", "32768K")):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "size").write_text(size + "\n")
+    monkeypatch.setattr(kernel, "SYSFS_CACHES", str(tmp_path))
+    kernel.last_level_cache_bytes.cache_clear()
+    try:
+        assert kernel.last_level_cache_bytes() == 32 << 20
+        assert kernel.decode_ahead(16 << 20) == 0  # read from the cache: prefetches only cost
+        assert kernel.decode_ahead((16 << 20) + 1) == decode.DECODE_TILE_KEYS  # more: DRAM
+        monkeypatch.setattr(kernel, "SYSFS_CACHES", str(tmp_path / "none"))
+        kernel.last_level_cache_bytes.cache_clear()
+        assert kernel.last_level_cache_bytes() is None
+        assert kernel.decode_ahead(1) == decode.DECODE_TILE_KEYS  # size unknown: always
+    finally:
+        kernel.last_level_cache_bytes.cache_clear()
+
+
+@pytest.mark.parametrize("ahead", [0, decode.DECODE_TILE_KEYS])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "n_q, n_k, group, splits",
@@ -363,14 +382,19 @@ def test_decode_splits_keep_every_thread_busy_with_ranges_worth_merging():
         (2, 700, 8, 7),
     ],
 )
-def test_decode_key_ranges_merge_to_the_reference(dtype, n_q, n_k, group, splits, monkeypatch):
-    """Scores x 30: each range's maximum is far from the others', which the merge must rescale."""
+def test_decode_key_ranges_merge_to_the_reference(
+    dtype, n_q, n_k, group, splits, ahead, monkeypatch
+):
+    """Scores x 30: each range's maximum is far from the others', which the merge must rescale;
+    with the keys and values ahead asked for or not."""
     monkeypatch.setattr(kernel, "decode_splits", lambda *args: splits)
+    monkeypatch.setattr(kernel, "decode_ahead", lambda kv_bytes: ahead)
     rng = np.random.default_rng(n_k + splits)
     q, _, _ = random_inputs(rng, (2 * group,), n_q, 1, 16, 16, dtype, magnitude=30.0)
     _, k, v = random_inputs(rng, (2,), 1, n_k, 16, 12, dtype, magnitude=30.0)
     call = impls.get("numba_parallel").prepare(q, k, v)
     assert call.state["path"] == "decode" and call.state["splits"] == splits
+    assert call.state["ahead"] == ahead
     call.run()
     agreement = checking.compare(call.fetch(), call.args)  # tolerance grows with the scores
     assert agreement.ok, (agreement.max_rel_err, agreement.tolerance, agreement.problem)

@@ -166,5 +166,6 @@ def test_a_prepared_call_says_which_code_it_runs():
     rows, keys, columns = kernel.module.decode_tile("float32")
     assert decode.variant() == (
         f"decode {rows}x{keys} scores, {rows}x{columns} values, "
-        f"{kernel.module.vector_bits()}-bit vectors, 2 key ranges"
+        f"{kernel.module.vector_bits()}-bit vectors, 2 key ranges, "
+        f"{'prefetch' if decode.state['ahead'] else 'no prefetch'}"
     )

@@ -25,9 +25,9 @@ DECODE_TILE_KEYS = 64  # keys per tile of the decode path: their scores stay in 
 EMPTY_MAX = -1e30  # the running maximum of a key range with no keys: far below any score
 
 
-def _decode_scores(q, keys, values, first_key, n_keys, s, tile):
+def _decode_scores(q, keys, values, first_key, n_keys, s, ahead, tile):
     """s[:, :n_keys] = q @ keys[first_key:][:n_keys].T, k read in place, and the keys and values
-    a tile ahead asked for (_prefetch_row); by the overload below."""
+    `ahead` rows on asked for (_prefetch_row; none for 0); by the overload below."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
@@ -40,7 +40,7 @@ def _decode_accumulate(p, n_keys, values, first_key, out, rescale, tile):
 if numba is not None:
 
     @overload(_decode_scores)
-    def _decode_scores_overload(q, keys, values, first_key, n_keys, s, tile):
+    def _decode_scores_overload(q, keys, values, first_key, n_keys, s, ahead, tile):
         """Blocks of the tile's rows, then single rows; tile["keys"] keys at a time, then the
         last few keys one by one."""
         sizes = tile_sizes(tile)
@@ -48,15 +48,16 @@ if numba is not None:
         block = microkernel("decode_scores", rows, step)
         single = microkernel("decode_scores", 1, step)
 
-        def scores(q, keys, values, first_key, n_keys, s, tile):
+        def scores(q, keys, values, first_key, n_keys, s, ahead, tile):
             whole = n_keys - n_keys % step
             blocks = q.shape[0] - q.shape[0] % rows
             # (Loop indices, not a counter from 0: a literal 0 would compile each microkernel
-            # twice, once for that constant.) The first row block asks for the next tile.
+            # twice, once for that constant.) The first row block asks for the keys and values
+            # `ahead` rows on (0: none).
             for r in range(0, blocks, rows):
-                block(q, r, keys, first_key, whole, s, values, DECODE_TILE_KEYS if r == 0 else 0)
+                block(q, r, keys, first_key, whole, s, values, ahead if r == 0 else 0)
             for r in range(blocks, q.shape[0]):
-                single(q, r, keys, first_key, whole, s, values, DECODE_TILE_KEYS if r == 0 else 0)
+                single(q, r, keys, first_key, whole, s, values, ahead if r == 0 else 0)
             for j in range(whole, n_keys):
                 key = keys[first_key + j]
                 for r in range(q.shape[0]):
@@ -92,7 +93,7 @@ if numba is not None:
         return accumulate
 
     @njit(fastmath=SOFTMAX_FLAGS, cache=True)
-    def _decode_range(q, keys, values, head, k0, k1, q_factor, row_max, row_sum, acc, tile):
+    def _decode_range(q, keys, values, head, k0, k1, q_factor, ahead, row_max, row_sum, acc, tile):
         """One decode task: query heads head, head + 1, ... (as many as row_max has rows, n_q
         each) against keys[k0:k1] and values[k0:k1], leaving the range's online-softmax state
         in row_max, row_sum and acc (its own function: Numba's parallel loop compiles its
@@ -110,7 +111,7 @@ if numba is not None:
         rescale = np.empty(rows, q.dtype)
         for t0 in range(k0, k1, DECODE_TILE_KEYS):
             cols = min(DECODE_TILE_KEYS, k1 - t0)
-            _decode_scores(q_rows, keys, values, t0, cols, p, tile)
+            _decode_scores(q_rows, keys, values, t0, cols, p, ahead, tile)
             for r in range(rows):
                 m = p[r, 0]
                 for j in range(cols):
@@ -128,7 +129,7 @@ if numba is not None:
             _decode_accumulate(p, cols, values, t0, acc, rescale, tile)
 
     @njit(parallel=True, fastmath=SOFTMAX_FLAGS, cache=True)
-    def decode_kernel(q, k, v, q_factor, splits, part_max, part_sum, part_out, out, tile):
+    def decode_kernel(q, k, v, q_factor, splits, ahead, part_max, part_sum, part_out, out, tile):
         """Few queries against many keys (decode), straight from the caller's k and v.
 
         A task is one key/value head and one of its `splits` key ranges (split-K, as
@@ -137,7 +138,8 @@ if numba is not None:
         state of its range in part_max, part_sum, part_out. A second loop merges the ranges.
         Nothing is packed: at a few rows per key the time is the reading of k and v. The
         products are register tiles that read k and v in place (decode_scores,
-        decode_accumulate); tile from tile_argument(rows=, keys=, columns=).
+        decode_accumulate); tile from tile_argument(rows=, keys=, columns=). With ahead > 0 the
+        keys and values that many rows on are asked for from memory as it goes (0: none).
         """
         batch, n_q = q.shape[0], q.shape[1]
         kv_batch, n_k, d_v = v.shape
@@ -149,7 +151,7 @@ if numba is not None:
             k0, k1 = split * per_split, min(n_k, (split + 1) * per_split)
             row_max, row_sum, acc = part_max[kv, split], part_sum[kv, split], part_out[kv, split]
             _decode_range(
-                q, k[kv], v[kv], kv * group, k0, k1, q_factor, row_max, row_sum, acc, tile
+                q, k[kv], v[kv], kv * group, k0, k1, q_factor, ahead, row_max, row_sum, acc, tile
             )
         for row in prange(kv_batch * rows):
             kv, r = row // rows, row % rows
