@@ -91,7 +91,7 @@ DECODE_MIN_SPLIT_KEYS = 256
 # only when k and v together take more than half the last-level cache (which other data and
 # other tenants share): from DRAM that keeps the memory busy (calls alternating in one
 # process, 32 MiB L3: 1.3-1.5x faster at 32-128 MiB of k and v), from the cache the
-# prefetches only cost (1.2-1.7x slower at 8 and 16 MiB). Where the size cannot be read, always.
+# prefetches only cost (1.2-1.6x slower at 8 and 16 MiB). Where the size cannot be read, always.
 SYSFS_CACHES = "/sys/devices/system/cpu/cpu0/cache"
 
 # The smallest LLVM IR that shows the target's widest vector: a 16-float add compiles to one
