@@ -125,46 +125,60 @@ def compare_tables(
     """
     keep = [*CASE_COLUMNS, "status", "median_s", "round_medians_s", "round_normalised"]
     keep += ["round_samples_s", "round_reference_rates", "drift_reference"]
-    pairs = (baseline_pairs(a, baseline), baseline_pairs(b, baseline)) if baseline else ({}, {})
+    pairs_a, pairs_b = (baseline_pairs(run, baseline) if baseline else {} for run in (a, b))
     shared = a.reindex(columns=keep).merge(
         b.reindex(columns=keep), on=CASE_COLUMNS, suffixes=("_a", "_b")
     )
     rows = [compared_case(row, threshold, judge) for _, row in shared.iterrows()]
     if baseline:
-        _confirm_baseline_changes(rows, baseline, threshold, a, b)
-    unchanged = {_shape(row) for row in rows if row["impl"] == baseline and row["change"] == ""}
+        _confirm_baseline_changes(rows, baseline, threshold, pairs_a, pairs_b)
+    unchanged = {_shape(_key(row)) for row in rows if row["impl"] == baseline and not row["change"]}
     for row in rows:
-        key = tuple(row[c] for c in CASE_COLUMNS)
-        if _shape(row) in unchanged and key in pairs[0] and key in pairs[1]:
-            _judge_by_baseline(row, stats.ratio_change(pairs[0][key], pairs[1][key]), threshold)
+        key = _key(row)
+        if _shape(key) in unchanged and key in pairs_a and key in pairs_b:
+            _judge_by_baseline(row, stats.ratio_change(pairs_a[key], pairs_b[key]), threshold)
             row["judged_by"] = f"ratio to {baseline}"
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return table.sort_values(["impl", "dtype", "d", "n"]).reset_index(drop=True)
 
 
-def _shape(row: dict) -> tuple:
-    return tuple(row[c] for c in CASE_COLUMNS if c != "impl")
+_IMPL = CASE_COLUMNS.index("impl")
+
+
+def _key(row: dict) -> tuple:
+    return tuple(row[c] for c in CASE_COLUMNS)
+
+
+def _shape(key: tuple) -> tuple:
+    """A case's fields but its implementation."""
+    return (*key[:_IMPL], *key[_IMPL + 1 :])
 
 
 def _confirm_baseline_changes(
-    rows: list[dict], baseline: str, threshold: float, a: pd.DataFrame, b: pd.DataFrame
+    rows: list[dict], baseline: str, threshold: float, pairs_a: dict, pairs_b: dict
 ) -> None:
     """A change of the baseline's drift-normalised time counts only where its ratio to some
     implementation measured beside it (in the same turns) moved the same way beyond the
     threshold: a change of its code does, a drift of the machine that its reference workload
-    missed moves them all alike. Where nothing was measured beside it, its own figure stands."""
-    beside_a, beside_b = (baseline_pairs(run, baseline, flip=True) for run in (a, b))
-    impl = CASE_COLUMNS.index("impl")
+    missed moves them all alike. Where nothing was measured beside it, its own figure stands.
+    pairs_a, pairs_b: baseline_pairs of each run."""
     for row in rows:
         if row["impl"] != baseline or row["change"] not in (SLOWER, FASTER):
             continue
         others = [
-            stats.verdict(stats.ratio_change(beside_a[key], beside_b[key]), threshold)
-            for key in beside_a.keys() & beside_b.keys()
-            if (*key[:impl], *key[impl + 1 :]) == _shape(row)
+            stats.verdict(
+                stats.ratio_change(_flipped(pairs_a[key]), _flipped(pairs_b[key])), threshold
+            )
+            for key in pairs_a.keys() & pairs_b.keys()
+            if _shape(key) == _shape(_key(row))
         ]
         if others and row["change"] not in others:
             row.update(change="", regression=False, judged_by=f"{BY_REFERENCE}, {NOT_BESIDE}")
+
+
+def _flipped(pairs: list) -> list:
+    """(the baseline's rounds, the case's): the baseline's ratio to the case."""
+    return [(base, case) for case, base in pairs]
 
 
 def _judge_by_baseline(row: dict, change: stats.Interval, threshold: float) -> None:
@@ -173,21 +187,17 @@ def _judge_by_baseline(row: dict, change: stats.Interval, threshold: float) -> N
     row.update(change=verdict, regression=verdict == SLOWER)
 
 
-def baseline_pairs(frame: pd.DataFrame, baseline: str, flip: bool = False) -> dict[tuple, list]:
+def baseline_pairs(frame: pd.DataFrame, baseline: str) -> dict[tuple, list]:
     """Each ok case's rounds, each paired with the same round of the baseline of its shape
     (they took turns in the same seconds), keyed by the case's fields; the baseline itself and
-    cases whose rounds do not pair up are left out. With `flip`, the pairs are (the baseline's,
-    the case's): the baseline's ratio to the case."""
-    impl = CASE_COLUMNS.index("impl")
+    cases whose rounds do not pair up are left out."""
     ok = frame[frame["status"] == "ok"]
     rounds = {tuple(row[c] for c in CASE_COLUMNS): round_values(row) for _, row in ok.iterrows()}
     pairs = {}
     for key, case_rounds in rounds.items():
-        base = rounds.get((*key[:impl], baseline, *key[impl + 1 :]))
-        if key[impl] != baseline and case_rounds and base and len(base) == len(case_rounds):
-            pairs[key] = list(
-                zip(*((base, case_rounds) if flip else (case_rounds, base)), strict=True)
-            )
+        base = rounds.get((*key[:_IMPL], baseline, *key[_IMPL + 1 :]))
+        if key[_IMPL] != baseline and case_rounds and base and len(base) == len(case_rounds):
+            pairs[key] = list(zip(case_rounds, base, strict=True))
     return pairs
 
 
