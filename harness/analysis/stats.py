@@ -6,6 +6,13 @@ resamples whole rounds (a cluster bootstrap), never single samples, as paired-be
 tools (Duet, Tango) do. With few rounds the bootstrap distribution is enumerated exactly (every
 multiset of rounds, with its multinomial weight), which makes the intervals deterministic and
 checkable by hand; beyond EXACT_MAX_ROUNDS a seeded Monte Carlo bootstrap takes over.
+
+A plain percentile interval from a few rounds is too narrow: from three rounds its "95%" held
+the true ratio 76% of the time in a simulation of round-to-round noise (86% from five, 93%
+from twelve), because the bootstrap sees only the spread of the rounds it has. So the tails are
+the expanded percentile interval's (Hesterberg, "What teachers should know about the
+bootstrap", 2015): the quantiles at Phi(-sqrt(n / (n - 1)) t_{n-1}) instead of 2.5%, which
+widens the interval as Student's t does (from three rounds: their whole range).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as distributions
 
 CONFIDENCE = 0.95
 EXACT_MAX_ROUNDS = 7  # C(13, 7) = 1716 resamples
@@ -51,11 +59,19 @@ def _resamples(rounds: int) -> tuple[np.ndarray, np.ndarray]:
     return sets, np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
 
 
-def _quantiles(values: np.ndarray, weights: np.ndarray, confidence: float) -> tuple[float, float]:
-    """The smallest values whose cumulative probability reaches (1 -+ confidence) / 2."""
+def expanded_tail(rounds: int, confidence: float = CONFIDENCE, df: int | None = None) -> float:
+    """The probability in each tail of the expanded percentile interval from `rounds` rounds
+    (Student's t with `df` degrees of freedom, rounds - 1 by default), where the plain one
+    has (1 - confidence) / 2."""
+    df = rounds - 1 if df is None else df
+    t = distributions.t.ppf(1 - (1 - confidence) / 2, df)
+    return float(distributions.norm.cdf(-math.sqrt(rounds / (rounds - 1)) * t))
+
+
+def _quantiles(values: np.ndarray, weights: np.ndarray, tail: float) -> tuple[float, float]:
+    """The smallest values whose cumulative probability reaches tail and 1 - tail."""
     order = np.argsort(values, kind="stable")
     cumulative = np.cumsum(weights[order])
-    tail = (1 - confidence) / 2
     eps = 1e-12  # sums of float weights
     low = values[order][np.searchsorted(cumulative, tail - eps)]
     high = values[order][min(len(order) - 1, np.searchsorted(cumulative, 1 - tail - eps))]
@@ -67,14 +83,14 @@ def round_interval(
     statistic: Callable[[list], float],
     confidence: float = CONFIDENCE,
 ) -> Interval:
-    """statistic(rounds) with a percentile interval from resampling whole rounds."""
+    """statistic(rounds) with an (expanded) percentile interval from resampling whole rounds."""
     if not rounds:
         raise ValueError("rounds: expected at least one round, got none")
     if len(rounds) == 1:  # one round says nothing of how rounds vary: no interval
         return Interval(float(statistic(list(rounds))), math.nan, math.nan)
     sets, weights = _resamples(len(rounds))
     values = np.array([statistic([rounds[i] for i in chosen]) for chosen in sets])
-    low, high = _quantiles(values, weights, confidence)
+    low, high = _quantiles(values, weights, expanded_tail(len(rounds), confidence))
     return Interval(float(statistic(list(rounds))), low, high)
 
 
@@ -141,7 +157,8 @@ def change(
     """statistic(B) / statistic(A), by default of two runs' pooled samples (each round a list
     of samples, or one number), each run's rounds resampled independently (every pair of
     resamples, weighted by both probabilities, or a seeded draw of pairs when there are too
-    many)."""
+    many). The interval's tails are expanded for the fewer rounds of the two, with the
+    degrees of freedom of both."""
     if len(rounds_a) == 0 or len(rounds_b) == 0:
         raise ValueError("rounds: expected at least one round on each side")
     value = statistic(list(rounds_b)) / statistic(list(rounds_a))
@@ -158,7 +175,8 @@ def change(
         pick_b = rng.choice(len(resampled_b), MONTE_CARLO_RESAMPLES, p=weights_b)
         values = resampled_b[pick_b] / resampled_a[pick_a]
         weights = np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
-    low, high = _quantiles(values, weights, CONFIDENCE)
+    fewer, df = min(len(rounds_a), len(rounds_b)), len(rounds_a) + len(rounds_b) - 2
+    low, high = _quantiles(values, weights, expanded_tail(fewer, CONFIDENCE, df))
     return Interval(value, low, high)
 
 

@@ -65,8 +65,9 @@ def method(config: SweepConfig, baseline: str) -> dict:
         f"implementations alternating in turns of {pool.TURN_S:g} s, each worker quiet "
         "while the others sample",
         "statistic": "median, each round weighing the same",
-        "interval": f"{stats.CONFIDENCE:.0%} percentile bootstrap over whole rounds (exact up "
-        f"to {stats.EXACT_MAX_ROUNDS} rounds, else {stats.MONTE_CARLO_RESAMPLES} resamples)",
+        "interval": f"{stats.CONFIDENCE:.0%} expanded percentile bootstrap over whole rounds "
+        f"(exact up to {stats.EXACT_MAX_ROUNDS} rounds, else {stats.MONTE_CARLO_RESAMPLES} "
+        "resamples)",
         "unstable": f"the median's interval spans more than {UNSTABLE_WIDTH:.0%} of it",
         "baseline": baseline,
         **probes.described(),
