@@ -21,7 +21,7 @@ from harness.sweep import plan, pool, probes
 from harness.sweep.plan import predict_seconds
 from harness.sweep.pool import Worker, WorkerLost, _context
 from harness.sweep.progress import Progress
-from harness.sweep.rounds import calibrate, run_sweep
+from harness.sweep.rounds import CI_MIN_ROUNDS, calibrate, run_sweep
 from harness.sweep.rows import derived
 from harness.worker.serve import serve
 
@@ -441,6 +441,11 @@ def test_ci_adds_rounds_until_the_ratios_are_precise_or_max_rounds(tmp_path, mon
     always = {"numpy": [1e-3] * 12, "naive": [1e-3, 1.5e-3] * 6}
     rows, _ = scripted_sweep(tmp_path / "capped", monkeypatch, times=always, config=config)
     assert {row["rounds"] for row in rows} == {5}  # never precise: stopped at max_rounds
+    (tmp_path / "steady").mkdir()
+    config = SweepConfig(n=(64,), d=(8,), rounds=3, threads=1, ci=0.02, max_rounds=12)
+    steady = {"numpy": [1e-3] * 12, "naive": [2e-3] * 12}
+    rows, _ = scripted_sweep(tmp_path / "steady", monkeypatch, times=steady, config=config)
+    assert {row["rounds"] for row in rows} == {CI_MIN_ROUNDS}  # precise at 3, trusted from 5
 
 
 def test_the_cpu_peak_fraction_is_for_cpu_rows_only():

@@ -80,8 +80,8 @@ class SweepConfig:
     rounds: int = setting(3, "rounds per shape, each in fresh workers taking turns")
     ci: float = setting(
         0.0,
-        "precision wanted, e.g. 2%%: more rounds until each ratio's 95%% interval is within "
-        "+-2%% of it (or --max-rounds, or the sweep budget, ends it)",
+        "precision wanted, e.g. 2%%: more rounds (5 at least) until each ratio's 95%% "
+        "interval is within +-2%% of it (or --max-rounds, or the sweep budget, ends it)",
     )
     max_rounds: int = setting(12, "the most rounds --ci may take per shape")
     baseline: str = setting(

@@ -34,6 +34,9 @@ from harness.sweep.rows import derived, drift_reference, finish_case, precise_en
 from harness.worker.timing import SamplingPlan
 
 WORKER_START_S = 0.5  # a fresh worker's start and the implementation's import, measured 0.3-0.5 s
+# --ci trusts no interval from fewer rounds: from 3 its "95%" holds the ratio 3 times in 4, from
+# 5 more than 9 in 10 (docs/MEASUREMENT.md), and three rounds that happen to agree would stop it.
+CI_MIN_ROUNDS = 5
 
 
 def calibrate(case: Case, workers: Workers, config: SweepConfig, state: SweepState) -> None:
@@ -185,11 +188,14 @@ class Sweep:
                 self.record(case, row, shape, (), steps=self.config.rounds)
 
     def wants_more(self, shape: ShapeRounds) -> bool:
-        """--ci: another round while a ratio's interval is wider than asked, within budget."""
+        """--ci: another round while a ratio's interval is wider than asked, or rests on fewer
+        than CI_MIN_ROUNDS rounds, within budget."""
         if not shape.active or len(shape.probes) >= self.config.max_rounds:
             return False
         if self.remaining_s() <= 0:
             return False
+        if len(shape.probes) < CI_MIN_ROUNDS:
+            return True
         return not precise_enough(self.rows(shape), self.baseline, self.config.ci)
 
     def measure_round(self, shape: ShapeRounds) -> None:
