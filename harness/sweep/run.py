@@ -14,7 +14,7 @@ from harness.cli.config import SweepConfig
 from harness.results import machine
 from harness.results.rundir import RunDir, RunDirError
 from harness.sweep import pool, probes
-from harness.sweep.rounds import resolve_baseline, run_sweep
+from harness.sweep.rounds import CI_MIN_ROUNDS, resolve_baseline, run_sweep
 from harness.sweep.rows import UNSTABLE_WIDTH
 
 
@@ -60,6 +60,7 @@ def method(config: SweepConfig, baseline: str) -> dict:
         "rounds": config.rounds,
         "ci": config.ci,
         "max_rounds": config.max_rounds,
+        "ci_min_rounds": CI_MIN_ROUNDS,
         "round_process": "fresh worker per round of each case",
         "order": "round by round over the whole grid; in a round, shape by shape, a shape's "
         f"implementations alternating in turns of {pool.TURN_S:g} s, each worker quiet "
