@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import time
@@ -38,6 +39,20 @@ def _context():
     return context
 
 
+@contextlib.contextmanager
+def _interruptions_deferred():
+    """SIGINT and SIGTERM held back while the server forks a worker, delivered right after: an
+    interruption in the middle of the request left the server reading half a message, and it
+    printed a traceback under the sweep's own message. The server is started first, outside,
+    so that it and its workers do not inherit the held-back signals."""
+    multiprocessing.forkserver.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class Worker:
     def __init__(self, threads: int):
         context = _context()
@@ -48,7 +63,8 @@ class Worker:
             self.process = context.Process(
                 target=serve, args=(child_conn, threads, dict(os.environ)), daemon=True
             )
-            self.process.start()
+            with _interruptions_deferred():
+                self.process.start()
         finally:
             for key, value in saved.items():
                 if value is None:
