@@ -165,12 +165,13 @@ def _confirm_baseline_changes(
     for row in rows:
         if row["impl"] != baseline or row["change"] not in (SLOWER, FASTER):
             continue
+        shape = _shape(_key(row))
         others = [
             stats.verdict(
                 stats.ratio_change(_flipped(pairs_a[key]), _flipped(pairs_b[key])), threshold
             )
             for key in pairs_a.keys() & pairs_b.keys()
-            if _shape(key) == _shape(_key(row))
+            if _shape(key) == shape
         ]
         if others and row["change"] not in others:
             row.update(change="", regression=False, judged_by=f"{BY_REFERENCE}, {NOT_BESIDE}")
@@ -192,7 +193,7 @@ def baseline_pairs(frame: pd.DataFrame, baseline: str) -> dict[tuple, list]:
     (they took turns in the same seconds), keyed by the case's fields; the baseline itself and
     cases whose rounds do not pair up are left out."""
     ok = frame[frame["status"] == "ok"]
-    rounds = {tuple(row[c] for c in CASE_COLUMNS): round_values(row) for _, row in ok.iterrows()}
+    rounds = {_key(row): round_values(row) for _, row in ok.iterrows()}
     pairs = {}
     for key, case_rounds in rounds.items():
         base = rounds.get((*key[:_IMPL], baseline, *key[_IMPL + 1 :]))
