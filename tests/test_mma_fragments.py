@@ -6,7 +6,6 @@ or its warp shuffles, so this is where its algorithm is checked without a GPU.""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -217,7 +216,7 @@ def test_the_kernel_in_3xtf32_matches_float64_within_float32_tolerance(
     q, k, v = _inputs(batch, kv_batch, n_q, n_k, d_k, d_v, seed=n_q + n_k + d_k)
     scale = 1 / math.sqrt(d_k)
     width = max(plan.MMA_WIDTHS[0], plan.width_for(d_k, d_v))
-    cfg = replace(plan.mma_config(width), grouped=kv_batch < batch)
+    cfg = plan.mma_config(width)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = fragment_model.model_attention(q, k, v, causal, scale, cfg, splits)
     expected = _reference(q, k, v, causal, scale)

@@ -279,10 +279,11 @@ def test_every_launched_variant_is_a_ptx_target(d_k, d_v):
     assert "merge" in compiled
     for dtype, rows in ROWS:
         cfg = mod.kernel_config(dtype, mod.width_for(d_k, d_v), rows)
-        assert cfg in compiled and replace(cfg, grouped=True) in compiled  # grouped-query too
+        assert cfg in compiled
+        if isinstance(cfg, mod.TileConfig):  # the row kernel's grouped-query variant too
+            assert replace(cfg, grouped=True) in compiled
     if max(d_k, d_v) <= max(mod.MMA_WIDTHS):
-        cfg = mod.mma_config(mod.width_for(max(d_k, d_v, 32), 0))
-        assert cfg in compiled and replace(cfg, grouped=True) in compiled
+        assert mod.mma_config(mod.width_for(max(d_k, d_v, 32), 0)) in compiled
 
 
 # --- numba-cuda and PTX ---------------------------------------------------------------------
@@ -342,7 +343,8 @@ def _compile_ptx(folder: Path, part: int) -> list[dict]:
             open(path, "w").write(ptx)
             mma = isinstance(cfg, mod.MmaConfig)
             rows.append({{
-                "kernel": cfg if cfg == "merge" else [cfg.dtype, cfg.width, cfg.rows, cfg.grouped]
+                "kernel": cfg if cfg == "merge"
+                else [cfg.dtype, cfg.width, cfg.rows, getattr(cfg, "grouped", None)]
                 + ([cfg.precision] if mma else []),
                 "thread_tiled": isinstance(cfg, mod.ThreadTileConfig),
                 "tensor_cores": mma,
@@ -365,12 +367,7 @@ def _compile_ptx(folder: Path, part: int) -> list[dict]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-MMA_KERNELS = [
-    str(["float32", w, 64, g, p])
-    for w in mod.MMA_WIDTHS
-    for p in ("3xTF32", "TF32")
-    for g in (False, True)
-]
+MMA_KERNELS = [str(["float32", w, 64, None, p]) for w in mod.MMA_WIDTHS for p in ("3xTF32", "TF32")]
 
 
 def test_ptx_for_sm90_for_every_kernel_variant(compiled_ptx):
@@ -378,7 +375,13 @@ def test_ptx_for_sm90_for_every_kernel_variant(compiled_ptx):
     assert sorted(map(str, kernels)) == sorted(
         [
             "merge",
-            *(str([d, w, h, g]) for d, h in ROWS for w in mod.WIDTHS for g in (False, True)),
+            *(
+                str([d, w, h, g])
+                for d, h in ROWS
+                for w in mod.WIDTHS
+                for cfg in [mod.kernel_config(d, w, h)]
+                for g in ((False, True) if isinstance(cfg, mod.TileConfig) else (None,))
+            ),
             *MMA_KERNELS,
         ]
     )
@@ -580,7 +583,9 @@ def test_grouped_query_heads_read_their_shared_key_value_head(impl, kind, n_q, n
     )
     args = AttentionArgs(q=q, k=k, v=v, causal=causal, scale=0.25, lead=(6,))
     state = mod.prepare(args, cfg, splits if kind == "thread" else None)
-    assert state["config"] == replace(cfg, grouped=True)  # the variant that reads k[b // group]
+    if kind == "row":  # the row kernel's variant that reads k[b // group]
+        assert state["config"] == replace(cfg, grouped=True)
+    assert mod.variant(state).endswith("grouped heads")
     mod.run(state)
     shared = [np.repeat(x, 3, axis=0) for x in (k, v)]
     expected = reference(q, *shared, causal, scale=0.25)
@@ -689,9 +694,10 @@ def test_on_a_gpu_prepare_plans_the_tensor_cores_and_splits_their_keys(
     monkeypatch.setattr(mod, "_compute_capability", lambda: (9, 0))
     cfg, splits = mod.launch_plan(_args(batch, n, d, causal))
     assert cfg == mod.mma_config(d) and splits == expected
-    assert mod.variant({"config": cfg, "splits": splits}).startswith("tensor cores, 3xTF32, 64x")
+    plan = {"config": cfg, "splits": splits, "grouped": False}
+    assert mod.variant(plan).startswith("tensor cores, 3xTF32, 64x")
     grouped, _ = mod.launch_plan(_args(4, n, d, causal, kv_batch=2))
-    assert grouped == replace(mod.mma_config(d), grouped=True)
+    assert grouped == mod.mma_config(d)  # the same kernel: b // group once per block
     monkeypatch.setattr(mod, "_compute_capability", lambda: (7, 5))
     assert not isinstance(mod.launch_plan(_args(batch, n, d, causal))[0], mod.MmaConfig)
 
@@ -716,14 +722,15 @@ def test_the_simulator_never_plans_the_tensor_cores(impl):
         (mod.mma_config(128), 1, "tensor cores, 3xTF32, 64x32 tiles"),
         (mod.mma_config(64, passes=1), 2, "tensor cores, TF32, 64x64 tiles, 2 key splits"),
         (
-            replace(mod.kernel_config("float32", 64, 64), grouped=True),
+            mod.kernel_config("float32", 64, 64),
             4,
             "CUDA cores, thread-tiled, 64x32 tiles, 4 key splits, grouped heads",
         ),
     ],
 )
 def test_variant_names_the_kernel_that_ran(cfg, splits, expected):
-    assert mod.variant({"config": cfg, "splits": splits}) == expected
+    grouped = expected.endswith("grouped heads")
+    assert mod.variant({"config": cfg, "splits": splits, "grouped": grouped}) == expected
 
 
 @pytest.mark.parametrize(
@@ -759,9 +766,7 @@ def test_tensor_core_kernel_on_the_gpu_matches_its_numpy_model(
     mod.run(state)
     out = mod.fetch(state)
     assert mod.variant(state).startswith(f"tensor cores, {cfg.precision}")
-    model = fragment_model.model_attention(
-        q, k, v, causal, scale, replace(cfg, grouped=kv_batch < batch), splits
-    )
+    model = fragment_model.model_attention(q, k, v, causal, scale, cfg, splits)
     shared = [np.repeat(x, batch // kv_batch, axis=0) for x in (k, v)]
     expected = reference(q, *shared, causal, scale=scale)
     # TF32 rounds each weight: one ulp of difference in exp2 can move it by 2^-11

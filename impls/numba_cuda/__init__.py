@@ -138,8 +138,8 @@ def launch_plan(args, config=None, splits: int | None = None):
             cfg = kernel_config(dtype, width, rows)
     elif isinstance(cfg, MmaConfig) and is_simulated():
         raise ValueError(f"the simulator cannot run the tensor-core kernel's inline PTX: {cfg}")
-    cfg = replace(cfg, grouped=args.group > 1)
     if not isinstance(cfg, (ThreadTileConfig, MmaConfig)):
+        cfg = replace(cfg, grouped=args.group > 1)  # the row kernel's variant of its own
         if splits not in (None, 1):
             raise ValueError(f"splits are for thread-tiled configs, got {splits} for {cfg}")
         return cfg, 1
@@ -189,6 +189,7 @@ def prepare(args, config=None, splits: int | None = None):
     state = {
         "config": cfg,
         "splits": splits,
+        "grouped": args.group > 1,
         "launches": launches,
         "arrays": arrays,
         "h2d_s": h2d_s,
@@ -205,7 +206,7 @@ def variant(state) -> str:
     """Which kernel ran, for the report's "Which code ran" table."""
     cfg, splits = state["config"], state["splits"]
     split_note = f", {splits} key splits" if splits > 1 else ""
-    grouped = ", grouped heads" if cfg.grouped else ""
+    grouped = ", grouped heads" if state["grouped"] else ""
     tiles = f"{cfg.rows}x{cfg.keys} tiles{split_note}{grouped}"
     if isinstance(cfg, MmaConfig):
         return f"tensor cores, {cfg.precision}, {tiles}"

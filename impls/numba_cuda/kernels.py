@@ -17,6 +17,7 @@ from impls.numba_cuda.plan import (
     WIDTHS,
     MmaConfig,
     ThreadTileConfig,
+    TileConfig,
     kernel_config,
     mma_config,
 )
@@ -67,15 +68,16 @@ def ptx_targets() -> list[tuple[object, object, object, dict]]:
     for dtype in DTYPES:
         for width in WIDTHS:
             for rows in ROW_CHOICES if dtype == "float32" else (32,):
-                for grouped in (False, True):
-                    cfg = replace(kernel_config(dtype, width, rows), grouped=grouped)
-                    options = _jit_options(cfg)
-                    targets.append((cfg, _kernel_function(cfg), _signature(cfg), options))
+                cfg = kernel_config(dtype, width, rows)
+                configs = [cfg]
+                if isinstance(cfg, TileConfig):  # the row kernel: a grouped-query variant too
+                    configs.append(replace(cfg, grouped=True))
+                for cfg in configs:
+                    targets.append((cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)))
     for width in MMA_WIDTHS:
         for passes in MMA_PASSES:
-            for grouped in (False, True):
-                cfg = replace(mma_config(width, passes), grouped=grouped)
-                targets.append((cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)))
+            cfg = mma_config(width, passes)
+            targets.append((cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)))
     return targets
 
 

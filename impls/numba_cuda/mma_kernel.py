@@ -74,7 +74,6 @@ def steps(cfg: MmaConfig, ops) -> SimpleNamespace:
     U_KEY_STEP = np.uint64(cfg.threads // cfg.width)  # keys a block's threads load at once
     R0, R1 = np.uint64(0), np.uint64(1)  # B fragment registers
     NEG_INF, ZERO, ONE = np.float32(-np.inf), np.float32(0.0), np.float32(1.0)
-    GROUPED = cfg.grouped
 
     @jit
     def product(h0, h1, h2, h3, l0, l1, l2, l3, b0, b1, c0, c1, c2, c3):
@@ -97,7 +96,7 @@ def steps(cfg: MmaConfig, ops) -> SimpleNamespace:
         tile = bid // n_splits % row_tiles
         if causal:
             tile = row_tiles - U1 - tile
-        kv = b // group if GROUPED else b
+        kv = b // group
         return split, b, kv, tile * U_ROWS
 
     @jit

@@ -193,7 +193,6 @@ class ThreadTileConfig:
     keys_per_thread: int
     min_blocks: int = 1
     unroll: int = 1  # 4-feature (and 4-key) steps per loop iteration: fewer loop instructions
-    grouped: bool = False  # fewer key/value heads than query heads: K, V rows of b // group
 
     def __post_init__(self):
         if (self.width // 4) % self.unroll or (self.keys // 4) % self.unroll:
@@ -324,7 +323,6 @@ class MmaConfig:
     keys: int  # keys per K/V tile
     passes: int = 3
     min_blocks: int = 2  # launch bound: 128 threads x 255 registers fit twice per SM
-    grouped: bool = False  # fewer key/value heads than query heads: K, V rows of b // group
 
     def __post_init__(self):
         if self.dtype != "float32" or self.width not in MMA_WIDTHS:

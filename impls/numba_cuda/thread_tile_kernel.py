@@ -28,7 +28,6 @@ def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
     float32, uint64 = scalar_types(simulated, "float32", "uint64")
     device = device_functions(simulated)
 
-    GROUPED = cfg.grouped
     ROWS_PER_THREAD = cfg.rows_per_thread
     KEYS_PER_THREAD = cfg.keys_per_thread
     WIDTH = cfg.width
@@ -131,7 +130,7 @@ def kernel_function(cfg: ThreadTileConfig, simulated: bool = False):
         bid = uint64(cuda.blockIdx.x)
         split = bid % n_splits  # the key splits of one row tile are neighbours in the grid
         b = bid // n_splits // row_tiles
-        kv = b // (uint64(q.shape[0]) // uint64(k.shape[0])) if GROUPED else b  # its K, V head
+        kv = b // (uint64(q.shape[0]) // uint64(k.shape[0]))  # its K, V head (grouped query)
         tile = bid // n_splits % row_tiles
         if causal:  # longest blocks first: blocks start in index order, the short ones fill in
             tile = row_tiles - U1 - tile
