@@ -115,7 +115,7 @@ def _ratio_section(frame: pd.DataFrame, baseline: str | None) -> list[tuple]:
 
 
 def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
-    """Crossovers, scaling exponents, memory-bound cases and the causal speed-up."""
+    """Crossovers, scaling exponents and memory-bound cases."""
     blocks: list[tuple] = []
     cross = crossovers(frame).assign(n_cross=lambda t: t["n_cross"].map(lambda v: f"{v:.0f}"))
     blocks += [
@@ -156,6 +156,11 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
             ),
             ("table", panel_as_setting(bandwidth_table(bound), several)),
         ]
+    return blocks
+
+
+def _causal_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
+    """The causal mask's speed-up over the full one, where a run measured both."""
     masks = (
         causal_speedups(frame)
         .assign(
@@ -168,18 +173,18 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
         )
         .drop(columns=["speedup_low", "speedup_high"])
     )
-    if not masks.empty:
-        blocks += [
-            ("h", 3, "Causal mask: speed-up over the full mask"),
-            (
-                "p",
-                "The same shape with and without the causal mask, taking turns in each "
-                "round: the full call's median time over the causal one's (it skips about "
-                "half the work), with its 95% interval from resampling whole rounds.",
-            ),
-            ("table", panel_as_setting(masks, several)),
-        ]
-    return blocks
+    if masks.empty:
+        return []
+    return [
+        ("h", 3, "Causal mask: speed-up over the full mask"),
+        (
+            "p",
+            "The same shape with and without the causal mask, taking turns in each "
+            "round: the full call's median time over the causal one's (it skips about "
+            "half the work), with its 95% interval from resampling whole rounds.",
+        ),
+        ("table", panel_as_setting(masks, several)),
+    ]
 
 
 def _peak_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
@@ -298,6 +303,7 @@ def build_report(
     blocks += _fastest_section(frame, several)
     blocks += _ratio_section(frame, baseline)
     blocks += _scaling_sections(frame, several)
+    blocks += _causal_section(frame, several)
     blocks += _peak_section(frame, several)
     blocks += _time_tables(runs)
     blocks += _plot_section(figure_paths)
