@@ -101,6 +101,27 @@ def test_each_round_weighs_the_same_whatever_its_number_of_samples():
     assert stats.pooled_median([[1.0, 2.0], [3.0, 4.0]]).value == 2.5  # equal counts: plain
 
 
+def listed_one_by_one(rounds, drawn):
+    """The pooled median by its definition: every sample of every drawn round listed (a round
+    drawn twice, twice), weighing 1 / its round's samples, np.interp at the half-way point."""
+    chosen = [rounds[i] for i, times in enumerate(drawn) for _ in range(times)]
+    values = np.concatenate(chosen)
+    weights = np.concatenate([np.full(len(r), 1.0 / len(r)) for r in chosen])
+    order = np.argsort(values, kind="stable")
+    centres = (np.cumsum(weights[order]) - weights[order] / 2) / weights.sum()
+    return np.interp(0.5, centres, values[order])
+
+
+def test_every_resample_at_once_is_each_resample_listed_one_by_one():
+    """Rounds of 1 to 9 samples, 1000 random draws of them (rounds drawn twice or never):
+    the vectorised statistic is the definition's, to rounding."""
+    rng = np.random.default_rng(3)
+    rounds = [rng.lognormal(0, 0.1, rng.integers(1, 10)) for _ in range(6)]
+    counts = rng.multinomial(6, [1 / 6] * 6, size=1000)
+    expected = [listed_one_by_one(rounds, drawn) for drawn in counts]
+    np.testing.assert_allclose(stats._pooled_samples(rounds, counts), expected, rtol=1e-14)
+
+
 def test_a_ratio_holds_when_the_slower_code_takes_fewer_samples():
     """The machine runs 1x, 2x, 4x slow; A takes half B's time each round and, in the same
     seconds, more samples. Each round's ratio is 1/2, and so is the figure; the plain medians

@@ -42,21 +42,20 @@ class Interval:
 
 
 def _resamples(rounds: int) -> tuple[np.ndarray, np.ndarray]:
-    """(index sets, probabilities) of the bootstrap resamples of `rounds` rounds.
+    """(counts, probabilities) of the bootstrap resamples of `rounds` rounds: a row per
+    resample, how often it draws each round.
 
-    Exact: each multiset of round indices once, weighted by its multinomial probability.
+    Exact: each multiset of rounds once, weighted by its multinomial probability.
     """
     if rounds <= EXACT_MAX_ROUNDS:
-        sets = list(itertools.combinations_with_replacement(range(rounds), rounds))
-        weights = []
-        for chosen in sets:
-            counts = np.bincount(chosen, minlength=rounds)
-            ways = math.factorial(rounds) / math.prod(math.factorial(c) for c in counts)
-            weights.append(ways / rounds**rounds)
-        return np.array(sets), np.array(weights)
+        sets = itertools.combinations_with_replacement(range(rounds), rounds)
+        counts = np.array([np.bincount(chosen, minlength=rounds) for chosen in sets])
+        ways = [math.prod(math.factorial(c) for c in row) for row in counts]
+        return counts, math.factorial(rounds) / np.array(ways, dtype=np.float64) / rounds**rounds
     rng = np.random.default_rng(SEED)
     sets = rng.integers(0, rounds, size=(MONTE_CARLO_RESAMPLES, rounds))
-    return sets, np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
+    counts = (sets[:, :, None] == np.arange(rounds)).sum(axis=1)
+    return counts, np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
 
 
 def expanded_tail(rounds: int, confidence: float = CONFIDENCE, df: int | None = None) -> float:
@@ -80,36 +79,78 @@ def _quantiles(values: np.ndarray, weights: np.ndarray, tail: float) -> tuple[fl
 
 def round_interval(
     rounds: Sequence,
-    statistic: Callable[[list], float],
+    statistic: Callable[[Sequence, np.ndarray], np.ndarray],
     confidence: float = CONFIDENCE,
 ) -> Interval:
-    """statistic(rounds) with an (expanded) percentile interval from resampling whole rounds."""
+    """The statistic of the rounds with an (expanded) percentile interval from resampling whole
+    rounds. `statistic(rounds, counts)` is its value for each row of counts (how often each
+    round is drawn): every resample at once."""
     if not rounds:
         raise ValueError("rounds: expected at least one round, got none")
+    value = _point(rounds, statistic)
     if len(rounds) == 1:  # one round says nothing of how rounds vary: no interval
-        return Interval(float(statistic(list(rounds))), math.nan, math.nan)
-    sets, weights = _resamples(len(rounds))
-    values = np.array([statistic([rounds[i] for i in chosen]) for chosen in sets])
+        return Interval(value, math.nan, math.nan)
+    values, weights = _resampled(rounds, statistic)
     low, high = _quantiles(values, weights, expanded_tail(len(rounds), confidence))
-    return Interval(float(statistic(list(rounds))), low, high)
+    return Interval(value, low, high)
 
 
-def _pooled(chosen: Sequence[Sequence[float]]) -> float:
-    """The median of the rounds' samples, each round weighing the same whatever its number of
-    samples (a round the machine ran slow in takes fewer samples in its time, and would
-    otherwise weigh less). With equal numbers it is the plain median."""
-    values = np.concatenate([np.asarray(r, dtype=np.float64) for r in chosen])
-    weights = np.concatenate([np.full(len(r), 1.0 / len(r)) for r in chosen])
-    order = np.argsort(values, kind="stable")
-    values, weights = values[order], weights[order]
-    centres = (np.cumsum(weights) - weights / 2) / weights.sum()
-    return float(np.interp(0.5, centres, values))
+def _resampled(rounds: Sequence, statistic: Callable) -> tuple[np.ndarray, np.ndarray]:
+    """The statistic of each bootstrap resample of the rounds, and its probability."""
+    counts, weights = _resamples(len(rounds))
+    return statistic(rounds, counts), weights
+
+
+CELLS_AT_ONCE = 1 << 20  # resamples x samples per step of _pooled_samples: 8 MB arrays
+
+
+def _pooled_samples(rounds: Sequence, counts: np.ndarray) -> np.ndarray:
+    """The median of the samples of each resample's rounds (each round a list of samples, or
+    one number), each round weighing the same whatever its number of samples (a round the
+    machine ran slow in takes fewer samples in its time, and would otherwise weigh less); a
+    round drawn twice counts twice. With equal numbers of samples it is the plain median."""
+    samples = [np.atleast_1d(np.asarray(r, dtype=np.float64)).ravel() for r in rounds]
+    owner = np.repeat(np.arange(len(samples)), [len(x) for x in samples])
+    values = np.concatenate(samples)
+    order = np.lexsort((owner, values))  # by value; ties in the order of their rounds
+    values, owner = values[order], owner[order]
+    weight = 1.0 / np.array([len(x) for x in samples])[owner]
+    step = max(1, CELLS_AT_ONCE // len(values))
+    return np.concatenate(
+        [
+            _weighted_medians(values, weight, counts[first : first + step, owner])
+            for first in range(0, len(counts), step)
+        ]
+    )
+
+
+def _weighted_medians(values: np.ndarray, weight: np.ndarray, copies: np.ndarray) -> np.ndarray:
+    """For each row of copies (how often each sorted value is drawn), np.interp(0.5) over the
+    centres of every drawn copy's weight, as if the copies were listed one by one: the copies
+    of one value span a flat stretch from the centre of the first to that of the last."""
+    drawn = copies > 0
+    w = copies * weight
+    cumulative = np.cumsum(w, axis=1)
+    total = w.sum(axis=1, keepdims=True)
+    last = (cumulative - weight / 2) / total
+    first = np.where(copies > 1, (cumulative - w + weight / 2) / total, last)
+    rows, columns = np.arange(len(copies)), np.arange(len(values))
+    below = drawn & (first <= 0.5)
+    lo = len(values) - 1 - np.argmax(below[:, ::-1], axis=1)  # the last copy to start by 1/2
+    after = drawn & (columns > lo[:, None])
+    hi = np.argmax(after, axis=1)  # the next value drawn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (values[hi] - values[lo]) / (first[rows, hi] - last[rows, lo])
+        between = slope * (0.5 - last[rows, lo]) + values[lo]
+    flat = (last[rows, lo] >= 0.5) | ~after.any(axis=1)
+    inside = np.where(flat, values[lo], between)
+    return np.where(below.any(axis=1), inside, values[np.argmax(drawn, axis=1)])
 
 
 def pooled_median(round_samples: Sequence[Sequence[float]]) -> Interval:
     """The median of every sample of every round (each round weighing the same), its
     interval resampling whole rounds."""
-    return round_interval([list(r) for r in round_samples], _pooled)
+    return round_interval(list(round_samples), _pooled_samples)
 
 
 def paired_ratio(
@@ -131,24 +172,11 @@ def paired_ratio(
     )
 
 
-def _as_samples(round_value) -> list[float]:
-    return [float(round_value)] if np.ndim(round_value) == 0 else [float(x) for x in round_value]
-
-
-def _pooled_samples(chosen: Sequence) -> float:
-    return _pooled([_as_samples(r) for r in chosen])
-
-
-def _pooled_ratio(chosen: Sequence) -> float:
-    return _pooled([_as_samples(a) for a, _ in chosen]) / _pooled(
-        [_as_samples(b) for _, b in chosen]
+def _pooled_ratio(pairs: Sequence, counts: np.ndarray) -> np.ndarray:
+    """Of rounds that are (samples, the baseline's samples) pairs: the pooled medians' ratio."""
+    return _pooled_samples([a for a, _ in pairs], counts) / _pooled_samples(
+        [b for _, b in pairs], counts
     )
-
-
-def _resampled(rounds: Sequence, statistic: Callable) -> tuple[np.ndarray, np.ndarray]:
-    """The statistic of each bootstrap resample of the rounds, and its probability."""
-    sets, weights = _resamples(len(rounds))
-    return np.array([statistic([rounds[i] for i in chosen]) for chosen in sets]), weights
 
 
 def change(
@@ -161,7 +189,7 @@ def change(
     degrees of freedom of both."""
     if len(rounds_a) == 0 or len(rounds_b) == 0:
         raise ValueError("rounds: expected at least one round on each side")
-    value = statistic(list(rounds_b)) / statistic(list(rounds_a))
+    value = float(_point(rounds_b, statistic) / _point(rounds_a, statistic))
     if len(rounds_a) == 1 or len(rounds_b) == 1:  # no interval without rounds to resample
         return Interval(value, math.nan, math.nan)
     resampled_a, weights_a = _resampled(rounds_a, statistic)
@@ -178,6 +206,11 @@ def change(
     fewer, df = min(len(rounds_a), len(rounds_b)), len(rounds_a) + len(rounds_b) - 2
     low, high = _quantiles(values, weights, expanded_tail(fewer, CONFIDENCE, df))
     return Interval(value, low, high)
+
+
+def _point(rounds: Sequence, statistic: Callable) -> float:
+    """The statistic of the rounds themselves, each drawn once."""
+    return float(statistic(list(rounds), np.ones((1, len(rounds)), dtype=np.int64))[0])
 
 
 def ratio_change(pairs_a: Sequence, pairs_b: Sequence) -> Interval:
