@@ -58,9 +58,13 @@ def _variant_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
     return [("h", 2, "Which code ran"), ("table", table)] if not table.empty else []
 
 
+def _table_section(title: str, text: str, table) -> list[tuple]:
+    """A heading, a paragraph on how to read the table, the table."""
+    return [("h", 3, title), ("p", text), ("table", table)]
+
+
 def _fastest_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
     """The fastest implementation at each n, with its lead."""
-    blocks: list[tuple] = []
     fastest = (
         fastest_by_n(frame)
         .assign(
@@ -80,17 +84,13 @@ def _fastest_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
         )
         .drop(columns=["lead_low", "lead_high", "faster_unstable"])
     )
-    blocks += [
-        ("h", 3, "Fastest implementation at each n"),
-        (
-            "p",
-            "Among the cases not flagged unstable (those are named in left_out_unstable). "
-            "lead: the runner-up's time over the fastest's, from the rounds they shared, with "
-            "its 95% interval; tied where that interval holds 1.",
-        ),
-        ("table", panel_as_setting(fastest, several)),
-    ]
-    return blocks
+    return _table_section(
+        "Fastest implementation at each n",
+        "Among the cases not flagged unstable (those are named in left_out_unstable). "
+        "lead: the runner-up's time over the fastest's, from the rounds they shared, with "
+        "its 95% interval; tied where that interval holds 1.",
+        panel_as_setting(fastest, several),
+    )
 
 
 def _ratio_section(frame: pd.DataFrame, baseline: str | None) -> list[tuple]:
@@ -131,31 +131,25 @@ def _scaling_sections(frame: pd.DataFrame, several: bool) -> list[tuple]:
         time_exponent=lambda t: t["time_exponent"].map(lambda v: number_text(v, ".2f")),
         memory_exponent=lambda t: t["memory_exponent"].map(lambda v: number_text(v, ".2f")),
     )
-    blocks += [
-        ("h", 3, "Scaling exponents"),
-        (
-            "p",
-            f"Slope of log time (and log peak memory) against log n over the {FIT_POINTS} "
-            "largest valid n: 2 is O(n²); memory 2 means the scores are materialised, 1 fused.",
-        ),
-        ("table", panel_as_setting(scaling, several)),
-    ]
+    blocks += _table_section(
+        "Scaling exponents",
+        f"Slope of log time (and log peak memory) against log n over the {FIT_POINTS} "
+        "largest valid n: 2 is O(n²); memory 2 means the scores are materialised, 1 fused.",
+        panel_as_setting(scaling, several),
+    )
     bound = memory_bound(frame)
     if not bound.empty:
-        blocks += [
-            ("h", 3, "Memory-bound cases: bytes per second"),
-            (
-                "p",
-                "Cases whose arithmetic intensity (FLOPs per byte moved: q, K and V read once "
-                "per key/value head, the output written) is below the machine's balance (its "
-                "matrix-product peak over the bandwidth of a streaming read of the same bytes, "
-                "both measured alongside): their ceiling is the bandwidth. Each cell: GB/s "
-                "and, in brackets, its fraction of that read's typical rate (each round's "
-                "median read, the median over rounds; the fastest reads are in "
-                "bandwidth_best_gbps).",
-            ),
-            ("table", panel_as_setting(bandwidth_table(bound), several)),
-        ]
+        blocks += _table_section(
+            "Memory-bound cases: bytes per second",
+            "Cases whose arithmetic intensity (FLOPs per byte moved: q, K and V read once "
+            "per key/value head, the output written) is below the machine's balance (its "
+            "matrix-product peak over the bandwidth of a streaming read of the same bytes, "
+            "both measured alongside): their ceiling is the bandwidth. Each cell: GB/s "
+            "and, in brackets, its fraction of that read's typical rate (each round's "
+            "median read, the median over rounds; the fastest reads are in "
+            "bandwidth_best_gbps).",
+            panel_as_setting(bandwidth_table(bound), several),
+        )
     return blocks
 
 
@@ -175,16 +169,13 @@ def _causal_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
     )
     if masks.empty:
         return []
-    return [
-        ("h", 3, "Causal mask: speed-up over the full mask"),
-        (
-            "p",
-            "The same shape with and without the causal mask, taking turns in each "
-            "round: the full call's median time over the causal one's (it skips about "
-            "half the work), with its 95% interval from resampling whole rounds.",
-        ),
-        ("table", panel_as_setting(masks, several)),
-    ]
+    return _table_section(
+        "Causal mask: speed-up over the full mask",
+        "The same shape with and without the causal mask, taking turns in each round: the "
+        "full call's median time over the causal one's (it skips about half the work), with "
+        "its 95% interval from resampling whole rounds.",
+        panel_as_setting(masks, several),
+    )
 
 
 def _peak_section(frame: pd.DataFrame, several: bool) -> list[tuple]:
