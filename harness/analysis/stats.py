@@ -101,7 +101,7 @@ def _resampled(rounds: Sequence, statistic: Callable) -> tuple[np.ndarray, np.nd
     return statistic(rounds, counts), weights
 
 
-CELLS_AT_ONCE = 1 << 20  # resamples x samples per step of _pooled_samples: 8 MB arrays
+CELLS_AT_ONCE = 1 << 18  # resamples x samples per step of _pooled_samples: 2 MB arrays
 
 
 def _pooled_samples(rounds: Sequence, counts: np.ndarray) -> np.ndarray:
