@@ -717,19 +717,19 @@ def test_the_simulator_never_plans_the_tensor_cores(impl):
 
 
 @pytest.mark.parametrize(
-    "cfg, splits, expected",
+    "cfg, splits, grouped, expected",
     [
-        (mod.mma_config(128), 1, "tensor cores, 3xTF32, 64x32 tiles"),
-        (mod.mma_config(64, passes=1), 2, "tensor cores, TF32, 64x64 tiles, 2 key splits"),
+        (mod.mma_config(128), 1, False, "tensor cores, 3xTF32, 64x32 tiles"),
+        (mod.mma_config(64, passes=1), 2, False, "tensor cores, TF32, 64x64 tiles, 2 key splits"),
         (
             mod.kernel_config("float32", 64, 64),
             4,
+            True,
             "CUDA cores, thread-tiled, 64x32 tiles, 4 key splits, grouped heads",
         ),
     ],
 )
-def test_variant_names_the_kernel_that_ran(cfg, splits, expected):
-    grouped = expected.endswith("grouped heads")
+def test_variant_names_the_kernel_that_ran(cfg, splits, grouped, expected):
     assert mod.variant({"config": cfg, "splits": splits, "grouped": grouped}) == expected
 
 
