@@ -17,6 +17,7 @@ widens the interval as Student's t does (from three rounds: their whole range).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -41,21 +42,27 @@ class Interval:
     high: float
 
 
+@functools.cache
 def _resamples(rounds: int) -> tuple[np.ndarray, np.ndarray]:
     """(counts, probabilities) of the bootstrap resamples of `rounds` rounds: a row per
-    resample, how often it draws each round.
+    resample, how often it draws each round. The same for every interval from as many rounds
+    (the Monte Carlo draw is seeded), so made once and kept read-only.
 
     Exact: each multiset of rounds once, weighted by its multinomial probability.
     """
     if rounds <= EXACT_MAX_ROUNDS:
         sets = itertools.combinations_with_replacement(range(rounds), rounds)
         counts = np.array([np.bincount(chosen, minlength=rounds) for chosen in sets])
-        ways = [math.prod(math.factorial(c) for c in row) for row in counts]
-        return counts, math.factorial(rounds) / np.array(ways, dtype=np.float64) / rounds**rounds
-    rng = np.random.default_rng(SEED)
-    sets = rng.integers(0, rounds, size=(MONTE_CARLO_RESAMPLES, rounds))
-    counts = (sets[:, :, None] == np.arange(rounds)).sum(axis=1)
-    return counts, np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
+        ways = np.array([math.prod(math.factorial(c) for c in row) for row in counts], float)
+        weights = math.factorial(rounds) / ways / rounds**rounds
+    else:
+        rng = np.random.default_rng(SEED)
+        sets = rng.integers(0, rounds, size=(MONTE_CARLO_RESAMPLES, rounds))
+        counts = (sets[:, :, None] == np.arange(rounds)).sum(axis=1)
+        weights = np.full(MONTE_CARLO_RESAMPLES, 1.0 / MONTE_CARLO_RESAMPLES)
+    counts.setflags(write=False)
+    weights.setflags(write=False)
+    return counts, weights
 
 
 def expanded_tail(rounds: int, confidence: float = CONFIDENCE, df: int | None = None) -> float:
@@ -110,11 +117,12 @@ def _pooled_samples(rounds: Sequence, counts: np.ndarray) -> np.ndarray:
     machine ran slow in takes fewer samples in its time, and would otherwise weigh less); a
     round drawn twice counts twice. With equal numbers of samples it is the plain median."""
     samples = [np.atleast_1d(np.asarray(r, dtype=np.float64)).ravel() for r in rounds]
-    owner = np.repeat(np.arange(len(samples)), [len(x) for x in samples])
+    sizes = np.array([len(x) for x in samples])
+    owner = np.repeat(np.arange(len(samples)), sizes)
     values = np.concatenate(samples)
     order = np.lexsort((owner, values))  # by value; ties in the order of their rounds
     values, owner = values[order], owner[order]
-    weight = 1.0 / np.array([len(x) for x in samples])[owner]
+    weight = 1.0 / sizes[owner]
     step = max(1, CELLS_AT_ONCE // len(values))
     return np.concatenate(
         [
