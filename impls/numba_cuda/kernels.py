@@ -64,21 +64,19 @@ def ptx_targets() -> list[tuple[object, object, object, dict]]:
     """Every kernel prepare() may launch: (config, python function, signature, jit options);
     the key splits' merge is the config "merge"; the tensor-core kernels in 3xTF32 and in plain
     TF32 (launched only when asked for)."""
-    targets = [("merge", merge.merge_splits_function(), merge.signature(), {"fastmath": True})]
+    configs = []
     for dtype in DTYPES:
         for width in WIDTHS:
             for rows in ROW_CHOICES if dtype == "float32" else (32,):
                 cfg = kernel_config(dtype, width, rows)
-                configs = [cfg]
+                configs.append(cfg)
                 if isinstance(cfg, TileConfig):  # the row kernel: a grouped-query variant too
                     configs.append(replace(cfg, grouped=True))
-                for cfg in configs:
-                    targets.append((cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)))
-    for width in MMA_WIDTHS:
-        for passes in MMA_PASSES:
-            cfg = mma_config(width, passes)
-            targets.append((cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)))
-    return targets
+    configs += [mma_config(width, passes) for width in MMA_WIDTHS for passes in MMA_PASSES]
+    merge_target = ("merge", merge.merge_splits_function(), merge.signature(), {"fastmath": True})
+    return [merge_target] + [
+        (cfg, _kernel_function(cfg), _signature(cfg), _jit_options(cfg)) for cfg in configs
+    ]
 
 
 _KERNELS: dict[object, object] = {}
