@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -352,22 +353,31 @@ def test_decode_splits_keep_every_thread_busy_with_ranges_worth_merging():
     assert kernel.decode_splits(kv_batch=64, n_k=32768, threads=2) == 1
 
 
-def test_decode_asks_ahead_only_for_more_than_half_the_last_level_cache(tmp_path, monkeypatch):
-    for index, size in (("index0", "48K"), ("index2", "2048K"), ("index3", "32768K")):
-        (tmp_path / index).mkdir()
-        (tmp_path / index / "size").write_text(size + "\n")
-    monkeypatch.setattr(kernel, "SYSFS_CACHES", str(tmp_path))
-    kernel.last_level_cache_bytes.cache_clear()
-    try:
-        assert kernel.last_level_cache_bytes() == 32 << 20
-        assert kernel.decode_ahead(16 << 20) == 0  # read from the cache: prefetches only cost
-        assert kernel.decode_ahead((16 << 20) + 1) == decode.DECODE_TILE_KEYS  # more: DRAM
-        monkeypatch.setattr(kernel, "SYSFS_CACHES", str(tmp_path / "none"))
-        kernel.last_level_cache_bytes.cache_clear()
-        assert kernel.last_level_cache_bytes() is None
-        assert kernel.decode_ahead(1) == decode.DECODE_TILE_KEYS  # size unknown: always
-    finally:
-        kernel.last_level_cache_bytes.cache_clear()
+@pytest.mark.parametrize("faster", [0, decode.DECODE_TILE_KEYS])
+def test_decode_asks_ahead_as_the_first_call_of_a_size_measured_faster(faster, monkeypatch):
+    """Each size class is timed once (no prefetch against a tile ahead, on scratch inputs, not
+    the caller's), and the faster kept for the calls after it; small k and v are never timed."""
+    timed = []
+
+    def decode_kernel(q, k, v, q_factor, splits, ahead, *rest):
+        assert (k == 0.5).all() and (v == 0.5).all()  # the scratch inputs
+        timed.append(ahead)
+        time.sleep(0.002 if ahead == faster else 0.02)
+
+    monkeypatch.setattr(kernel, "_AHEAD", {})
+    monkeypatch.setattr(kernel, "AHEAD_MIN_BYTES", 32 << 10)  # k and v: 16 KiB, 64 KiB
+    rng = np.random.default_rng(0)
+    q, _, _ = random_inputs(rng, (8,), 1, 1, 16, 16, "float32")
+    small, large = (random_inputs(rng, (2,), 1, n_k, 16, 16, "float32")[1] for n_k in (64, 256))
+    impls.get("numba_parallel").prepare(q, small, small)  # compiled before the fake goes in
+    monkeypatch.setattr(decode, "decode_kernel", decode_kernel)
+    assert impls.get("numba_parallel").prepare(q, small, small).state["ahead"] == 0
+    assert timed == []
+    first = impls.get("numba_parallel").prepare(q, large, large)
+    assert first.state["ahead"] == faster
+    assert timed == [0, decode.DECODE_TILE_KEYS] * (kernel.AHEAD_TRIALS + 1)
+    assert impls.get("numba_parallel").prepare(q, large + 1, large).state["ahead"] == faster
+    assert len(timed) == 2 * (kernel.AHEAD_TRIALS + 1)  # the size's choice is kept
 
 
 @pytest.mark.parametrize("ahead", [0, decode.DECODE_TILE_KEYS])
@@ -388,7 +398,7 @@ def test_decode_key_ranges_merge_to_the_reference(
     """Scores x 30: each range's maximum is far from the others', which the merge must rescale;
     with the keys and values ahead asked for or not."""
     monkeypatch.setattr(kernel, "decode_splits", lambda *args: splits)
-    monkeypatch.setattr(kernel, "decode_ahead", lambda kv_bytes: ahead)
+    monkeypatch.setattr(kernel, "decode_ahead", lambda state: ahead)
     rng = np.random.default_rng(n_k + splits)
     q, _, _ = random_inputs(rng, (2 * group,), n_q, 1, 16, 16, dtype, magnitude=30.0)
     _, k, v = random_inputs(rng, (2,), 1, n_k, 16, 12, dtype, magnitude=30.0)

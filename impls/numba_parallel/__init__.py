@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 import threading
-from pathlib import Path
+import time
 
 import numpy as np
 
@@ -87,12 +88,15 @@ DECODE_TILES = {
 # the ranges costs little.
 DECODE_MAX_ROWS = 32
 DECODE_MIN_SPLIT_KEYS = 256
-# The decode path asks for the keys and values a tile ahead (decode.DECODE_TILE_KEYS rows)
-# only when k and v together take more than half the last-level cache (which other data and
-# other tenants share): from DRAM that keeps the memory busy (calls alternating in one
-# process, 32 MiB L3: 1.3-1.5x faster at 32-128 MiB of k and v), from the cache the
-# prefetches only cost (1.2-1.6x slower at 8 and 16 MiB). Where the size cannot be read, always.
-SYSFS_CACHES = "/sys/devices/system/cpu/cpu0/cache"
+# The decode path can ask for the keys and values a tile ahead (decode.DECODE_TILE_KEYS rows,
+# into L2): read from DRAM, that keeps the memory busy while the core computes; read from the
+# cache, the prefetches only cost (docs/kernels/numba_parallel.md). Which of the two k and v
+# come from depends on the cache the process really gets, which a VM's sysfs may overstate
+# (a 2-core Xeon VM reports 480 MiB and reads 67 MiB from DRAM), so the first decode call of
+# each size (to the next power of two) times both on scratch inputs of its shapes, AHEAD_TRIALS
+# calls each, alternating, and keeps the faster. Under AHEAD_MIN_BYTES of k and v: none.
+AHEAD_TRIALS = 3
+AHEAD_MIN_BYTES = 4 << 20
 
 # The smallest LLVM IR that shows the target's widest vector: a 16-float add compiles to one
 # zmm instruction where 512-bit vectors exist (and are allowed, as the kernels allow them),
@@ -185,26 +189,6 @@ def uses_decode(n_q: int, group: int, causal: bool) -> bool:
 
 
 @functools.cache
-def last_level_cache_bytes() -> int | None:
-    """The largest CPU cache's size (Linux's sysfs), None where it cannot be read (py-cpuinfo
-    reports the L3 of a VM as 1 MiB where sysfs says 32 MiB)."""
-    sizes = []
-    for entry in Path(SYSFS_CACHES).glob("index*/size"):
-        text = entry.read_text().strip()
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        digits = text.rstrip("KMG")
-        if digits.isdigit():
-            sizes.append(int(digits) * scale)
-    return max(sizes) if sizes else None
-
-
-def decode_ahead(kv_bytes: int) -> int:
-    """Rows ahead that the decode path asks for: a tile's where k and v take more than half
-    the last-level cache, else 0."""
-    cache = last_level_cache_bytes()
-    return decode.DECODE_TILE_KEYS if cache is None or kv_bytes > cache // 2 else 0
-
-
 def decode_splits(kv_batch: int, n_k: int, threads: int) -> int:
     """Key ranges per key/value head: enough tasks to keep every thread busy, each range long
     enough (DECODE_MIN_SPLIT_KEYS) that its merge costs little."""
@@ -261,7 +245,7 @@ def prepare(args):
             path="decode",
             packed_shapes=(*(None if x.flags.c_contiguous else x.shape for x in inputs), dtype.str),
             splits=splits,
-            ahead=decode_ahead(args.k.nbytes + args.v.nbytes),
+            ahead=0,
             decode_tile=(tile_rows, tile_keys, tile_columns),
             tile=kernels.tile_argument(rows=tile_rows, keys=tile_keys, columns=tile_columns),
             part_max=np.empty((kv_batch, splits, rows), dtype),
@@ -280,7 +264,48 @@ def prepare(args):
             query_blocks=query_blocks(dtype.name, batch, n_q, threads, bool(args.causal)),
         )
     _compile(state)
+    if state["path"] == "decode":
+        state["ahead"] = decode_ahead(state)
     return state
+
+
+_AHEAD: dict[tuple, int] = {}  # (dtype, size class of k and v, threads) -> rows ahead
+
+
+def decode_ahead(state) -> int:
+    """Rows ahead that the decode path asks for, for k and v of this call's size: none under
+    AHEAD_MIN_BYTES, else whichever of none and a tile ran faster on this size's first call."""
+    args = state["args"]
+    kv_bytes = args.k.nbytes + args.v.nbytes
+    if kv_bytes < AHEAD_MIN_BYTES:
+        return 0
+    key = (args.dtype.str, kv_bytes.bit_length(), numba.get_num_threads())
+    if key not in _AHEAD:
+        _AHEAD[key] = _faster_ahead(state)
+    return _AHEAD[key]
+
+
+def _faster_ahead(state) -> int:
+    """Time the decode kernel with no prefetch and with a tile ahead, calls alternating, on
+    scratch inputs of the call's shapes and Numba types (so the compiled kernel serves them, and
+    prepare reads no value of the caller's): the fewer seconds' rows ahead. Warm, as the
+    caller's calls back to back find their k and v."""
+    arguments = list(_decode_arguments(state, copy=False))
+    for index, array in enumerate(arguments[:3]):
+        scratch = np.full(array.shape, 0.5, array.dtype)  # every page touched; exp2(0) = 1
+        scratch.setflags(write=array.flags.writeable)
+        if numba.typeof(scratch) != numba.typeof(array):  # unaligned: another kernel
+            return 0
+        arguments[index] = scratch
+    seconds = {0: [], decode.DECODE_TILE_KEYS: []}
+    for trial in range(AHEAD_TRIALS + 1):  # the first round warms the caches
+        for ahead in seconds:
+            arguments[5] = ahead
+            start = time.perf_counter()
+            decode.decode_kernel(*arguments)
+            if trial:
+                seconds[ahead].append(time.perf_counter() - start)
+    return min(seconds, key=lambda ahead: statistics.median(seconds[ahead]))
 
 
 def variant(state) -> str:
