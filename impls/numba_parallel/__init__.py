@@ -93,9 +93,13 @@ DECODE_MIN_SPLIT_KEYS = 256
 # cache, the prefetches only cost (docs/kernels/numba_parallel.md). Which of the two k and v
 # come from depends on the cache the process really gets, which a VM's sysfs may overstate
 # (a 2-core Xeon VM reports 480 MiB and reads 67 MiB from DRAM), so the first decode call of
-# each size (to the next power of two) times both on scratch inputs of its shapes, AHEAD_TRIALS
-# calls each, alternating, and keeps the faster. Under AHEAD_MIN_BYTES of k and v: none.
-AHEAD_TRIALS = 3
+# each size (to the next power of two) times both on scratch inputs of its shapes and keeps the
+# faster: AHEAD_PAIRS pairs (after AHEAD_WARM_PAIRS) of batches of AHEAD_BATCH_SECONDS, where
+# single calls alternating measured the prefetches faster at 34 MB, batches (and the caller's
+# calls back to back) slower. Under AHEAD_MIN_BYTES of k and v: none.
+AHEAD_PAIRS = 8
+AHEAD_WARM_PAIRS = 2
+AHEAD_BATCH_SECONDS = 0.003
 AHEAD_MIN_BYTES = 4 << 20
 
 # The smallest LLVM IR that shows the target's widest vector: a 16-float add compiles to one
@@ -286,10 +290,11 @@ def decode_ahead(state) -> int:
 
 
 def _faster_ahead(state) -> int:
-    """Time the decode kernel with no prefetch and with a tile ahead, calls alternating, on
-    scratch inputs of the call's shapes and Numba types (so the compiled kernel serves them, and
-    prepare reads no value of the caller's): the fewer seconds' rows ahead. Warm, as the
-    caller's calls back to back find their k and v."""
+    """Time the decode kernel with no prefetch and with a tile ahead on scratch inputs of the
+    call's shapes and Numba types (the compiled kernel serves them; prepare reads no value of
+    the caller's): pairs of batches of calls back to back, as the caller's calls find their k
+    and v, in alternating order; a tile ahead where the median of its time over none's is
+    below 1 (a ratio per pair: the machine's drift between pairs cancels)."""
     arguments = list(_decode_arguments(state, copy=False))
     for index, array in enumerate(arguments[:3]):
         scratch = np.full(array.shape, 0.5, array.dtype)  # every page touched; exp2(0) = 1
@@ -297,15 +302,22 @@ def _faster_ahead(state) -> int:
         if numba.typeof(scratch) != numba.typeof(array):  # unaligned: another kernel
             return 0
         arguments[index] = scratch
-    seconds = {0: [], decode.DECODE_TILE_KEYS: []}
-    for trial in range(AHEAD_TRIALS + 1):  # the first round warms the caches
-        for ahead in seconds:
-            arguments[5] = ahead
-            start = time.perf_counter()
+
+    def seconds(ahead: int, calls: int) -> float:
+        arguments[5] = ahead
+        start = time.perf_counter()
+        for _ in range(calls):
             decode.decode_kernel(*arguments)
-            if trial:
-                seconds[ahead].append(time.perf_counter() - start)
-    return min(seconds, key=lambda ahead: statistics.median(seconds[ahead]))
+        return time.perf_counter() - start
+
+    calls = max(1, int(AHEAD_BATCH_SECONDS / seconds(0, 1)))
+    tile, ratios = decode.DECODE_TILE_KEYS, []
+    for pair in range(AHEAD_WARM_PAIRS + AHEAD_PAIRS):
+        order = (0, tile) if pair % 2 == 0 else (tile, 0)
+        batch = {ahead: seconds(ahead, calls) for ahead in order}
+        if pair >= AHEAD_WARM_PAIRS:
+            ratios.append(batch[tile] / batch[0])
+    return tile if statistics.median(ratios) < 1 else 0
 
 
 def variant(state) -> str:
