@@ -48,9 +48,10 @@ SOFTMAX_FLAGS = KERNEL_FLAGS | {"reassoc"}
 # 2^f on [-0.5, 0.5]: Chebyshev fits, relative error 2.6e-9 (float32) and < 1e-15 (float64).
 EXP2_F32 = (0.9999999999595485, 0.6931472067106198, 0.24022651213595642, 0.05550327214209506,
             0.009618025602898463, 0.001340043216532545, 0.00015469731995488832)  # fmt: skip
-# exp2's rounding: x + SHIFT is in [2^k, 2^(k+1)) (k = 23 or 52, the mantissa's width) for
-# -SHIFT / 3 < x <= 0, where consecutive floats are consecutive integers, so the sum is rounded
-# to an integer and its lowest mantissa bits are round(x) plus the exponent's bias.
+# exp2's rounding: for x in [-127, 0] (float32) or [-1023, 0] (float64), as exp2 clamps it,
+# x + SHIFT lies in [2^k, 2^(k+1)) (k = 23 or 52, the mantissa's width), where consecutive
+# floats are consecutive integers: the sum is x rounded to an integer, and its lowest mantissa
+# bits are round(x) plus the exponent's bias.
 SHIFT_F32 = 1.5 * 2.0**23 + 127
 SHIFT_F64 = 1.5 * 2.0**52 + 1023
 EXP2_F64 = (1.0, 0.6931471805599493, 0.24022650695910847, 0.05550410866462554,
