@@ -356,7 +356,8 @@ def test_decode_splits_keep_every_thread_busy_with_ranges_worth_merging():
 @pytest.mark.parametrize("faster", [0, decode.DECODE_TILE_KEYS])
 def test_decode_asks_ahead_as_the_first_call_of_a_size_measured_faster(faster, monkeypatch):
     """Each size class is timed once (no prefetch against a tile ahead, on scratch inputs, not
-    the caller's), and the faster kept for the calls after it; small k and v are never timed."""
+    the caller's), and the faster kept for the calls after it; small k and v are never timed,
+    nor large ones (a tile ahead: no scratch copy of a large KV cache)."""
     timed = []
 
     def decode_kernel(q, k, v, q_factor, splits, ahead, *rest):
@@ -379,6 +380,11 @@ def test_decode_asks_ahead_as_the_first_call_of_a_size_measured_faster(faster, m
     assert timed.count(0) == 1 + pairs and timed.count(decode.DECODE_TILE_KEYS) == pairs
     assert impls.get("numba_parallel").prepare(q, large + 1, large).state["ahead"] == faster
     assert len(timed) == 1 + 2 * pairs  # the size's choice is kept
+    monkeypatch.setattr(kernel, "AHEAD_MAX_BYTES", 64 << 10)
+    huge = random_inputs(rng, (2,), 1, 512, 16, 16, "float32")[1]  # k and v: 128 KiB
+    call = impls.get("numba_parallel").prepare(q, huge, huge)
+    assert call.state["ahead"] == decode.DECODE_TILE_KEYS
+    assert len(timed) == 1 + 2 * pairs
 
 
 @pytest.mark.parametrize("ahead", [0, decode.DECODE_TILE_KEYS])

@@ -96,11 +96,14 @@ DECODE_MIN_SPLIT_KEYS = 256
 # each size (to the next power of two) times both on scratch inputs of its shapes and keeps the
 # faster: AHEAD_PAIRS pairs (after AHEAD_WARM_PAIRS) of batches of AHEAD_BATCH_SECONDS, where
 # single calls alternating measured the prefetches faster at 34 MB, batches (and the caller's
-# calls back to back) slower. Under AHEAD_MIN_BYTES of k and v: none.
+# calls back to back) slower. Under AHEAD_MIN_BYTES of k and v: none; from AHEAD_MAX_BYTES, more
+# than the largest caches a few cores see (96 MiB of L3 a chiplet on AMD's V-Cache parts), a
+# tile ahead without timing, so that no scratch copy of a large KV cache is ever allocated.
 AHEAD_PAIRS = 8
 AHEAD_WARM_PAIRS = 2
 AHEAD_BATCH_SECONDS = 0.003
 AHEAD_MIN_BYTES = 4 << 20
+AHEAD_MAX_BYTES = 256 << 20
 
 # The smallest LLVM IR that shows the target's widest vector: a 16-float add compiles to one
 # zmm instruction where 512-bit vectors exist (and are allowed, as the kernels allow them),
@@ -278,11 +281,14 @@ _AHEAD: dict[tuple, int] = {}  # (dtype, size class of k and v, threads) -> rows
 
 def decode_ahead(state) -> int:
     """Rows ahead that the decode path asks for, for k and v of this call's size: none under
-    AHEAD_MIN_BYTES, else whichever of none and a tile ran faster on this size's first call."""
+    AHEAD_MIN_BYTES, a tile from AHEAD_MAX_BYTES, else whichever of the two ran faster on this
+    size's first call."""
     args = state["args"]
     kv_bytes = args.k.nbytes + args.v.nbytes
     if kv_bytes < AHEAD_MIN_BYTES:
         return 0
+    if kv_bytes >= AHEAD_MAX_BYTES:
+        return decode.DECODE_TILE_KEYS
     key = (args.dtype.str, kv_bytes.bit_length(), numba.get_num_threads())
     if key not in _AHEAD:
         _AHEAD[key] = _faster_ahead(state)
