@@ -89,16 +89,14 @@ DECODE_TILES = {
 DECODE_MAX_ROWS = 32
 DECODE_MIN_SPLIT_KEYS = 256
 # The decode path can ask for the keys and values a tile ahead (decode.DECODE_TILE_KEYS rows,
-# into L2): read from DRAM, that keeps the memory busy while the core computes; read from the
-# cache, the prefetches only cost (docs/kernels/numba_parallel.md). Which of the two k and v
-# come from depends on the cache the process really gets, which a VM's sysfs may overstate
-# (a 2-core Xeon VM reports 480 MiB and reads 67 MiB from DRAM), so the first decode call of
-# each size (to the next power of two) times both on scratch inputs of its shapes and keeps the
-# faster: AHEAD_PAIRS pairs (after AHEAD_WARM_PAIRS) of batches of AHEAD_BATCH_SECONDS, where
-# single calls alternating measured the prefetches faster at 34 MB, batches (and the caller's
-# calls back to back) slower. Under AHEAD_MIN_BYTES of k and v: none; from AHEAD_MAX_BYTES, more
-# than the largest caches a few cores see (96 MiB of L3 a chiplet on AMD's V-Cache parts), a
-# tile ahead without timing, so that no scratch copy of a large KV cache is ever allocated.
+# into L2): that pays where they come from DRAM and only costs where they come from the cache.
+# Which it is depends on the cache the process really gets, which a VM's sysfs may overstate,
+# so the first decode call of each size (to the next power of two) times both on scratch inputs
+# of its shapes and keeps the faster: AHEAD_PAIRS pairs (after AHEAD_WARM_PAIRS) of batches of
+# calls of AHEAD_BATCH_SECONDS, as the caller's calls back to back find k and v (single calls
+# alternating chose otherwise: docs/kernels/numba_parallel.md). Under AHEAD_MIN_BYTES of k and
+# v: none; from AHEAD_MAX_BYTES, more than the largest caches a few cores see, a tile ahead
+# untimed, so that no scratch copy of a large KV cache is ever allocated.
 AHEAD_PAIRS = 8
 AHEAD_WARM_PAIRS = 2
 AHEAD_BATCH_SECONDS = 0.003
