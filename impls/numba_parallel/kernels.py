@@ -292,9 +292,9 @@ if numba is not None:
         the masked columns are set to 0 and a row that sees none keeps its state (rescale 1).
         rescale[r] is what the row's output accumulated so far must be multiplied by. In three
         loops: every row's maximum, then every row's new state at once (its exp2 vectorised
-        across rows), then exp2 and the sum row by row; one loop per row measured 11% (float32)
-        and 15% (float64) slower, its scalar exp2 between the rows' vector loops. Not inlined on
-        purpose: its `reassoc` flag lets LLVM vectorise the max and the sum.
+        across rows), then exp2 and the sum row by row, where one loop per row waited on a
+        scalar exp2 between the rows' vector loops. Not inlined on purpose: its `reassoc` flag
+        lets LLVM vectorise the max and the sum.
         """
         _wide_vectors()
         zero = scores.dtype.type(0)
