@@ -29,6 +29,7 @@ docs/kernels/numba_parallel.md has the design in full, docs/PERFORMANCE.md the f
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import statistics
 import threading
@@ -307,8 +308,10 @@ def _faster_ahead(state) -> int:
             return 0
         arguments[index] = scratch
 
+    position = list(inspect.signature(decode.decode_kernel).parameters).index("ahead")
+
     def seconds(ahead: int, calls: int) -> float:
-        arguments[5] = ahead
+        arguments[position] = ahead
         start = time.perf_counter()
         for _ in range(calls):
             decode.decode_kernel(*arguments)
