@@ -2,12 +2,12 @@
 packing) and what decode.py's path shares with it (exp2, the intrinsics, the microkernels).
 
 Numba's disk cache checks the timestamp of the file a cached kernel is in, not of the files it
-compiles code from: `DIGEST`, of this file and template.py (which writes the microkernels), is
-part of every kernel's signature instead, so the cache never serves a kernel, here or in
-decode.py, built from older helpers. The register tile (rows x columns of each product
-microkernel) is not a constant either: it reaches the kernel as the *type* of its `tile`
-argument (see `tile_argument`), so each tile shape is its own compiled, cached
-specialisation, with microkernels written for it by template.py.
+compiles code from: `DIGEST`, of this file, template.py (which writes the microkernels) and
+dots.py (decode's dot products), is part of every kernel's signature instead, so the cache
+never serves a kernel, here or in decode.py, built from older helpers. The register tile
+(rows x columns of each product microkernel) is not a constant either: it reaches the kernel
+as the *type* of its `tile` argument (see `tile_argument`), so each tile shape is its own
+compiled, cached specialisation, with microkernels written for it by template.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from impls.numba_parallel import template
+from impls.numba_parallel import dots, template
 
 try:
     import numba
@@ -36,7 +36,8 @@ else:
 
 BLOCK_KEYS = 256  # keys per key block (a multiple of every tile's columns)
 DIGEST = hashlib.sha256(
-    Path(__file__).read_bytes() + Path(template.__file__).read_bytes()
+    Path(__file__).read_bytes()
+    + b"".join(Path(module.__file__).read_bytes() for module in (template, dots))
 ).hexdigest()[:12]
 
 # Fast-math flags of the microkernels: everything but `reassoc`, with which LLVM vectorises the
@@ -116,6 +117,8 @@ def _tile_rows(tile):
 def microkernel(kind: str, rows: int, columns: int):
     """The compiled (lazily, by Numba) microkernel of that kind and tile shape, one per process."""
     namespace = {"_wide_vectors": _wide_vectors, "_prefetch_row": _prefetch_row}
+    if kind == "decode_scores":
+        namespace["_dot_products"] = dots.dot_products(rows, columns)
     source = template.microkernel_source(kind, rows, columns)
     exec(compile(source, f"<{kind} {rows}x{columns}>", "exec"), namespace)
     function = namespace[kind]

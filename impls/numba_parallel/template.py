@@ -63,8 +63,7 @@ def accumulate(p, n_cols, v_strips, out, rescale):
             {each_row: <o{i}[{j}] = t{i}_{j}>}
 """,
     # Decode reads k and v in place (row-major, one key per row): a score is a dot product
-    # along d, and LLVM's loop vectoriser keeps each of the rows x keys sums (few: plain
-    # locals) as a vector of partial sums, reduced once after the loop; p @ v reads the
+    # along d (dots.py: the rows x keys of a step at once, reduced together); p @ v reads the
     # values' columns straight from each key's row.
     "decode_scores": """
 def decode_scores(q, r, keys, first_key, n_keys, s, values, ahead):
@@ -73,17 +72,11 @@ def decode_scores(q, r, keys, first_key, n_keys, s, values, ahead):
     many rows further on are asked for as it goes (spread out, so that the memory works
     while this computes).\"\"\"
     _wide_vectors()
-    {each_row: q{i} = q[r + {i}]}
-    zero = q.dtype.type(0)
     for key in range(0, n_keys, {columns}):
         if ahead > 0:
             {each_column: _prefetch_row(keys, first_key + key + ahead + {j})}
             {each_column: _prefetch_row(values, first_key + key + ahead + {j})}
-        {each_column: k{j} = keys[first_key + key + {j}]}
-        {each_row: <a{i}_{j} = zero>}
-        for c in range(q.shape[1]):  # from 0, not 1: d = 128 is whole vectors, no scalar tail
-            {each_row: x = q{i}[c]; <a{i}_{j} += x * k{j}[c]>}
-        {each_row: <s[r + {i}, key + {j}] = a{i}_{j}>}
+        _dot_products(q, r, keys, first_key + key, s, key)
 """,
     "decode_accumulate": """
 def decode_accumulate(p, r, n_keys, values, first_key, out, rescale):
