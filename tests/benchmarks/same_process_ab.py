@@ -105,10 +105,18 @@ def main() -> None:
                     module.run(states[label])
             ratio, a_first = pairs(sides, states, options.pairs, repeats)
             q1, median, q3 = np.percentile(ratio, [25, 50, 75])
+            # What each side chose for itself (decode's prefetch is timed in prepare): a ratio
+            # between two different choices says little about the code.
+            variants = {label: module.variant(states[label]) for label, module in sides.items()}
+            chosen = (
+                ""
+                if len(set(variants.values())) == 1
+                else f"; A ran {variants['a']!r}, B {variants['b']!r}"
+            )
             print(
                 f"n={n}: time B/A {median:.3f} [{q1:.3f}, {q3:.3f}] "
                 f"(A first {np.median(ratio[a_first]):.3f}, B first "
-                f"{np.median(ratio[~a_first]):.3f})",
+                f"{np.median(ratio[~a_first]):.3f}){chosen}",
                 flush=True,
             )
 
