@@ -562,9 +562,8 @@ def test_the_template_writes_one_product_per_row_and_column_carried_in_one_tuple
     # make Numba's compile time grow with the square of the tile
     assert source.count("acc = ") == 2 and "a0_0 = " not in source and "+=" not in source
     dot_products = template.microkernel_source("decode_scores", 2, 3)
-    assert dot_products.count("_dot_products(q, r, keys, first_key + key, s, key)") == 1
-    assert "key in range(0, n_keys, 3)" in dot_products
-    assert dot_products.count("_prefetch_row(keys, ") == 3  # the keys' rows `ahead` on
+    call = "_dot_products(q, r, keys, first_key + key, s, key, values, ahead)"
+    assert dot_products.count(call) == 1 and "key in range(0, n_keys, 3)" in dot_products
 
 
 @pytest.mark.parametrize(

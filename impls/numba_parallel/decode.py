@@ -27,7 +27,7 @@ EMPTY_MAX = -1e30  # the running maximum of a key range with no keys: far below 
 
 def _decode_scores(q, keys, values, first_key, n_keys, s, ahead, tile):
     """s[:, :n_keys] = q @ keys[first_key:][:n_keys].T, k read in place, and the keys and values
-    `ahead` rows on asked for (_prefetch_row; none for 0); by the overload below."""
+    `ahead` rows on asked for (none for 0); by the overload below."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
 

@@ -9,6 +9,10 @@ each step halves the vectors and the lanes each sum is spread over; 4 x 4 float3
 16 lanes take 15 adds and 30 shuffles instead of 64 and 64, and end as one vector, one lane
 per (row, key). The intrinsic is specialised per tile (rows, keys); the lanes are the target's
 widest vector (the package's vector_bits, which the kernels' `_wide_vectors` lets LLVM use).
+
+The same loop asks for the keys and values `ahead` rows on, a cache line of each of those rows
+per step (a vector is at most a line): spread through the work, where asking for a whole tile
+of rows at once stalled the loop while the memory queued them.
 """
 
 from __future__ import annotations
@@ -98,6 +102,15 @@ def _multiply_add(builder, a, b, c):
     return builder.call(function, [a, b, c])
 
 
+def _prefetch(builder, pointer):
+    """Ask for the cache line at pointer to be brought into L2 (x86 prefetcht1: a hint, which
+    never faults, whatever the address; so rows past the last are asked for harmlessly)."""
+    i32 = llvmir.IntType(32)
+    function_type = llvmir.FunctionType(llvmir.VoidType(), [pointer.type, i32, i32, i32])
+    function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0")
+    builder.call(function, [pointer, i32(0), i32(2), i32(1)])  # read, keep in L2, data
+
+
 def _load_first(builder, pointer, vector, count):
     """The vector at pointer with its lanes from `count` on zero, reading nothing past them
     (LLVM's masked load: the tail of a row whose length is not a whole number of vectors)."""
@@ -121,25 +134,26 @@ def _load_first(builder, pointer, vector, count):
 
 @functools.cache
 def dot_products(rows: int, keys: int):
-    """The intrinsic dots(q, r, k, key, s, col): s[r + i, col + j] = q[r + i] . k[key + j] for
-    i < rows, j < keys (q, k, s C-contiguous 2-D arrays of one float type, q and k rows of
-    the same length d, any d)."""
+    """The intrinsic dots(q, r, k, key, s, col, v, ahead): s[r + i, col + j] = q[r + i] . k[key +
+    j] for i < rows, j < keys (q, k, s, v C-contiguous 2-D arrays of one float type, q and k
+    rows of the same length d, any d); with ahead > 0, the rows key + ahead.. of k and v are
+    asked for as it goes."""
 
     @intrinsic
-    def dots(typingctx, q, r, k, key, s, col):
-        arrays = (q, k, s)
+    def dots(typingctx, q, r, k, key, s, col, v, ahead):
+        arrays = (q, k, s, v)
         if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" for a in arrays):
             return None
-        if not (q.dtype == k.dtype == s.dtype and isinstance(q.dtype, types.Float)):
+        if not (q.dtype == k.dtype == s.dtype == v.dtype and isinstance(q.dtype, types.Float)):
             return None
         lanes = _lanes(q.dtype)
 
         def codegen(context, builder, signature, args):
-            q_view, k_view, s_view = (
+            q_view, k_view, s_view, v_view = (
                 context.make_array(kind)(context, builder, value)
                 for kind, value in zip(arrays, args[0::2], strict=True)
             )
-            r_index, key_index, col_index = args[1::2]
+            r_index, key_index, col_index, ahead = args[1::2]
             vector = llvmir.VectorType(context.get_data_type(q.dtype), lanes)
             d = cgutils.unpack_tuple(builder, q_view.shape)[1]
             intp = d.type
@@ -162,8 +176,16 @@ def dot_products(rows: int, keys: int):
             chunks = builder.udiv(d, intp(lanes))
             align = q.dtype.bitwidth // 8
             vector_pointer = vector.as_pointer()
+            v_width = cgutils.unpack_tuple(builder, v_view.shape)[1]
+            rows_ahead = [builder.add(key_index, builder.add(ahead, intp(j))) for j in range(keys)]
+            k_ahead = [row(k_view, index, d) for index in rows_ahead]
+            v_ahead = [row(v_view, index, v_width) for index in rows_ahead]
+            asking = builder.icmp_signed(">", ahead, intp(0))
             with cgutils.for_range(builder, chunks) as loop:
                 offset = builder.mul(loop.index, intp(lanes))
+                with builder.if_then(asking):  # (v's columns past d, if any, are not asked for)
+                    for pointer in k_ahead + v_ahead:
+                        _prefetch(builder, builder.gep(pointer, [offset]))
                 step(
                     offset, lambda p: builder.load(builder.bitcast(p, vector_pointer), align=align)
                 )
@@ -181,6 +203,6 @@ def dot_products(rows: int, keys: int):
                     builder.store(totals[i * keys + j], builder.gep(target, [intp(j)]))
             return context.get_dummy_value()
 
-        return types.none(q, r, k, key, s, col), codegen
+        return types.none(q, r, k, key, s, col, v, ahead), codegen
 
     return dots

@@ -116,7 +116,7 @@ def _tile_rows(tile):
 @functools.cache
 def microkernel(kind: str, rows: int, columns: int):
     """The compiled (lazily, by Numba) microkernel of that kind and tile shape, one per process."""
-    namespace = {"_wide_vectors": _wide_vectors, "_prefetch_row": _prefetch_row}
+    namespace = {"_wide_vectors": _wide_vectors}
     if kind == "decode_scores":
         namespace["_dot_products"] = dots.dot_products(rows, columns)
     source = template.microkernel_source(kind, rows, columns)
@@ -175,35 +175,6 @@ if numba is not None:
             return builder.call(fn, args)
 
         return a(a, b), codegen
-
-    @intrinsic
-    def _prefetch(typingctx, array, index):
-        """Ask for the cache line that holds array[index] to be brought into L2 (x86
-        prefetcht1; LLVM's prefetch is a hint: it never faults, whatever the address)."""
-        if not (isinstance(array, types.Array) and array.ndim == 1):
-            return None
-
-        def codegen(context, builder, signature, args):
-            array_type = signature.args[0]
-            view = context.make_array(array_type)(context, builder, args[0])
-            pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]])
-            i32 = llvmir.IntType(32)
-            function_type = llvmir.FunctionType(llvmir.VoidType(), [pointer.type, i32, i32, i32])
-            name = "llvm.prefetch.p0"
-            prefetch = cgutils.get_or_insert_function(builder.module, function_type, name)
-            # read, locality 2 (keep in L2), data cache
-            builder.call(prefetch, [pointer, i32(0), i32(2), i32(1)])
-            return context.get_dummy_value()
-
-        return types.none(array, index), codegen
-
-    @njit(inline="always")
-    def _prefetch_row(rows, index):
-        """Ask for every cache line of rows[index] (nothing past the last row)."""
-        if index < rows.shape[0]:
-            row = rows[index]
-            for c in range(0, row.shape[0], 64 // row.itemsize):
-                _prefetch(row, c)
 
     @intrinsic
     def _wide_vectors(typingctx):

@@ -63,8 +63,8 @@ def accumulate(p, n_cols, v_strips, out, rescale):
             {each_row: <o{i}[{j}] = t{i}_{j}>}
 """,
     # Decode reads k and v in place (row-major, one key per row): a score is a dot product
-    # along d (dots.py: the rows x keys of a step at once, reduced together); p @ v reads the
-    # values' columns straight from each key's row.
+    # along d (dots.py: the rows x keys of a step at once, reduced together, asking for the
+    # rows ahead as it goes); p @ v reads the values' columns straight from each key's row.
     "decode_scores": """
 def decode_scores(q, r, keys, first_key, n_keys, s, values, ahead):
     \"\"\"s[r:r + {rows}, :n_keys] = q[r:r + {rows}] @ keys[first_key:][:n_keys].T, {columns}
@@ -73,10 +73,7 @@ def decode_scores(q, r, keys, first_key, n_keys, s, values, ahead):
     while this computes).\"\"\"
     _wide_vectors()
     for key in range(0, n_keys, {columns}):
-        if ahead > 0:
-            {each_column: _prefetch_row(keys, first_key + key + ahead + {j})}
-            {each_column: _prefetch_row(values, first_key + key + ahead + {j})}
-        _dot_products(q, r, keys, first_key + key, s, key)
+        _dot_products(q, r, keys, first_key + key, s, key, values, ahead)
 """,
     "decode_accumulate": """
 def decode_accumulate(p, r, n_keys, values, first_key, out, rescale):
