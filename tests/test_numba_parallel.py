@@ -521,7 +521,7 @@ def test_decode_microkernels_compute_their_products_from_k_and_v_in_place(
     """The decode path's tiles read the caller's row-major k and v: rows r..r + rows of the
     scores against keys first_key.. (a multiple of `keys` of them), and of the rescaled
     accumulation over whole strips of `columns` (the columns past the last strip are the
-    caller's). Asking for the keys ahead (up to past the last key) changes no number. d = 40
+    caller's). Asking for the keys and values ahead (up to past the last) changes no number. d = 40
     is no whole number of vectors: the dot products' last vector is a partial one.
     Tolerance as above: sums of up to 40 products of standard normal values."""
     atol = 100 * np.finfo(dtype).eps
@@ -532,7 +532,7 @@ def test_decode_microkernels_compute_their_products_from_k_and_v_in_place(
     v = rng.standard_normal((first + n_keys + 1, 2 * columns + 1)).astype(dtype)
     scores = np.zeros((rows + 2, n_keys + 1), dtype)
     with kernels.slp_vectorizer_on():
-        kernels.microkernel("decode_scores", rows, keys)(q, r, k, first, n_keys, scores, v, 3)
+        kernels.microkernel("decode_scores", rows, keys)(q, r, k, first, n_keys, scores, 3)
     expected = q[r : r + rows].astype(float) @ k[first : first + n_keys].T.astype(float)
     np.testing.assert_allclose(scores[r : r + rows, :n_keys], expected, rtol=0, atol=atol)
     scores[r : r + rows, :n_keys] = 0
@@ -547,7 +547,7 @@ def test_decode_microkernels_compute_their_products_from_k_and_v_in_place(
     expected[block, whole] = product[:, whole]  # columns past the last whole strip: left alone
     with kernels.slp_vectorizer_on():
         kernels.microkernel("decode_accumulate", rows, columns)(
-            p, r, n_keys, v, first, out, rescale
+            p, r, n_keys, v, first, out, rescale, 3
         )
     np.testing.assert_allclose(out, expected, rtol=0, atol=atol)
 
@@ -562,8 +562,10 @@ def test_the_template_writes_one_product_per_row_and_column_carried_in_one_tuple
     # make Numba's compile time grow with the square of the tile
     assert source.count("acc = ") == 2 and "a0_0 = " not in source and "+=" not in source
     dot_products = template.microkernel_source("decode_scores", 2, 3)
-    call = "_dot_products(q, r, keys, first_key + key, s, key, values, ahead)"
+    call = "_dot_products(q, r, keys, first_key + key, s, key, ahead)"
     assert dot_products.count(call) == 1 and "key in range(0, n_keys, 3)" in dot_products
+    accumulation = template.microkernel_source("decode_accumulate", 2, 3)
+    assert accumulation.count("_prefetch_columns(values, first_key + c + ahead, col)") == 1
 
 
 @pytest.mark.parametrize(
@@ -613,8 +615,8 @@ with kernels.slp_vectorizer_on():
         if dtype in DECODE_TILES:
             decode_rows, decode_keys, decode_columns = DECODE_TILES[dtype]
             kernels_of_dtype += [
-                ("decode_scores", decode_rows, decode_keys, (a2, i, a2, i, i, a2, a2, i)),
-                ("decode_accumulate", decode_rows, decode_columns, (a2, i, i, a2, i, a2, a1)),
+                ("decode_scores", decode_rows, decode_keys, (a2, i, a2, i, i, a2, i)),
+                ("decode_accumulate", decode_rows, decode_columns, (a2, i, i, a2, i, a2, a1, i)),
             ]
         for kind, rows, columns, signature in kernels_of_dtype:
             function = kernels.microkernel(kind, rows, columns)

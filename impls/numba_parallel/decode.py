@@ -25,22 +25,22 @@ DECODE_TILE_KEYS = 64  # keys per tile of the decode path: their scores stay in 
 EMPTY_MAX = -1e30  # the running maximum of a key range with no keys: far below any score
 
 
-def _decode_scores(q, keys, values, first_key, n_keys, s, ahead, tile):
-    """s[:, :n_keys] = q @ keys[first_key:][:n_keys].T, k read in place, and the keys and values
-    `ahead` rows on asked for (none for 0); by the overload below."""
+def _decode_scores(q, keys, first_key, n_keys, s, ahead, tile):
+    """s[:, :n_keys] = q @ keys[first_key:][:n_keys].T, k read in place, and the keys `ahead`
+    rows on asked for (none for 0); by the overload below."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
-def _decode_accumulate(p, n_keys, values, first_key, out, rescale, tile):
+def _decode_accumulate(p, n_keys, values, first_key, out, rescale, ahead, tile):
     """out = rescale[:, None] * out + p[:, :n_keys] @ values[first_key:][:n_keys], v read in
-    place; by the overload below."""
+    place, and the values `ahead` rows on asked for; by the overload below."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
 if numba is not None:
 
     @overload(_decode_scores)
-    def _decode_scores_overload(q, keys, values, first_key, n_keys, s, ahead, tile):
+    def _decode_scores_overload(q, keys, first_key, n_keys, s, ahead, tile):
         """Blocks of the tile's rows, then single rows; tile["keys"] keys at a time, then the
         last few keys one by one."""
         sizes = tile_sizes(tile)
@@ -48,16 +48,16 @@ if numba is not None:
         block = microkernel("decode_scores", rows, step)
         single = microkernel("decode_scores", 1, step)
 
-        def scores(q, keys, values, first_key, n_keys, s, ahead, tile):
+        def scores(q, keys, first_key, n_keys, s, ahead, tile):
             whole = n_keys - n_keys % step
             blocks = q.shape[0] - q.shape[0] % rows
             # (Loop indices, not a counter from 0: a literal 0 would compile each microkernel
-            # twice, once for that constant.) The first row block asks for the keys and values
-            # `ahead` rows on (0: none).
+            # twice, once for that constant.) The first row block asks for the keys `ahead` rows
+            # on (0: none).
             for r in range(0, blocks, rows):
-                block(q, r, keys, first_key, whole, s, values, ahead if r == 0 else 0)
+                block(q, r, keys, first_key, whole, s, ahead if r == 0 else 0)
             for r in range(blocks, q.shape[0]):
-                single(q, r, keys, first_key, whole, s, values, ahead if r == 0 else 0)
+                single(q, r, keys, first_key, whole, s, ahead if r == 0 else 0)
             for j in range(whole, n_keys):
                 key = keys[first_key + j]
                 for r in range(q.shape[0]):
@@ -69,7 +69,7 @@ if numba is not None:
         return scores
 
     @overload(_decode_accumulate)
-    def _decode_accumulate_overload(p, n_keys, values, first_key, out, rescale, tile):
+    def _decode_accumulate_overload(p, n_keys, values, first_key, out, rescale, ahead, tile):
         """Blocks of the tile's rows, then single rows, over whole strips of tile["columns"]
         columns; then the last few columns."""
         sizes = tile_sizes(tile)
@@ -77,12 +77,12 @@ if numba is not None:
         block = microkernel("decode_accumulate", rows, width)
         single = microkernel("decode_accumulate", 1, width)
 
-        def accumulate(p, n_keys, values, first_key, out, rescale, tile):
+        def accumulate(p, n_keys, values, first_key, out, rescale, ahead, tile):
             blocks = out.shape[0] - out.shape[0] % rows
             for r in range(0, blocks, rows):
-                block(p, r, n_keys, values, first_key, out, rescale)
+                block(p, r, n_keys, values, first_key, out, rescale, ahead if r == 0 else 0)
             for r in range(blocks, out.shape[0]):
-                single(p, r, n_keys, values, first_key, out, rescale)
+                single(p, r, n_keys, values, first_key, out, rescale, ahead if r == 0 else 0)
             for r in range(out.shape[0]):
                 for c in range(out.shape[1] - out.shape[1] % width, out.shape[1]):
                     total = out[r, c] * rescale[r]
@@ -111,7 +111,7 @@ if numba is not None:
         rescale = np.empty(rows, q.dtype)
         for t0 in range(k0, k1, DECODE_TILE_KEYS):
             cols = min(DECODE_TILE_KEYS, k1 - t0)
-            _decode_scores(q_rows, keys, values, t0, cols, p, ahead, tile)
+            _decode_scores(q_rows, keys, t0, cols, p, ahead, tile)
             for r in range(rows):
                 m = p[r, 0]
                 for j in range(cols):
@@ -126,7 +126,7 @@ if numba is not None:
                 row_sum[r] = row_sum[r] * alpha + total
                 row_max[r] = m
                 rescale[r] = alpha
-            _decode_accumulate(p, cols, values, t0, acc, rescale, tile)
+            _decode_accumulate(p, cols, values, t0, acc, rescale, ahead, tile)
 
     @njit(parallel=True, fastmath=SOFTMAX_FLAGS, cache=True)
     def decode_kernel(q, k, v, q_factor, splits, ahead, part_max, part_sum, part_out, out, tile):

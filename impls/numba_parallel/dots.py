@@ -10,9 +10,10 @@ each step halves the vectors and the lanes each sum is spread over; 4 x 4 float3
 per (row, key). The intrinsic is specialised per tile (rows, keys); the lanes are the target's
 widest vector (the package's vector_bits, which the kernels' `_wide_vectors` lets LLVM use).
 
-The same loop asks for the keys and values `ahead` rows on, a cache line of each of those rows
-per step (a vector is at most a line): spread through the work, where asking for a whole tile
-of rows at once stalled the loop while the memory queued them.
+The same loop asks for the keys `ahead` rows on, a cache line of each of those rows per step (a
+vector is at most a line), and decode's p @ v the values' (`prefetch_columns`), each key's
+columns as it reads them: spread through the work, where asking for the rows of keys and values
+at once stalled the loop while the memory queued them.
 """
 
 from __future__ import annotations
@@ -134,26 +135,26 @@ def _load_first(builder, pointer, vector, count):
 
 @functools.cache
 def dot_products(rows: int, keys: int):
-    """The intrinsic dots(q, r, k, key, s, col, v, ahead): s[r + i, col + j] = q[r + i] . k[key +
-    j] for i < rows, j < keys (q, k, s, v C-contiguous 2-D arrays of one float type, q and k
-    rows of the same length d, any d); with ahead > 0, the rows key + ahead.. of k and v are
-    asked for as it goes."""
+    """The intrinsic dots(q, r, k, key, s, col, ahead): s[r + i, col + j] = q[r + i] . k[key + j]
+    for i < rows, j < keys (q, k, s C-contiguous 2-D arrays of one float type, q and k rows of
+    the same length d, any d); with ahead > 0, k's rows key + ahead.. are asked for as it goes."""
 
     @intrinsic
-    def dots(typingctx, q, r, k, key, s, col, v, ahead):
-        arrays = (q, k, s, v)
+    def dots(typingctx, q, r, k, key, s, col, ahead):
+        arrays = (q, k, s)
         if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" for a in arrays):
             return None
-        if not (q.dtype == k.dtype == s.dtype == v.dtype and isinstance(q.dtype, types.Float)):
+        if not (q.dtype == k.dtype == s.dtype and isinstance(q.dtype, types.Float)):
             return None
         lanes = _lanes(q.dtype)
 
         def codegen(context, builder, signature, args):
-            q_view, k_view, s_view, v_view = (
+            q_view, k_view, s_view = (
                 context.make_array(kind)(context, builder, value)
-                for kind, value in zip(arrays, args[0::2], strict=True)
+                for kind, value in zip(arrays, args[0:6:2], strict=True)
             )
-            r_index, key_index, col_index, ahead = args[1::2]
+            r_index, key_index, col_index = args[1:6:2]
+            ahead = args[6]
             vector = llvmir.VectorType(context.get_data_type(q.dtype), lanes)
             d = cgutils.unpack_tuple(builder, q_view.shape)[1]
             intp = d.type
@@ -176,15 +177,15 @@ def dot_products(rows: int, keys: int):
             chunks = builder.udiv(d, intp(lanes))
             align = q.dtype.bitwidth // 8
             vector_pointer = vector.as_pointer()
-            v_width = cgutils.unpack_tuple(builder, v_view.shape)[1]
-            rows_ahead = [builder.add(key_index, builder.add(ahead, intp(j))) for j in range(keys)]
-            k_ahead = [row(k_view, index, d) for index in rows_ahead]
-            v_ahead = [row(v_view, index, v_width) for index in rows_ahead]
+            ahead_of = [
+                row(k_view, builder.add(key_index, builder.add(ahead, intp(j))), d)
+                for j in range(keys)
+            ]
             asking = builder.icmp_signed(">", ahead, intp(0))
             with cgutils.for_range(builder, chunks) as loop:
                 offset = builder.mul(loop.index, intp(lanes))
-                with builder.if_then(asking):  # (v's columns past d, if any, are not asked for)
-                    for pointer in k_ahead + v_ahead:
+                with builder.if_then(asking):
+                    for pointer in ahead_of:
                         _prefetch(builder, builder.gep(pointer, [offset]))
                 step(
                     offset, lambda p: builder.load(builder.bitcast(p, vector_pointer), align=align)
@@ -203,6 +204,30 @@ def dot_products(rows: int, keys: int):
                     builder.store(totals[i * keys + j], builder.gep(target, [intp(j)]))
             return context.get_dummy_value()
 
-        return types.none(q, r, k, key, s, col, v, ahead), codegen
+        return types.none(q, r, k, key, s, col, ahead), codegen
 
     return dots
+
+
+@functools.cache
+def prefetch_columns(count: int):
+    """The intrinsic ask(a, row, col): ask for the cache lines of a[row, col:col + count] (a a
+    C-contiguous 2-D float array; a row past the last is asked for harmlessly)."""
+
+    @intrinsic
+    def ask(typingctx, a, row, col):
+        if not (isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"):
+            return None
+        per_line = 64 // (a.dtype.bitwidth // 8)
+
+        def codegen(context, builder, signature, args):
+            view = context.make_array(a)(context, builder, args[0])
+            width = cgutils.unpack_tuple(builder, view.shape)[1]
+            first = builder.gep(view.data, [builder.add(builder.mul(args[1], width), args[2])])
+            for column in range(0, count, per_line):
+                _prefetch(builder, builder.gep(first, [width.type(column)]))
+            return context.get_dummy_value()
+
+        return types.none(a, row, col), codegen
+
+    return ask

@@ -119,6 +119,8 @@ def microkernel(kind: str, rows: int, columns: int):
     namespace = {"_wide_vectors": _wide_vectors}
     if kind == "decode_scores":
         namespace["_dot_products"] = dots.dot_products(rows, columns)
+    if kind == "decode_accumulate":
+        namespace["_prefetch_columns"] = dots.prefetch_columns(columns)
     source = template.microkernel_source(kind, rows, columns)
     exec(compile(source, f"<{kind} {rows}x{columns}>", "exec"), namespace)
     function = namespace[kind]

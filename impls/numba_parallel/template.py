@@ -63,22 +63,23 @@ def accumulate(p, n_cols, v_strips, out, rescale):
             {each_row: <o{i}[{j}] = t{i}_{j}>}
 """,
     # Decode reads k and v in place (row-major, one key per row): a score is a dot product
-    # along d (dots.py: the rows x keys of a step at once, reduced together, asking for the
-    # rows ahead as it goes); p @ v reads the values' columns straight from each key's row.
+    # along d (dots.py: the rows x keys of a step at once, reduced together); p @ v reads the
+    # values' columns straight from each key's row. Each asks for its own rows `ahead` on as
+    # it reads, so that the memory has requests in flight all through the tile.
     "decode_scores": """
-def decode_scores(q, r, keys, first_key, n_keys, s, values, ahead):
+def decode_scores(q, r, keys, first_key, n_keys, s, ahead):
     \"\"\"s[r:r + {rows}, :n_keys] = q[r:r + {rows}] @ keys[first_key:][:n_keys].T, {columns}
-    keys at a time (n_keys a multiple of {columns}); with ahead > 0, the keys and values that
-    many rows further on are asked for as it goes (spread out, so that the memory works
-    while this computes).\"\"\"
+    keys at a time (n_keys a multiple of {columns}); with ahead > 0, the keys that many rows
+    further on are asked for as it goes.\"\"\"
     _wide_vectors()
     for key in range(0, n_keys, {columns}):
-        _dot_products(q, r, keys, first_key + key, s, key, values, ahead)
+        _dot_products(q, r, keys, first_key + key, s, key, ahead)
 """,
     "decode_accumulate": """
-def decode_accumulate(p, r, n_keys, values, first_key, out, rescale):
+def decode_accumulate(p, r, n_keys, values, first_key, out, rescale, ahead):
     \"\"\"out[r:r + {rows}, :] = rescale * out + p[r:r + {rows}, :n_keys] @ values[first_key:]
-    [:n_keys], over the columns in whole strips of {columns}; the rest is the caller's.\"\"\"
+    [:n_keys], over the columns in whole strips of {columns}; the rest is the caller's. With
+    ahead > 0, the same columns of the values that many rows on are asked for as it goes.\"\"\"
     _wide_vectors()
     {each_row: p{i} = p[r + {i}]; w{i} = rescale[r + {i}]}
     for col in range(0, out.shape[1] - {columns} + 1, {columns}):
@@ -89,6 +90,8 @@ def decode_accumulate(p, r, n_keys, values, first_key, out, rescale):
         # negative index (values[first_key + c] did, at every key).
         rows = values[first_key : first_key + n_keys]
         for c in range(n_keys):
+            if ahead > 0:
+                _prefetch_columns(values, first_key + c + ahead, col)
             v = rows[c, col:]
             {each_column: v{j} = v[{j}]}
             [[a{i}_{j}]], = acc
