@@ -90,10 +90,11 @@ DECODE_TILES = {
 DECODE_MAX_ROWS = 32
 DECODE_MIN_SPLIT_KEYS = 256
 # The decode path can ask for the keys and values a tile ahead (decode.DECODE_TILE_KEYS rows,
-# into L2): that pays where they come from DRAM and only costs where they come from the cache.
-# Which it is depends on the cache the process really gets, which a VM's sysfs may overstate,
-# so the first decode call of each size (to the next power of two) times both on scratch inputs
-# of its shapes and keeps the faster: AHEAD_PAIRS pairs (after AHEAD_WARM_PAIRS) of batches of
+# into L2): that pays where they come from DRAM (on some machines from L3 too) and only costs
+# where they are in a nearer cache. Which it is depends on the machine and on the cache the
+# process really gets, which a VM's sysfs may overstate, so the first decode call of each size
+# (to the next power of two) times both on scratch inputs of its shapes and keeps the faster:
+# AHEAD_PAIRS pairs (after AHEAD_WARM_PAIRS) of batches of
 # calls of AHEAD_BATCH_SECONDS, as the caller's calls back to back find k and v (single calls
 # alternating chose otherwise: docs/kernels/numba_parallel.md). Under AHEAD_MIN_BYTES of k and
 # v: none; from AHEAD_MAX_BYTES, more than the largest caches a few cores see, a tile ahead
