@@ -94,11 +94,11 @@ DECODE_MIN_SPLIT_KEYS = 256
 # where they are in a nearer cache. Which it is depends on the machine and on the cache the
 # process really gets, which a VM's sysfs may overstate, so the first decode call of each size
 # (to the next power of two) times both on scratch inputs of its shapes and keeps the faster:
-# AHEAD_PAIRS pairs (after AHEAD_WARM_PAIRS) of batches of
-# calls of AHEAD_BATCH_SECONDS, as the caller's calls back to back find k and v (single calls
-# alternating chose otherwise: docs/kernels/numba_parallel.md). Under AHEAD_MIN_BYTES of k and
-# v: none; from AHEAD_MAX_BYTES, more than the largest caches a few cores see, a tile ahead
-# untimed, so that no scratch copy of a large KV cache is ever allocated.
+# AHEAD_PAIRS pairs (after AHEAD_WARM_PAIRS) of batches of calls of AHEAD_BATCH_SECONDS, as the
+# caller's calls back to back find k and v (single calls alternating chose otherwise:
+# docs/kernels/numba_parallel.md). Under AHEAD_MIN_BYTES of k and v: none; from
+# AHEAD_MAX_BYTES, more than the largest caches a few cores see, a tile ahead untimed, so that
+# no scratch copy of a large KV cache is ever allocated.
 AHEAD_PAIRS = 8
 AHEAD_WARM_PAIRS = 2
 AHEAD_BATCH_SECONDS = 0.003
