@@ -168,7 +168,16 @@ def dot_products(rows: int, keys: int):
             for cell in sums:
                 builder.store(llvmir.Constant(vector, [0.0] * lanes), cell)
 
+            ahead_of = [
+                row(k_view, builder.add(key_index, builder.add(ahead, intp(j))), d)
+                for j in range(keys)
+            ]
+            asking = builder.icmp_signed(">", ahead, intp(0))
+
             def step(offset, load):  # every (row, key) sum += q row chunk * k row chunk
+                with builder.if_then(asking):  # and the same chunk of the rows ahead asked for
+                    for pointer in ahead_of:
+                        _prefetch(builder, builder.gep(pointer, [offset]))
                 qs = [load(builder.gep(pointer, [offset])) for pointer in q_rows]
                 ks = [load(builder.gep(pointer, [offset])) for pointer in k_rows]
                 for cell, (x, y) in zip(sums, [(x, y) for x in qs for y in ks], strict=True):
@@ -177,16 +186,8 @@ def dot_products(rows: int, keys: int):
             chunks = builder.udiv(d, intp(lanes))
             align = q.dtype.bitwidth // 8
             vector_pointer = vector.as_pointer()
-            ahead_of = [
-                row(k_view, builder.add(key_index, builder.add(ahead, intp(j))), d)
-                for j in range(keys)
-            ]
-            asking = builder.icmp_signed(">", ahead, intp(0))
             with cgutils.for_range(builder, chunks) as loop:
                 offset = builder.mul(loop.index, intp(lanes))
-                with builder.if_then(asking):
-                    for pointer in ahead_of:
-                        _prefetch(builder, builder.gep(pointer, [offset]))
                 step(
                     offset, lambda p: builder.load(builder.bitcast(p, vector_pointer), align=align)
                 )
@@ -211,8 +212,8 @@ def dot_products(rows: int, keys: int):
 
 @functools.cache
 def prefetch_columns(count: int):
-    """The intrinsic ask(a, row, col): ask for the cache lines of a[row, col:col + count] (a a
-    C-contiguous 2-D float array; a row past the last is asked for harmlessly)."""
+    """The intrinsic ask(a, row, col): ask for the cache lines of a[row, col:col + count], for
+    `a` a C-contiguous 2-D float array (a row past the last is asked for harmlessly)."""
 
     @intrinsic
     def ask(typingctx, a, row, col):
