@@ -318,6 +318,37 @@ def test_calls_of_one_shape_share_their_packed_buffers_in_the_thread_that_runs_t
     assert not any(x is y for x, y in zip(kept, kernel._running_buffers(call_a.state), strict=True))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_buffer_read_as_vectors_starts_on_a_cache_line(dtype):
+    """The packed q, k and v, the output, and each score tile a kernel allocates start on
+    kernels.ALIGNMENT (NumPy's allocator gives 16 bytes, Numba's 32), whatever the shapes; the
+    tile is as wide as asked and computes as before."""
+    rng = np.random.default_rng(3)
+    call = impls.get("numba_parallel").prepare(*random_inputs(rng, (2,), 70, 90, 24, 20, dtype))
+    arrays = [*kernel._running_buffers(call.state), call.state["out"]]
+    for shape in ((1,), (3, 5), (2, 7, 9)):
+        zeros = kernels.aligned_zeros(shape, dtype)
+        assert zeros.shape == shape and zeros.dtype == dtype and not zeros.any()
+        arrays.append(zeros)
+    assert [a.ctypes.data % kernels.ALIGNMENT for a in arrays] == [0] * len(arrays)
+
+    @numba.njit
+    def tiles(like, columns):  # the allocator's offsets vary from one allocation to the next
+        found = np.empty((8, 4), np.int64)  # address, rows, columns, sum of the values
+        for rows in range(1, 9):
+            tile = kernels.aligned_empty(rows, columns, like)
+            tile[:, :] = rows
+            found[rows - 1, 0] = tile.ctypes.data
+            found[rows - 1, 1:] = (tile.shape[0], tile.shape[1], int(tile.sum()))
+        return found
+
+    found = tiles(np.zeros(1, dtype), 5)
+    assert (found[:, 0] % kernels.ALIGNMENT == 0).all()
+    rows = np.arange(1, 9)
+    assert (found[:, 1] == rows).all() and (found[:, 2] == 5).all()
+    assert (found[:, 3] == rows * 5 * rows).all()
+
+
 def test_no_score_matrix_is_allocated():
     """Peak RSS while running n = 8192 grows by far less than one n x n float32 matrix (256 MiB)."""
     report = run_python(

@@ -215,7 +215,7 @@ def _packed_buffers(runner: int, q_shape, k_shape, v_shape, dtype: str) -> tuple
     once are in different threads. The padding is zeroed here once and never written.
     """
     shapes = (q_shape, k_shape, v_shape)
-    return tuple(None if shape is None else np.zeros(shape, dtype) for shape in shapes)
+    return tuple(None if shape is None else kernels.aligned_zeros(shape, dtype) for shape in shapes)
 
 
 def _running_buffers(state) -> tuple:
@@ -257,7 +257,7 @@ def prepare(args):
             tile=kernels.tile_argument(rows=tile_rows, keys=tile_keys, columns=tile_columns),
             part_max=np.empty((kv_batch, splits, rows), dtype),
             part_sum=np.empty((kv_batch, splits, rows), dtype),
-            part_out=np.empty((kv_batch, splits, rows, d_v), dtype),
+            part_out=kernels.aligned_zeros((kv_batch, splits, rows, d_v), dtype),
             out=np.empty((batch, n_q, d_v), dtype),
         )
     else:
@@ -267,7 +267,7 @@ def prepare(args):
             path="tiled",
             tile=kernels.tile_argument(rows=tile_rows, columns=tile_columns),
             packed_shapes=(q_shape, k_shape, v_shape, dtype.str),
-            out=np.empty((batch, q_shape[1], v_shape[2] * v_shape[4]), dtype),
+            out=kernels.aligned_zeros((batch, q_shape[1], v_shape[2] * v_shape[4]), dtype),
             query_blocks=query_blocks(dtype.name, batch, n_q, threads, bool(args.causal)),
         )
     _compile(state)

@@ -19,7 +19,7 @@ if numba is not None:
     from numba import njit, prange
     from numba.extending import overload
 
-    from impls.numba_parallel.kernels import maxnum
+    from impls.numba_parallel.kernels import aligned_empty, maxnum
 
 DECODE_TILE_KEYS = 64  # keys per tile of the decode path: their scores stay in registers/L1
 EMPTY_MAX = -1e30  # the running maximum of a key range with no keys: far below any score
@@ -100,14 +100,14 @@ if numba is not None:
         body once more, and a small body compiles faster)."""
         n_q, d_k = q.shape[1], q.shape[2]
         rows = row_max.shape[0]
-        q_rows = np.empty((rows, d_k), q.dtype)
+        q_rows = aligned_empty(rows, d_k, q)
         for r in range(rows):
             for c in range(d_k):
                 q_rows[r, c] = q[head + r // n_q, r % n_q, c] * q_factor
         row_max[:] = EMPTY_MAX  # an empty range (more splits than keys) weighs exp2(-huge) = 0
         row_sum[:] = 0
         acc[:, :] = 0
-        p = np.empty((rows, DECODE_TILE_KEYS), q.dtype)
+        p = aligned_empty(rows, DECODE_TILE_KEYS, q)
         rescale = np.empty(rows, q.dtype)
         for t0 in range(k0, k1, DECODE_TILE_KEYS):
             cols = min(DECODE_TILE_KEYS, k1 - t0)
