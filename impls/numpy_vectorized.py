@@ -22,9 +22,9 @@ DTYPES = ("float32", "float64")
 CAUSAL = True
 DEVICE = "cpu"
 
-# One block of scores per thread. 4 MiB overflows the 1 MiB L2, yet measured 1.1-1.5x faster
-# than 1 MiB at n = 4096-8192, d = 128 (the 32-64-row products of 1 MiB blocks re-read k and v
-# too often and run BLAS at small sizes); see docs/PERFORMANCE.md.
+# One block of scores per thread. 4 MiB overflows a 1 MiB L2, yet measured faster than 1 MiB
+# at n = 2048-8192 (the 32-64-row products of 1 MiB blocks re-read k and v too often and run
+# BLAS at small sizes; the figures: commit 30b0d07).
 SCORE_BLOCK_BYTES = 4 << 20
 MIN_ROWS = 16  # fewer rows per product and BLAS loses its efficiency
 BLOCKS_PER_THREAD = 2  # at least, where n allows: causal blocks late in a head cost more

@@ -52,7 +52,7 @@ DEVICE = "cpu"
 # Register tiles (rows, columns) per dtype, by the widest vector the target compiles to. A tile
 # holds rows x (columns / lanes) accumulators; LLVM keeps each row's broadcast live too, plus a
 # load: AVX2's 16 ymm take 3 rows of four vectors (12 + 3 + 1: 12 FMAs for 7 loads and
-# broadcasts, measured 6-16% faster than 5 rows of two, 10 + 5 + 1, where 6 rows spill);
+# broadcasts, measured faster than 5 rows of two, 10 + 5 + 1, where 6 rows spill);
 # AVX-512's 32 zmm take 8 rows of two vectors (16 + 8 + 1; the fastest on an Intel AVX-512
 # core, where 12 and 14 rows spill). 128-bit targets (SSE, NEON) get a tile that fits 16.
 TILES = {
@@ -82,7 +82,7 @@ DECODE_TILES = {
 }
 # The tiles vectorise along each key's row, which needs k and v C-contiguous: a caller's other
 # layouts (a cache stored sequence-major and seen head-major, say) are copied into C order first,
-# in `run` (measured 5x faster than the same loops on single rows, keys and columns in place, and
+# in `run` (measured faster than the same loops on single rows, keys and columns in place, and
 # one compiled kernel per dtype whatever the layout).
 # The decode path runs up to this many query rows per key/value head (measured faster than the
 # tiled path up to 32), each key range of at least DECODE_MIN_SPLIT_KEYS keys, so that merging

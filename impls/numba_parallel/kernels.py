@@ -38,8 +38,8 @@ else:
 BLOCK_KEYS = 256  # keys per key block (a multiple of every tile's columns)
 # Where every buffer that the microkernels read or write as vectors starts: on a cache line, so
 # that no 512-bit access straddles two lines. NumPy's allocator aligns to 16 bytes and Numba's
-# to 32, at which every zmm load of the packed k and v straddles: n = 4096, d = 128, float32,
-# the tiled kernel ran 8-13% faster from aligned buffers (docs/kernels/numba_parallel.md).
+# to 32, at which every zmm load of the packed k and v straddles (measured against those:
+# docs/kernels/numba_parallel.md).
 ALIGNMENT = 64
 DIGEST = hashlib.sha256(
     Path(__file__).read_bytes()
