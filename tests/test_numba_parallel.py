@@ -321,8 +321,8 @@ def test_calls_of_one_shape_share_their_packed_buffers_in_the_thread_that_runs_t
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_buffer_read_as_vectors_starts_on_a_cache_line(dtype):
     """The packed q, k and v, the output, and each score tile a kernel allocates start on
-    kernels.ALIGNMENT (NumPy's allocator gives 16 bytes, Numba's 32), whatever the shapes; the
-    tile is as wide as asked and computes as before."""
+    kernels.ALIGNMENT (NumPy's allocator gives 16 bytes, Numba's 32), whatever the shapes; a
+    tile has the shape asked for and holds what is written to it."""
     rng = np.random.default_rng(3)
     call = impls.get("numba_parallel").prepare(*random_inputs(rng, (2,), 70, 90, 24, 20, dtype))
     arrays = [*kernel._running_buffers(call.state), call.state["out"]]
