@@ -128,8 +128,6 @@ def test_query_blocks_are_large_for_long_sequences_and_keep_every_thread_busy():
     def blocks(dtype, batch, n, threads, causal=False):
         return kernel.query_blocks(dtype, batch, n, threads, causal)
 
-    assert kernel.MAX_BLOCK_QUERIES == 256
-    assert kernel.BLOCK_QUERIES == {"float32": 64, "float64": 32}
     assert blocks("float32", 1, 8192, 2) == 32  # 256 rows
     assert blocks("float32", 1, 2048, 2) == 16  # 128 rows: 16 tasks for 2 threads
     assert blocks("float32", 1, 256, 2) == 4  # never under 64 rows

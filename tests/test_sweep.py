@@ -350,13 +350,13 @@ def test_in_a_round_the_implementations_alternate_in_short_turns(tmp_path, monke
     """Each implementation in its own worker, both prepared, then turns of pool.TURN_S in
     alternation until each has its share of the round: their samples come from the same
     seconds of the machine, not from one minute and the next."""
+    monkeypatch.setattr(pool, "TURN_S", 0.05)  # 3 samples (60 ms) a turn: 17 turns for 1 s
     config = SweepConfig(n=(64,), d=(8,), rounds=1, threads=1)
     times = {"numpy": [5e-3], "naive": [5e-3]}  # samples of 4 calls: 20 ms
     rows, log = scripted_sweep(tmp_path, monkeypatch, config=config, times=times)
     opens = [i for i, step in enumerate(log) if len(step) == 3]
     turns = [step[1] for step in log if step[0] == "turn"]
     assert max(opens) < log.index(("turn", "numpy"))  # both prepared before the first turn
-    assert pool.TURN_S == 0.05  # so 3 samples (60 ms) in a turn, 17 turns for the 1 s target
     assert turns == ["numpy", "naive"] * 17
     assert [row["samples"] for row in rows] == [51, 51]
 
