@@ -118,10 +118,11 @@ class LaunchTuning:
 
 # By compute capability. sm_90 was measured on an H200 (docs/kernels/numba_cuda.md); an
 # architecture not in the table is planned as sm_90 until it is measured. Its tensor-core
-# routing awaits measurement: no GPU has run the tensor-core kernel yet. The CUDA-core kernels
-# reach 0.18-0.48x torch (3xTF32 on tensor cores) at d = 128, so d = 128 goes to the tensor
-# cores at every n; at d = 64 the thread-tiled kernel leads torch up to n = 8192 (measured) and
-# only longer sequences go; d = 32 stays on the CUDA cores (it leads torch there, measured).
+# routing awaits measurement: no GPU has run the tensor-core kernel yet. At d = 128 the
+# CUDA-core kernels fall far behind torch's 3xTF32 on tensor cores (docs/PERFORMANCE.md), so
+# d = 128 goes to the tensor cores at every n; at d = 64 the thread-tiled kernel leads torch
+# up to n = 8192 (measured) and only longer sequences go; d = 32 stays on the CUDA cores (it
+# leads torch there, measured).
 LAUNCH_TUNING = {
     (9, 0): LaunchTuning(
         grid_fill=0.9,
@@ -172,6 +173,8 @@ UNROLL = {32: 1, 64: 2}
 # A thread-tiled block uses <= 128 registers (launch bound of 2 blocks) and <= 44 KiB of
 # shared memory: two fit on a multiprocessor.
 BLOCKS_PER_MULTIPROCESSOR = 2
+# Threads per block of the merge of key splits (one output element each): a full block of
+# eight warps; the merge reads each split's partial output once and is not tuned.
 MERGE_THREADS = 256
 
 

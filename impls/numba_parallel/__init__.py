@@ -66,8 +66,8 @@ TILES = {
 # to BLOCK_QUERIES, that still gives every thread TASKS_PER_THREAD tasks. 256 rows instead of
 # 64 read k and v a quarter as often, measured faster on long sequences. With the causal mask a
 # block computes its diagonal band in full, rows / n_q more work in all: blocks of at most
-# n_q / CAUSAL_ROWS_DIVISOR rows keep that within 3% (measured against 16, against the
-# smallest blocks and against 256 rows whatever n_q: docs/kernels/numba_parallel.md).
+# n_q / CAUSAL_ROWS_DIVISOR rows bound that to 1/32 (the divisor measured against 16, against
+# the smallest blocks and against 256 rows whatever n_q: docs/kernels/numba_parallel.md).
 BLOCK_QUERIES = {"float32": 64, "float64": 32}
 MAX_BLOCK_QUERIES = 256
 TASKS_PER_THREAD = 8

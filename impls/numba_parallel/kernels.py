@@ -35,7 +35,10 @@ else:
     NUMBA_IMPORT_ERROR = None
 
 
-BLOCK_KEYS = 256  # keys per key block (a multiple of every tile's columns)
+# Keys per key block (a multiple of every tile's columns): 128 and 512 measured no faster
+# (docs/kernels/numba_parallel.md). Here, not in the package's tuning table, as the kernels
+# compile it in as a constant.
+BLOCK_KEYS = 256
 # Where every buffer that the microkernels read or write as vectors starts: on a cache line, so
 # that no 512-bit access straddles two lines. NumPy's allocator aligns to 16 bytes and Numba's
 # to 32, at which every zmm load of the packed k and v straddles (measured against those:
