@@ -12,6 +12,7 @@ implementation imports its heavy dependencies inside its functions and says why 
 from impls._inputs import SUPPORTED_DTYPES, AttentionArgs, check_attention_args
 from impls._layer import self_attention
 from impls._registry import (
+    DEFAULT_BASELINES,
     ENTRY_POINT_GROUP,
     PATH_ENV,
     Implementation,
@@ -19,12 +20,14 @@ from impls._registry import (
     ImplementationUnavailableError,
     PreparedCall,
     UnknownImplementationError,
+    default_baseline,
     get,
     names,
     registry,
 )
 
 __all__ = [
+    "DEFAULT_BASELINES",
     "ENTRY_POINT_GROUP",
     "PATH_ENV",
     "SUPPORTED_DTYPES",
@@ -35,6 +38,7 @@ __all__ = [
     "PreparedCall",
     "UnknownImplementationError",
     "check_attention_args",
+    "default_baseline",
     "get",
     "names",
     "registry",

@@ -25,6 +25,9 @@ call runs (a register tile, a vector width), for the report; `release_workspace(
 scratch a module keeps between calls (called before its memory is measured); `is_simulated()`
 says its device is a simulator (correct, but its times mean nothing); and for GPU
 implementations `event_time_s(state)`, `transfer_s(state)` and `device_memory_bytes(state)`.
+Optional attributes: `STYLE = (colour, marker)`, the implementation's look in every figure
+(others get one from a hash of the name), and `SIMULATOR_MAX_N`, the largest n its simulated
+device is asked to run in the tests.
 
 A module that fails to import is still registered, as unavailable with its error.
 """
@@ -60,6 +63,9 @@ REQUIRED = (
     "fetch",
 )
 DEVICES = ("cpu", "cuda")
+# Ratios are to the first of these a run measured, unless it names its own baseline: torch's
+# SDPA, the peer users compare with, else the NumPy version, which runs everywhere.
+DEFAULT_BASELINES = ("torch_sdpa", "numpy")
 OPTIONAL_HOOKS = (
     "variant",
     "release_workspace",
@@ -149,6 +155,8 @@ class Implementation:
     source: str
     module: ModuleType | None = field(default=None, repr=False, compare=False)
     import_error: str | None = None
+    style: tuple[str, str] | None = None
+    simulator_max_n: int | None = None
 
     def unavailable_reason(self) -> str | None:
         """None when it can run here, otherwise why not, in words."""
@@ -225,6 +233,8 @@ def _record_from_module(module: ModuleType, default_name: str, source: str) -> I
         device=device,
         source=source,
         module=module,
+        style=tuple(module.STYLE) if hasattr(module, "STYLE") else None,
+        simulator_max_n=getattr(module, "SIMULATOR_MAX_N", None),
     )
 
 
@@ -304,6 +314,13 @@ def registry(refresh: bool = False) -> dict[str, Implementation]:
     if _REGISTRY is None or refresh:
         _REGISTRY = _discover()
     return _REGISTRY
+
+
+def default_baseline(measured) -> str:
+    """The implementation every ratio is to when none is asked for: the first of
+    DEFAULT_BASELINES among the `measured` names, else the last of them."""
+    measured = set(measured)
+    return next((name for name in DEFAULT_BASELINES if name in measured), DEFAULT_BASELINES[-1])
 
 
 def names() -> list[str]:

@@ -15,6 +15,7 @@ DESCRIPTION = "pure-Python loops following the seed step by step (readable, slow
 DTYPES = ("float32", "float64")
 CAUSAL = True
 DEVICE = "cpu"
+STYLE = ("#7f7f7f", "s")  # colour and marker in every figure
 
 
 def unavailable_reason() -> str | None:

@@ -21,6 +21,7 @@ DESCRIPTION = "vectorised NumPy, cache-sized row blocks, in-place stable softmax
 DTYPES = ("float32", "float64")
 CAUSAL = True
 DEVICE = "cpu"
+STYLE = ("#1f77b4", "o")  # colour and marker in every figure
 
 # One block of scores per thread. 4 MiB overflows a 1 MiB L2, yet measured faster than 1 MiB
 # at n = 2048-8192 (the 32-64-row products of 1 MiB blocks re-read k and v too often and run

@@ -14,6 +14,7 @@ DESCRIPTION = "torch.nn.functional.scaled_dot_product_attention (optional peer, 
 DTYPES = ("float32", "float64")
 CAUSAL = True
 DEVICE = "cpu"
+STYLE = ("#d62728", "v")  # colour and marker in every figure
 
 
 def unavailable_reason() -> str | None:

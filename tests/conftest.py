@@ -27,10 +27,11 @@ def simulated(impl: impls.Implementation) -> bool:
 
 
 def simulator_limit_or_skip(impl: impls.Implementation, n: int, lead_size: int = 1) -> None:
-    """Skip shapes too big for a simulated GPU; its module's SIMULATOR_MAX_N says how big."""
+    """Skip shapes too big for a simulated GPU; the implementation says how big (its
+    SIMULATOR_MAX_N, 64 if it says nothing)."""
     if not simulated(impl):
         return
-    max_n = getattr(impl.module, "SIMULATOR_MAX_N", 64)
+    max_n = impl.simulator_max_n or 64
     if n > max_n or lead_size > 2:
         pytest.skip(
             f"{impl.name} is simulated: n <= {max_n} and batch x heads <= 2 here "

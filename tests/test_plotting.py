@@ -19,7 +19,7 @@ from harness.present.figures.agreement import agreement_figure
 from harness.present.figures.compile_time import compile_figure
 from harness.present.figures.memory import memory_figure
 from harness.present.figures.speedup import speedup_figure
-from harness.present.figures.style import KNOWN_STYLES, impl_style
+from harness.present.figures.style import declared_styles, impl_style
 from harness.present.figures.throughput import throughput_figure
 from harness.present.figures.time_vs_d import fixed_n, time_vs_d_figure
 from harness.present.figures.time_vs_n import time_vs_n_figure
@@ -186,11 +186,15 @@ def legend_texts(ax):
     return [t.get_text() for t in ax.get_legend().get_texts()]
 
 
-def test_style_is_fixed_for_known_names_and_stable_for_others():
-    assert impl_style("numpy") == {"color": KNOWN_STYLES["numpy"][0], "marker": "o"}
+def test_style_is_the_one_an_implementation_declares_and_stable_for_others():
+    from impls import numpy_vectorized
+
+    color, marker = numpy_vectorized.STYLE
+    assert impl_style("numpy") == {"color": color, "marker": marker}
+    declared = declared_styles()
+    assert {"naive", "numpy", "numba_parallel", "numba_cuda", "torch_sdpa"} <= set(declared)
+    assert len({color for color, _ in declared.values()}) == len(declared)
     assert impl_style("my_impl") == impl_style("my_impl")
-    styles = {name: impl_style(name) for name in KNOWN_STYLES}
-    assert len({s["color"] for s in styles.values()}) == len(KNOWN_STYLES)
     # the same in a fresh process (no dependence on hash randomisation)
     code = "from harness.present.figures.style import impl_style; print(impl_style('my_impl'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,6 +12,7 @@ import math
 
 import pandas as pd
 
+import impls
 from harness.analysis import stats
 
 SHAPE = ["machine", "dtype", "d", "n", "batch", "heads", "kv_heads", "n_q", "workload", "causal"]
@@ -19,12 +20,12 @@ COLUMNS = [*SHAPE, "impl", "baseline", "ratio", "ratio_low", "ratio_high", "rela
 
 
 def default_baseline(frame: pd.DataFrame, metas: dict) -> str:
-    """The run's own baseline, else torch_sdpa when measured, else numpy."""
+    """The run's own baseline, else the registry's default among those measured."""
     for meta in metas.values():
         chosen = meta.get("method", {}).get("baseline")
         if chosen in set(frame["impl"]):
             return chosen
-    return "torch_sdpa" if "torch_sdpa" in set(frame["impl"]) else "numpy"
+    return impls.default_baseline(frame["impl"])
 
 
 def round_values(row) -> list | None:

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import impls
 from harness.cli.options import (
     UsageError,
     parse_dtype_list,
@@ -85,7 +86,9 @@ class SweepConfig:
     )
     max_rounds: int = setting(12, "the most rounds --ci may take per shape")
     baseline: str = setting(
-        "", "implementation every ratio is to (default: torch_sdpa when measured, else numpy)"
+        "",
+        "implementation every ratio is to (default: the first of "
+        f"{', '.join(impls.DEFAULT_BASELINES)} measured)",
     )
     min_samples: int = setting(5)
     max_samples: int = setting(100)

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+import impls
 from harness.cli.config import SweepConfig
 from harness.results.cases import Case
 from harness.results.rundir import RunDir
@@ -80,7 +81,7 @@ class ShapeRounds:
 def resolve_baseline(config: SweepConfig, names: Sequence[str]) -> str:
     if config.baseline:
         return config.baseline
-    return "torch_sdpa" if "torch_sdpa" in names else "numpy"
+    return impls.default_baseline(names)
 
 
 def run_sweep(

@@ -89,6 +89,7 @@ DESCRIPTION = (
 )
 CAUSAL = True
 DEVICE = "cuda"
+STYLE = ("#2ca02c", "D")  # colour and marker in every figure
 
 # The simulator runs a Python thread per CUDA thread: test suites shrink sequence lengths to this.
 SIMULATOR_MAX_N = 64

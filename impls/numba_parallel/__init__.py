@@ -45,6 +45,7 @@ DESCRIPTION = "Numba prange, fused tiled online softmax (FlashAttention-style), 
 DTYPES = ("float32", "float64")
 CAUSAL = True
 DEVICE = "cpu"
+STYLE = ("#ff7f0e", "^")  # colour and marker in every figure
 
 # The tuning table: every size the plan chooses, and how it was chosen (the measurements are in
 # docs/kernels/numba_parallel.md).
