@@ -6,11 +6,9 @@ import argparse
 from pathlib import Path
 
 import impls
+from harness.cli.config import CHECK_KEYS, check_settings
 from harness.cli.options import (
     UsageError,
-    parse_dtype_list,
-    parse_impl_list,
-    parse_non_negative_int,
     parse_positive_int,
     parse_threshold,
     resolve_impls,
@@ -40,13 +38,13 @@ def cmd_list(ns: argparse.Namespace) -> int:
 
 
 def cmd_check(ns: argparse.Namespace) -> int:
-    selected = parse_impl_list(ns.impl, only_available=False)
-    dtypes = parse_dtype_list(ns.dtype)
+    settings = check_settings({key: getattr(ns, key) for key in CHECK_KEYS})
+    selected = resolve_impls(list(settings["impl"]) or None, only_available=False)
+    dtypes, seed = settings["dtype"], settings["seed"]
     n, d = parse_positive_int("--n", ns.n), parse_positive_int("--d", ns.d)
-    lead = (parse_positive_int("--batch", ns.batch), parse_positive_int("--heads", ns.heads))
-    kv_heads = lead[1] if ns.kv_heads is None else parse_positive_int("--kv-heads", ns.kv_heads)
-    n_q = n if ns.n_q is None else parse_positive_int("--n-q", ns.n_q)
-    seed = parse_non_negative_int("--seed", ns.seed)
+    lead = (settings["batch"], settings["heads"])
+    kv_heads = settings["kv_heads"] or lead[1]  # 0: as many as the query heads
+    n_q = settings["n_q"] or n
     rows, all_ok, unchecked = [], True, set()
     for dtype in dtypes:
         q, k, v = make_qkv(n_q, n, d, lead=lead, kv_heads=kv_heads, dtype=dtype, seed=seed)

@@ -34,115 +34,14 @@ DEFAULT_N = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 QUICK = {"n": (64, 128, 256, 512, 1024), "d": (64,), "target_s": 0.2, "sweep_budget_s": 100.0}
 
 
-def setting(default=None, help: str | None = None, factory=None, **flag):
-    """A field of SweepConfig; with `help` it is also a flag of `attnbench run` (--name with
-    '_' as '-' and no '_s' suffix), whose argparse options `flag` adds."""
-    metadata = {"help": help, "flag": flag} if help else {}
+def setting(default=None, help: str | None = None, factory=None, *, parse, **flag):
+    """A field of SweepConfig and how a given value of it is checked and converted (`parse`,
+    given the option's name and the value); with `help` it is also a flag of `attnbench run`
+    (--name with '_' as '-' and no '_s' suffix), whose argparse options `flag` adds."""
+    metadata = {"parse": parse, **({"help": help, "flag": flag} if help else {})}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """What to measure and how; every field can be a TOML key, and those with a help text are
-    also flags of `attnbench run` (declared here once: the parser and the errors read them)."""
-
-    impl: tuple[str, ...] = setting((), "comma-separated names (default: every available one)")
-    n: tuple[int, ...] = setting(DEFAULT_N, "sequence lengths (keys), e.g. 64,128,256")
-    d: tuple[int, ...] = setting((32, 64, 128), "head dimensions")
-    dtype: tuple[str, ...] = setting(("float32",), "float32, float64 or both")
-    batch: int = setting(1, "batch size")
-    heads: int = setting(1, "query heads")
-    kv_heads: int = setting(
-        0, "key/value heads, a divisor of --heads (0: as many as --heads; fewer is grouped-query)"
-    )
-    n_q: int = setting(0, "a fixed query length (0: n); --n-q 1 is decode, n sweeps the KV cache")
-    tokens: int = setting(0, "a fixed token budget: each case's batch is tokens // n (0: --batch)")
-    causal: tuple[bool, ...] = setting(
-        (False,),
-        "apply the causal mask; `--causal both` measures each shape with and without it",
-        nargs="?",
-        const="true",
-        metavar="both",
-    )
-    cold_cache: bool = setting(
-        False,
-        "evict the CPU caches before every timed call (DRAM-bound figures)",
-        action="store_const",
-        const=True,
-    )
-    threads: int = setting(
-        help="threads for every implementation (default: all usable cores)", factory=usable_cores
-    )
-    budget_s: float = setting(2.0, "seconds one call may take; slower cases are skipped")
-    sweep_budget_s: float = setting(900.0, "seconds for the whole sweep; cases that won't fit skip")
-    target_s: float = setting(1.0, "measuring seconds per case after warm-up, over the rounds")
-    rounds: int = setting(3, "rounds per shape, each in fresh workers taking turns")
-    ci: float = setting(
-        0.0,
-        "precision wanted, e.g. 2%%: more rounds (5 at least) until each ratio's 95%% "
-        "interval is within +-2%% of it (or --max-rounds, or the sweep budget, ends it)",
-    )
-    max_rounds: int = setting(12, "the most rounds --ci may take per shape")
-    baseline: str = setting(
-        "",
-        "implementation every ratio is to (default: the first of "
-        f"{', '.join(impls.DEFAULT_BASELINES)} measured)",
-    )
-    min_samples: int = setting(5)
-    max_samples: int = setting(100)
-    min_sample_s: float = setting(0.02)
-    case_timeout_s: float = setting(300.0)  # a worker silent this long is killed, case failed
-    seed: int = setting(0, "seed of the random inputs")
-
-    def settings(self) -> dict:
-        """What defines the measurements (what --resume must match)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
-KEYS = {f.name for f in dataclasses.fields(SweepConfig)}
-ALIASES = {  # TOML keys also accepted, as the flags spell them
-    "budget": "budget_s",
-    "sweep_budget": "sweep_budget_s",
-    "target": "target_s",
-    "impls": "impl",
-}
-RUN_FIELDS = tuple(f for f in dataclasses.fields(SweepConfig) if f.metadata.get("help"))
-FLAGS = {f.name for f in RUN_FIELDS}
-
-
-def flag_name(key: str) -> str:
-    """--cold-cache for cold_cache, --budget for budget_s."""
-    return f"--{key.removesuffix('_s').replace('_', '-')}"
-
-
-def add_run_flags(parser) -> None:
-    """Every flag of `attnbench run` that is a setting, with its default in the help."""
-    defaults = SweepConfig()
-    for f in RUN_FIELDS:
-        default = getattr(defaults, f.name)
-        text, options = f.metadata["help"], dict(f.metadata["flag"])
-        if "default" not in text and default not in ((), (False,), False, 0, ""):
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            text += f" (default {shown})"
-        if f.name.endswith("_s"):
-            options.setdefault("metavar", "SECONDS")
-        parser.add_argument(flag_name(f.name), dest=f.name, help=text, **options)
-
-
-def _positive_float(key: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{key}: expected a positive number of seconds, got {value!r}") from None
-    if not (number > 0 and number < float("inf")):
-        raise UsageError(f"{key}: expected a positive number of seconds, got {value!r}")
-    return number
 
 
 def _as_text_list(key: str, value) -> str:
@@ -151,6 +50,66 @@ def _as_text_list(key: str, value) -> str:
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         return str(value)
     raise UsageError(f"{key}: expected a list or a comma-separated string, got {value!r}")
+
+
+def _names(option: str, value) -> tuple[str, ...]:
+    return tuple(split_list("--impl", _as_text_list(option, value)))
+
+
+def _sizes(option: str, value) -> tuple[int, ...]:
+    return tuple(parse_int_list(option, _as_text_list(option, value)))
+
+
+def _dtypes(option: str, value) -> tuple[str, ...]:
+    return tuple(parse_dtype_list(_as_text_list(option, value)))
+
+
+def _name(option: str, value) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"{option}: expected an implementation's name, got {value!r}")
+    return value.strip()
+
+
+def _switch(option: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{option}: expected true or false, got {value!r}")
+    return value
+
+
+def _count(option: str, value) -> int:
+    if isinstance(value, (bool, float)):
+        raise UsageError(f"{option}: expected a positive integer, got {value!r}")
+    return parse_positive_int(option, value)
+
+
+def _samples(option: str, value) -> int:
+    number = _count(option, value)
+    if number < MIN_SAMPLES:
+        raise UsageError(f"{option}: expected at least {MIN_SAMPLES}, got {number}")
+    return number
+
+
+def _threads(option: str, value) -> int:
+    threads = _count(option, value)
+    if threads > usable_cores():
+        raise UsageError(
+            f"--threads: expected at most {usable_cores()} (the usable cores), got {threads}"
+        )
+    return threads
+
+
+def _precision(option: str, value) -> float:
+    return parse_fraction(option, value, allow_zero=True)
+
+
+def _seconds(option: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")  # refused below, as is any number not above 0 or not finite
+    if not (number > 0 and number < float("inf")):
+        raise UsageError(f"{option}: expected a positive number of seconds, got {value!r}")
+    return number
 
 
 MASK_WORDS = {"true": (True,), "false": (False,), "both": (False, True)}
@@ -167,46 +126,149 @@ def parse_masks(option: str, value) -> tuple[bool, ...]:
     raise UsageError(f"{option}: expected true, false or both, got {value!r}")
 
 
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to measure and how; every field can be a TOML key, and those with a help text are
+    also flags of `attnbench run` (declared here once: the parser and the errors read them)."""
+
+    impl: tuple[str, ...] = setting(
+        (),
+        "comma-separated names (default: all; any that cannot run here is listed, with why)",
+        parse=_names,
+    )
+    n: tuple[int, ...] = setting(
+        DEFAULT_N, "sequence lengths (keys), e.g. 64,128,256", parse=_sizes
+    )
+    d: tuple[int, ...] = setting((32, 64, 128), "head dimensions", parse=_sizes)
+    dtype: tuple[str, ...] = setting(("float32",), "float32, float64 or both", parse=_dtypes)
+    batch: int = setting(1, "batch size", parse=_count)
+    heads: int = setting(1, "query heads", parse=_count)
+    kv_heads: int = setting(
+        0,
+        "key/value heads, a divisor of --heads (0: as many as --heads; fewer is grouped-query)",
+        parse=parse_non_negative_int,
+    )
+    n_q: int = setting(
+        0,
+        "a fixed query length (0: n); --n-q 1 is decode, n sweeps the KV cache",
+        parse=parse_non_negative_int,
+    )
+    tokens: int = setting(
+        0,
+        "a fixed token budget: each case's batch is tokens // n (0: --batch)",
+        parse=parse_non_negative_int,
+    )
+    causal: tuple[bool, ...] = setting(
+        (False,),
+        "apply the causal mask; `--causal both` measures each shape with and without it",
+        parse=parse_masks,
+        nargs="?",
+        const="true",
+        metavar="both",
+    )
+    cold_cache: bool = setting(
+        False,
+        "evict the CPU caches before every timed call (DRAM-bound figures)",
+        parse=_switch,
+        action="store_const",
+        const=True,
+    )
+    threads: int = setting(
+        help="threads for every implementation (default: all usable cores)",
+        factory=usable_cores,
+        parse=_threads,
+    )
+    budget_s: float = setting(
+        2.0, "seconds one call may take; slower cases are skipped", parse=_seconds
+    )
+    sweep_budget_s: float = setting(
+        900.0, "seconds for the whole sweep; cases that won't fit skip", parse=_seconds
+    )
+    target_s: float = setting(
+        1.0, "measuring seconds per case after warm-up, over the rounds", parse=_seconds
+    )
+    rounds: int = setting(3, "rounds per shape, each in fresh workers taking turns", parse=_count)
+    ci: float = setting(
+        0.0,
+        "precision wanted, e.g. 2%%: more rounds (5 at least) until each ratio's 95%% "
+        "interval is within +-2%% of it (or --max-rounds, or the sweep budget, ends it)",
+        parse=_precision,
+    )
+    max_rounds: int = setting(12, "the most rounds --ci may take per shape", parse=_count)
+    baseline: str = setting(
+        "",
+        "implementation every ratio is to (default: the first of "
+        f"{', '.join(impls.DEFAULT_BASELINES)} measured)",
+        parse=_name,
+    )
+    min_samples: int = setting(5, parse=_samples)
+    max_samples: int = setting(100, parse=_count)
+    min_sample_s: float = setting(0.02, parse=_seconds)
+    # a worker silent this long is killed, its case failed
+    case_timeout_s: float = setting(300.0, parse=_seconds)
+    seed: int = setting(0, "seed of the random inputs", parse=parse_non_negative_int)
+
+    def settings(self) -> dict:
+        """What defines the measurements (what --resume must match)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
+KEYS = set(FIELDS)
+ALIASES = {  # TOML keys also accepted, as the flags spell them
+    "budget": "budget_s",
+    "sweep_budget": "sweep_budget_s",
+    "target": "target_s",
+    "impls": "impl",
+}
+RUN_FIELDS = tuple(f for f in dataclasses.fields(SweepConfig) if f.metadata.get("help"))
+FLAGS = {f.name for f in RUN_FIELDS}
+
+
+def flag_name(key: str) -> str:
+    """--cold-cache for cold_cache, --budget for budget_s."""
+    return f"--{key.removesuffix('_s').replace('_', '-')}"
+
+
+def add_run_flags(parser, keys=None, defaults: dict | None = None) -> None:
+    """The flags of `attnbench run` that are settings (those named in `keys`: all by default),
+    with the default in the help: that of `defaults` (another command's) where given."""
+    config = SweepConfig()
+    for f in RUN_FIELDS:
+        if keys is not None and f.name not in keys:
+            continue
+        default = (defaults or {}).get(f.name, getattr(config, f.name))
+        text, options = f.metadata["help"], dict(f.metadata["flag"])
+        if "default" not in text and default not in ((), (False,), False, 0, ""):
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            text += f" (default {shown})"
+        if f.name.endswith("_s"):
+            options.setdefault("metavar", "SECONDS")
+        parser.add_argument(flag_name(f.name), dest=f.name, help=text, **options)
+
+
+# The settings `attnbench check` shares with `attnbench run`, and its own defaults among them.
+CHECK_KEYS = ("impl", "dtype", "batch", "heads", "kv_heads", "n_q", "seed")
+CHECK_DEFAULTS = {"dtype": ("float32", "float64")}
+
+
+def check_settings(given: dict) -> dict:
+    """`attnbench check`'s shared settings: run's defaults (CHECK_DEFAULTS where it has its
+    own), then the flags given (None: not given), each checked by its field's parser."""
+    config = SweepConfig()
+    chosen = {key: CHECK_DEFAULTS.get(key, getattr(config, key)) for key in CHECK_KEYS}
+    chosen.update({key: coerce(key, value) for key, value in given.items() if value is not None})
+    return chosen
+
+
 def coerce(key: str, value):
-    """Check one setting and convert it to its field's type."""
+    """Check one setting and convert it to its field's type, by the field's own parser."""
     option = flag_name(key) if key in FLAGS else key
-    if key == "impl":
-        return tuple(split_list("--impl", _as_text_list(option, value)))
-    if key in ("n", "d"):
-        return tuple(parse_int_list(option, _as_text_list(option, value)))
-    if key == "dtype":
-        return tuple(parse_dtype_list(_as_text_list(option, value)))
-    if key == "ci":
-        return parse_fraction(option, value, allow_zero=True)
-    if key == "baseline":
-        if not isinstance(value, str):
-            raise UsageError(f"{option}: expected an implementation's name, got {value!r}")
-        return value.strip()
-    if key == "cold_cache":
-        if not isinstance(value, bool):
-            raise UsageError(f"{option}: expected true or false, got {value!r}")
-        return value
-    if key in ("kv_heads", "n_q", "tokens", "seed"):  # 0: as many as heads, n, --batch
-        return parse_non_negative_int(option, value)
-    if key in ("batch", "heads", "rounds", "max_rounds", "min_samples", "max_samples"):
-        if isinstance(value, (bool, float)):
-            raise UsageError(f"{option}: expected a positive integer, got {value!r}")
-        number = parse_positive_int(option, value)
-        if key == "min_samples" and number < MIN_SAMPLES:
-            raise UsageError(f"{option}: expected at least {MIN_SAMPLES}, got {number}")
-        return number
-    if key == "threads":
-        if isinstance(value, (bool, float)):
-            raise UsageError(f"{option}: expected a positive integer, got {value!r}")
-        threads = parse_positive_int(option, value)
-        if threads > usable_cores():
-            raise UsageError(
-                f"--threads: expected at most {usable_cores()} (the usable cores), got {threads}"
-            )
-        return threads
-    if key == "causal":
-        return parse_masks(option, value)
-    return _positive_float(option, value)
+    return FIELDS[key].metadata["parse"](option, value)
 
 
 def apply(config: SweepConfig, values: dict, source: str) -> SweepConfig:

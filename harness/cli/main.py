@@ -16,7 +16,7 @@ from harness.cli.commands import (
     cmd_report,
     cmd_run,
 )
-from harness.cli.config import add_run_flags, flag_name
+from harness.cli.config import CHECK_DEFAULTS, CHECK_KEYS, add_run_flags, flag_name
 from harness.cli.options import UsageError
 from harness.results.rundir import RunDirError
 
@@ -39,16 +39,10 @@ def add_list(sub) -> None:
 
 def add_check(sub) -> None:
     p = sub.add_parser("check", help="compare implementations with a float64 reference")
-    p.add_argument("--impl", default=None, help="comma-separated names (default: all)")
     p.add_argument("--n", default="1000", help="sequence length (default 1000)")
     p.add_argument("--d", default="80", help="head dimension (default 80)")
-    p.add_argument("--dtype", default="float32,float64", help="float32, float64 or both")
-    p.add_argument("--batch", default="1", help="batch size (default 1)")
-    p.add_argument("--heads", default="1", help="query heads (default 1)")
-    p.add_argument("--kv-heads", dest="kv_heads", help="key/value heads (default: --heads)")
-    p.add_argument("--n-q", dest="n_q", help="query length (default: --n)")
     p.add_argument("--causal", action="store_true", help="apply the causal mask")
-    p.add_argument("--seed", default="0", help="seed of the random inputs (>= 0)")
+    add_run_flags(p, CHECK_KEYS, CHECK_DEFAULTS)
     p.set_defaults(func=cmd_check)
 
 
