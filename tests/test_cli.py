@@ -87,17 +87,35 @@ def test_python_dash_m_harness_is_the_same_command():
     assert "--n: expected a positive integer" in done.stderr
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_lists_every_setting_as_a_toml_key():
+    from harness.cli.config import ALIASES, KEYS
+
+    paragraph = README.read_text().split("Settings come from the defaults")[1].split("\n\n")[0]
+    for key in KEYS:
+        spellings = {key} | {alias for alias, name in ALIASES.items() if name == key}
+        assert any(f"`{spelling}`" in paragraph for spelling in spellings), key
+
+
+def test_the_readme_lists_every_case_field_among_the_columns_of_results_csv():
+    from harness.results.cases import CASE_FIELDS
+
+    listing = README.read_text().split("results.csv     the tidy table")[1].split("meta.json")[0]
+    columns = {word.strip(" ,.()\n") for word in listing.split()}
+    assert set(CASE_FIELDS) <= columns
+
+
 def test_every_run_setting_is_a_flag_named_in_the_help_and_the_readme(capsys):
     """Settings are declared once (SweepConfig's fields): the parser, the help and the errors
     read them; the README's synopsis must name each flag."""
-    from pathlib import Path
-
     from harness.cli.config import RUN_FIELDS, flag_name
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     help_text = capsys.readouterr().out
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = README.read_text()
     for f in RUN_FIELDS:
         assert flag_name(f.name) in help_text, f.name
         assert f"[{flag_name(f.name)}" in readme, f"README's synopsis lacks {flag_name(f.name)}"

@@ -14,8 +14,17 @@ import pandas as pd
 
 import impls
 from harness.analysis import stats
+from harness.results.cases import SHAPE_FIELDS
 
-SHAPE = ["machine", "dtype", "d", "n", "batch", "heads", "kv_heads", "n_q", "workload", "causal"]
+# A measured shape: the case's fields but the implementation, the machine and the workload;
+# tables sort by dtype, d and n first.
+SORTED_FIRST = ("dtype", "d", "n")
+SHAPE = [
+    "machine",
+    *SORTED_FIRST,
+    *(name for name in SHAPE_FIELDS if name not in SORTED_FIRST),
+    "workload",
+]
 COLUMNS = [*SHAPE, "impl", "baseline", "ratio", "ratio_low", "ratio_high", "relation"]
 
 

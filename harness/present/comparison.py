@@ -22,6 +22,7 @@ from harness.analysis.runs import NotInRunError, format_seconds
 from harness.present.figures.compare import compare_figure
 from harness.present.plots import save_figure
 from harness.present.tables import format_table
+from harness.results.cases import SHAPE_FIELDS
 from harness.results.rundir import load_run
 
 
@@ -57,7 +58,8 @@ def _interval(value, low, high) -> str:
 def display_table(table: pd.DataFrame) -> list[dict]:
     """Rows for the terminal; batch, heads and causal shown only when they vary, n_q only when
     it is not n."""
-    varying = [c for c in ("batch", "heads", "kv_heads", "causal") if table[c].nunique() > 1]
+    optional = [c for c in SHAPE_FIELDS if c not in ("n", "d", "dtype", "n_q")]
+    varying = [c for c in optional if table[c].nunique() > 1]
     varying += ["n_q"] if (table["n_q"] != table["n"]).any() else []
     rows = []
     for _, row in table.iterrows():

@@ -6,7 +6,7 @@ bytes every rate divides by are the case's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, astuple, dataclass, replace
+from dataclasses import asdict, astuple, dataclass, fields, replace
 
 import numpy as np
 
@@ -81,3 +81,9 @@ class Case:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# What a case is, derived from its fields: the shape is all of it but the implementation.
+CASE_FIELDS = tuple(f.name for f in fields(Case))
+SHAPE_FIELDS = tuple(name for name in CASE_FIELDS if name != "impl")
+INTEGER_FIELDS = tuple(f.name for f in fields(Case) if f.type.startswith("int"))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-from harness.results.cases import Case
+from harness.results.cases import CASE_FIELDS, INTEGER_FIELDS
 
 # 2: rounds in fresh workers, intervals, ratios, drift-normalised rounds
 # 3: cases gained kv_heads and n_q (grouped-query attention, decode), rows bytes and bandwidth
 SCHEMA_VERSION = 3
-CASE_COLUMNS = [f.name for f in dataclasses.fields(Case)]
+CASE_COLUMNS = list(CASE_FIELDS)
 LEGACY_CASE_COLUMNS = ["impl", "n", "d", "dtype", "batch", "heads", "causal"]  # schema 1 and 2
 COLUMNS = [
     *CASE_COLUMNS,
@@ -59,12 +57,7 @@ COLUMNS = [
     "note",
 ]
 INTEGER_COLUMNS = [
-    "n",
-    "d",
-    "batch",
-    "heads",
-    "kv_heads",
-    "n_q",
+    *INTEGER_FIELDS,
     "samples",
     "inner_repeats",
     "rounds",
