@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import impls
 from harness.analysis.runs import NotInRunError
 from harness.cli.commands import (
     cmd_check,
@@ -19,6 +20,11 @@ from harness.cli.commands import (
 from harness.cli.config import CHECK_DEFAULTS, CHECK_KEYS, add_run_flags, flag_name
 from harness.cli.options import UsageError
 from harness.results.rundir import RunDirError
+
+BASELINE_HELP = (
+    "implementation the speedups are relative to (default: the run's own, else the first of "
+    f"{', '.join(impls.DEFAULT_BASELINES)} measured)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +70,7 @@ def add_run(sub) -> None:
 def add_plot(sub) -> None:
     p = sub.add_parser("plot", help="draw the plots of one or several run directories")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories (several: by machine)")
-    p.add_argument("--baseline", help="implementation the speedups are relative to (numpy)")
+    p.add_argument("--baseline", help=BASELINE_HELP)
     p.add_argument(
         "--n-fixed",
         dest="n_fixed",
@@ -77,7 +83,7 @@ def add_plot(sub) -> None:
 def add_report(sub) -> None:
     p = sub.add_parser("report", help="write DIR/report.md and DIR/report.html with the plots")
     p.add_argument("dir", metavar="DIR", help="run directory")
-    p.add_argument("--baseline", help="implementation the speedups are relative to (numpy)")
+    p.add_argument("--baseline", help=BASELINE_HELP)
     p.add_argument("--n-fixed", dest="n_fixed", help="n of the time-vs-d plot")
     p.add_argument(
         "--out",
