@@ -225,6 +225,11 @@ def _record_from_module(module: ModuleType, default_name: str, source: str) -> I
     device = str(module.DEVICE)
     if device not in DEVICES:
         return _broken(name, source, f"DEVICE must be one of {DEVICES}, got {device!r}")
+    style = getattr(module, "STYLE", None)
+    if style is not None and not (
+        isinstance(style, tuple) and len(style) == 2 and all(isinstance(s, str) for s in style)
+    ):
+        return _broken(name, source, f"STYLE must be a (colour, marker) pair, got {style!r}")
     return Implementation(
         name=name,
         description=str(module.DESCRIPTION),
@@ -233,7 +238,7 @@ def _record_from_module(module: ModuleType, default_name: str, source: str) -> I
         device=device,
         source=source,
         module=module,
-        style=tuple(module.STYLE) if hasattr(module, "STYLE") else None,
+        style=style,
         simulator_max_n=getattr(module, "SIMULATOR_MAX_N", None),
     )
 

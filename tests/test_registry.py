@@ -66,6 +66,24 @@ def test_a_module_missing_part_of_the_surface_is_unavailable(extra_impls):
     assert "DTYPES" in reason and "prepare" in reason
 
 
+def test_a_style_that_is_not_a_colour_and_a_marker_makes_the_module_unavailable(extra_impls):
+    source = Path(impls.registry()["numpy"].source).read_text()
+    text = source.replace('NAME = "numpy"', 'NAME = "red"').replace(
+        'STYLE = ("#1f77b4", "o")', 'STYLE = "red"'
+    )
+    (extra_impls / "red.py").write_text(text)
+    (extra_impls / "teal.py").write_text(
+        text.replace('NAME = "red"', 'NAME = "teal"').replace(
+            'STYLE = "red"', 'STYLE = ("teal", "x")'
+        )
+    )
+    registry = impls.registry(refresh=True)
+    assert (
+        "STYLE must be a (colour, marker) pair, got 'red'" in registry["red"].unavailable_reason()
+    )
+    assert registry["teal"].available and registry["teal"].style == ("teal", "x")
+
+
 def test_an_unavailable_implementation_refuses_to_run_with_its_reason(extra_impls):
     (extra_impls / "broken.py").write_text("raise RuntimeError('planted')\n")
     impls.registry(refresh=True)
