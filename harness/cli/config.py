@@ -31,6 +31,8 @@ else:  # pragma: no cover - Python 3.10
 
 MIN_SAMPLES = 5  # fewer and the median and IQR say little
 DEFAULT_N = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+# How the baseline is chosen when none is given, in the words of every command's help.
+DEFAULT_BASELINE = f"the first of {', '.join(impls.DEFAULT_BASELINES)} measured"
 QUICK = {"n": (64, 128, 256, 512, 1024), "d": (64,), "target_s": 0.2, "sweep_budget_s": 100.0}
 
 
@@ -197,8 +199,7 @@ class SweepConfig:
     max_rounds: int = setting(12, "the most rounds --ci may take per shape", parse=_count)
     baseline: str = setting(
         "",
-        "implementation every ratio is to (default: the first of "
-        f"{', '.join(impls.DEFAULT_BASELINES)} measured)",
+        f"implementation every ratio is to (default: {DEFAULT_BASELINE})",
         parse=_name,
     )
     min_samples: int = setting(5, parse=_samples)

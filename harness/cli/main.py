@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import impls
 from harness.analysis.runs import NotInRunError
 from harness.cli.commands import (
     cmd_check,
@@ -17,13 +16,18 @@ from harness.cli.commands import (
     cmd_report,
     cmd_run,
 )
-from harness.cli.config import CHECK_DEFAULTS, CHECK_KEYS, add_run_flags, flag_name
+from harness.cli.config import (
+    CHECK_DEFAULTS,
+    CHECK_KEYS,
+    DEFAULT_BASELINE,
+    add_run_flags,
+    flag_name,
+)
 from harness.cli.options import UsageError
 from harness.results.rundir import RunDirError
 
 BASELINE_HELP = (
-    "implementation the speedups are relative to (default: the run's own, else the first of "
-    f"{', '.join(impls.DEFAULT_BASELINES)} measured)"
+    f"implementation the speedups are relative to (default: the run's own, else {DEFAULT_BASELINE})"
 )
 
 
